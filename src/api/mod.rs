@@ -1,0 +1,275 @@
+//! The HTTP API of API.md: a small route table over hyper requests. Each noun has its
+//! own file; this one authenticates, bounds and parses bodies, and renders responses.
+//! Handlers validate input into store records and never touch redb themselves.
+
+mod deliveries;
+mod error;
+mod events;
+mod subscriptions;
+mod validate;
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use ring::hmac;
+use serde::Serialize;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::ids::EntityId;
+use crate::secret::{Sealer, Secret};
+use crate::store::Store;
+
+pub type ApiResponse = Response<Full<Bytes>>;
+type Request = hyper::Request<Incoming>;
+
+/// Everything handlers share.
+pub struct AppState {
+    pub store: Store,
+    pub sealer: Arc<Sealer>,
+    pub config: Arc<Config>,
+    admin: AdminToken,
+    pub rng: ring::rand::SystemRandom,
+}
+
+impl AppState {
+    pub fn new(
+        store: Store,
+        sealer: Arc<Sealer>,
+        config: Arc<Config>,
+        admin_token: &Secret,
+    ) -> Result<Self, ring::error::Unspecified> {
+        let rng = ring::rand::SystemRandom::new();
+        Ok(Self {
+            store,
+            sealer,
+            config,
+            admin: AdminToken::new(&rng, admin_token)?,
+            rng,
+        })
+    }
+}
+
+/// The admin token, kept only as an HMAC tag under a per-process random key, so a
+/// presented token is compared in constant time (`hmac::verify`) and the clear token
+/// is not held in memory after start.
+struct AdminToken {
+    key: hmac::Key,
+    tag: hmac::Tag,
+}
+
+impl AdminToken {
+    fn new(
+        rng: &ring::rand::SystemRandom,
+        token: &Secret,
+    ) -> Result<Self, ring::error::Unspecified> {
+        let key = hmac::Key::generate(hmac::HMAC_SHA256, rng)?;
+        let tag = hmac::sign(&key, token.expose().as_bytes());
+        Ok(Self { key, tag })
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        hmac::verify(&self.key, presented.as_bytes(), self.tag.as_ref()).is_ok()
+    }
+}
+
+/// Who is calling: the entity it acts for. The admin token acts as the root.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub entity: EntityId,
+}
+
+impl Caller {
+    /// Whether an object owned by `entity` is inside the caller's subtree.
+    pub fn sees(&self, entity: &str) -> bool {
+        self.entity.as_str() == EntityId::ROOT || self.entity.as_str() == entity
+    }
+}
+
+pub async fn handle(state: &AppState, request: Request) -> ApiResponse {
+    match route(state, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiError> {
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let method = request.method().clone();
+    match segments.as_slice() {
+        ["healthz"] | ["readyz"] => {
+            return Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+        }
+        ["v1", ..] => {}
+        _ => return Err(ApiError::NotFound("route")),
+    }
+    let caller = authenticate(state, &request)?;
+    match (segments.as_slice(), &method) {
+        (["v1", "events"], &Method::POST) => events::create(state, &caller, request).await,
+        (["v1", "events"], _) => Err(ApiError::MethodNotAllowed("POST")),
+        (["v1", "events", id], &Method::GET) => events::get(state, &caller, id).await,
+        (["v1", "events", _], _) => Err(ApiError::MethodNotAllowed("GET")),
+        (["v1", "subscriptions"], &Method::POST) => {
+            subscriptions::create(state, &caller, request).await
+        }
+        (["v1", "subscriptions"], &Method::GET) => {
+            subscriptions::list(state, &caller, request.uri().query()).await
+        }
+        (["v1", "subscriptions"], _) => Err(ApiError::MethodNotAllowed("GET, POST")),
+        (["v1", "subscriptions", id], &Method::GET) => subscriptions::get(state, &caller, id).await,
+        (["v1", "subscriptions", id], &Method::PATCH) => {
+            subscriptions::patch(state, &caller, id, request).await
+        }
+        (["v1", "subscriptions", id], &Method::DELETE) => {
+            subscriptions::delete(state, &caller, id).await
+        }
+        (["v1", "subscriptions", _], _) => Err(ApiError::MethodNotAllowed("GET, PATCH, DELETE")),
+        (["v1", "subscriptions", id, "secret"], &Method::GET) => {
+            subscriptions::secret(state, &caller, id).await
+        }
+        (["v1", "deliveries", id], &Method::GET) => deliveries::get(state, &caller, id).await,
+        (["v1", "deliveries", id, "attempts"], &Method::GET) => {
+            deliveries::attempts(state, &caller, id).await
+        }
+        _ => Err(ApiError::NotFound("route")),
+    }
+}
+
+fn authenticate(state: &AppState, request: &Request) -> Result<Caller, ApiError> {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::Unauthorized("send Authorization: Bearer <token>"))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(ApiError::Unauthorized("send Authorization: Bearer <token>"))?;
+    if state.admin.matches(token) {
+        return Ok(Caller {
+            entity: EntityId::root(),
+        });
+    }
+    Err(ApiError::Unauthorized("the token is not valid"))
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (named by `key` in the 413)
+/// and anything that does not claim to be JSON.
+async fn read_body(request: Request, limit: usize, key: &'static str) -> Result<Bytes, ApiError> {
+    if let Some(kind) = request.headers().get(header::CONTENT_TYPE) {
+        let kind = kind.to_str().unwrap_or("");
+        let essence = kind.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::TooLarge { limit, key });
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::TooLarge { limit, key })
+        }
+        Err(_) => Err(ApiError::BadRequest(
+            "the request body could not be read".into(),
+        )),
+    }
+}
+
+/// Parses JSON; syntax errors are 400, wrong shapes (unknown fields) 422.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::invalid("body", e.to_string()),
+        _ => ApiError::BadRequest(format!("the body is not valid JSON: {e}")),
+    })
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> ApiResponse {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `{"data": value}` with `status`.
+fn data<T: Serialize>(status: StatusCode, value: T) -> ApiResponse {
+    json(status, &serde_json::json!({ "data": value }))
+}
+
+fn no_content() -> ApiResponse {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn timestamp(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// `?limit=` (1..=500, default 50) and `?cursor=`.
+struct Page {
+    limit: usize,
+    cursor: Option<u128>,
+}
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+
+impl Page {
+    fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut page = Page {
+            limit: DEFAULT_LIMIT,
+            cursor: None,
+        };
+        for (key, value) in query_pairs(query) {
+            match key {
+                "limit" => {
+                    page.limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::invalid("limit", "must be an integer from 1 to 500")
+                        })?;
+                }
+                "cursor" => {
+                    page.cursor = Some(u128::from_str_radix(value, 16).map_err(|_| {
+                        ApiError::invalid("cursor", "is not a cursor this API returned")
+                    })?);
+                }
+                _ => {}
+            }
+        }
+        Ok(page)
+    }
+}
+
+fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+fn cursor(id: u128) -> String {
+    format!("{id:032x}")
+}

@@ -1,0 +1,432 @@
+//! `/v1/subscriptions`: create, list, read, change, delete, and read the signing secret.
+//! Secrets (signing secret, password, custom header values) are sealed under the master
+//! key, bound to the subscription id, before they reach the store.
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::validate::{self, Fields};
+use super::{ApiError, ApiResponse, AppState, Caller, Page, Request, data, parse_json, read_body};
+use crate::delivery::sign::generate_secret;
+use crate::ids::{EntityId, SubscriptionId};
+use crate::secret::Secret;
+use crate::store::now_ms;
+use crate::store::records::{
+    EndpointAuthRecord, HeaderRecord, SigningSecretRecord, SubscriptionRecord, SubscriptionStatus,
+};
+
+const FIELDS: &[&str] = &[
+    "status",
+    "eventTypes",
+    "endpointUrl",
+    "endpointAuth",
+    "customHeaders",
+    "rateLimit",
+    "description",
+    "entityId",
+];
+
+/// Endpoint authentication as given, before sealing.
+enum AuthInput {
+    None,
+    Basic { username: String, password: Secret },
+}
+
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    request: Request,
+) -> Result<ApiResponse, ApiError> {
+    let body = read_body(
+        request,
+        state.config.server.max_body_bytes,
+        "server.max_body_bytes",
+    )
+    .await?;
+    let value: Value = parse_json(&body)?;
+    let fields = Fields::new(&value, "")?;
+    fields.only(FIELDS)?;
+
+    let status = status(&fields)?.unwrap_or(SubscriptionStatus::Active);
+    let event_types = event_types(&fields)?
+        .ok_or_else(|| ApiError::invalid("eventTypes", "is required (for example [\"*\"])"))?;
+    let endpoint_url = fields.required_str("endpointUrl")?;
+    validate::endpoint_url(
+        "endpointUrl",
+        endpoint_url,
+        state.config.delivery.allow_http,
+    )?;
+    let auth = auth(&fields)?.unwrap_or(AuthInput::None);
+    let headers =
+        validate::custom_headers(&fields, "customHeaders", !matches!(auth, AuthInput::None))?;
+    let rate_limit = rate_limit(&fields)?;
+    let description = description(&fields)?;
+    let entity = match fields.str("entityId")? {
+        None => caller.entity.clone(),
+        Some(raw) => visible_entity(state, caller, raw).await?,
+    };
+
+    let id = SubscriptionId::generate();
+    let owner = id.to_string();
+    let secret = generate_secret(&state.rng)
+        .map_err(|_| ApiError::internal(crate::secret::SealError::Random))?;
+    let now = now_ms();
+    let record = SubscriptionRecord {
+        entity: entity.to_string(),
+        status,
+        disabled_reason: None,
+        event_types,
+        endpoint_url: endpoint_url.to_owned(),
+        endpoint_auth: seal_auth(state, &owner, auth)?,
+        custom_headers: seal_headers(state, &owner, headers)?,
+        rate_limit,
+        description,
+        signing_secrets: vec![SigningSecretRecord {
+            sealed: state.sealer.seal(owner.as_bytes(), &secret)?,
+            expires_ms: None,
+        }],
+        created_ms: now,
+        updated_ms: now,
+    };
+    state.store.put_subscription(id.0, record.clone()).await?;
+    tracing::info!(subscription = %id, entity = %entity, "subscription created");
+    let mut view = view(state, id, &record)?;
+    view["signingSecret"] = Value::String(secret.expose().to_owned());
+    Ok(data(StatusCode::CREATED, view))
+}
+
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    query: Option<&str>,
+) -> Result<ApiResponse, ApiError> {
+    let page = Page::parse(query)?;
+    let index = state.store.subscriptions();
+    let after = page.cursor.unwrap_or(0);
+    let mut items = Vec::with_capacity(page.limit);
+    let mut next = None;
+    for (&id, record) in index.iter() {
+        if (page.cursor.is_some() && id <= after) || !caller.sees(&record.entity) {
+            continue;
+        }
+        if items.len() == page.limit {
+            next = items
+                .last()
+                .map(|(id, _): &(u128, Value)| super::cursor(*id));
+            break;
+        }
+        items.push((id, view(state, SubscriptionId(id), record)?));
+    }
+    let data: Vec<Value> = items.into_iter().map(|(_, v)| v).collect();
+    Ok(super::json(
+        StatusCode::OK,
+        &json!({"data": data, "nextCursor": next}),
+    ))
+}
+
+pub async fn get(state: &AppState, caller: &Caller, raw_id: &str) -> Result<ApiResponse, ApiError> {
+    let (id, record) = find(state, caller, raw_id)?;
+    Ok(data(StatusCode::OK, view(state, id, &record)?))
+}
+
+pub async fn secret(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+) -> Result<ApiResponse, ApiError> {
+    let (id, record) = find(state, caller, raw_id)?;
+    let newest = record
+        .signing_secrets
+        .first()
+        .ok_or_else(|| ApiError::internal(crate::secret::SealError::Open))?;
+    let secret = state
+        .sealer
+        .open(id.to_string().as_bytes(), &newest.sealed)?;
+    Ok(data(
+        StatusCode::OK,
+        json!({"signingSecret": secret.expose()}),
+    ))
+}
+
+pub async fn patch(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+    request: Request,
+) -> Result<ApiResponse, ApiError> {
+    let (id, current) = find(state, caller, raw_id)?;
+    let body = read_body(
+        request,
+        state.config.server.max_body_bytes,
+        "server.max_body_bytes",
+    )
+    .await?;
+    let value: Value = parse_json(&body)?;
+    let fields = Fields::new(&value, "")?;
+    fields.only(FIELDS)?;
+    if fields.has("entityId") {
+        return Err(ApiError::invalid(
+            "entityId",
+            "cannot change; create a new subscription",
+        ));
+    }
+    let owner = id.to_string();
+    let mut record = (*current).clone();
+    if let Some(status) = status(&fields)? {
+        record.status = status;
+        if status == SubscriptionStatus::Active {
+            record.disabled_reason = None;
+        }
+    }
+    if let Some(types) = event_types(&fields)? {
+        record.event_types = types;
+    }
+    if let Some(url) = fields.str("endpointUrl")? {
+        validate::endpoint_url("endpointUrl", url, state.config.delivery.allow_http)?;
+        record.endpoint_url = url.to_owned();
+    }
+    if let Some(auth) = auth(&fields)? {
+        record.endpoint_auth = seal_auth(state, &owner, auth)?;
+    }
+    let has_auth = record.endpoint_auth != EndpointAuthRecord::None;
+    if fields.has("customHeaders") {
+        let headers = validate::custom_headers(&fields, "customHeaders", has_auth)?;
+        record.custom_headers = seal_headers(state, &owner, headers)?;
+    } else if has_auth
+        && record
+            .custom_headers
+            .iter()
+            .any(|h| h.name == "authorization")
+    {
+        return Err(ApiError::invalid(
+            "endpointAuth",
+            "conflicts with the custom authorization header; replace customHeaders too",
+        ));
+    }
+    if fields.has("rateLimit") {
+        record.rate_limit = rate_limit(&fields)?;
+    }
+    if fields.has("description") {
+        record.description = description(&fields)?;
+    }
+    record.updated_ms = now_ms();
+    state.store.put_subscription(id.0, record.clone()).await?;
+    Ok(data(StatusCode::OK, view(state, id, &record)?))
+}
+
+pub async fn delete(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+) -> Result<ApiResponse, ApiError> {
+    let (id, _) = find(state, caller, raw_id)?;
+    if !state.store.delete_subscription(id.0).await? {
+        return Err(ApiError::NotFound("subscription"));
+    }
+    tracing::info!(subscription = %id, "subscription deleted");
+    Ok(super::no_content())
+}
+
+/// A subscription the caller may see; anything else (absent, malformed, another
+/// tenant's) is the same 404.
+fn find(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+) -> Result<(SubscriptionId, std::sync::Arc<SubscriptionRecord>), ApiError> {
+    let id = SubscriptionId::parse(raw_id).ok_or(ApiError::NotFound("subscription"))?;
+    let index = state.store.subscriptions();
+    let record = index
+        .get(id.0)
+        .filter(|r| caller.sees(&r.entity))
+        .cloned()
+        .ok_or(ApiError::NotFound("subscription"))?;
+    Ok((id, record))
+}
+
+/// An `entityId` from a request: it must exist and be inside the caller's subtree.
+pub(super) async fn visible_entity(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+) -> Result<EntityId, ApiError> {
+    let entity = EntityId::parse(raw).ok_or(ApiError::NotFound("entity"))?;
+    if !caller.sees(entity.as_str()) || !state.store.entity_exists(entity.to_string()).await? {
+        return Err(ApiError::NotFound("entity"));
+    }
+    Ok(entity)
+}
+
+fn status(fields: &Fields<'_>) -> Result<Option<SubscriptionStatus>, ApiError> {
+    match fields.str("status")? {
+        None => Ok(None),
+        Some("ACTIVE") => Ok(Some(SubscriptionStatus::Active)),
+        Some("DEACTIVATED") => Ok(Some(SubscriptionStatus::Deactivated)),
+        Some(_) => Err(ApiError::invalid("status", "must be ACTIVE or DEACTIVATED")),
+    }
+}
+
+fn event_types(fields: &Fields<'_>) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(list) = fields.string_list("eventTypes")? else {
+        return Ok(None);
+    };
+    if list.is_empty() {
+        return Err(ApiError::invalid(
+            "eventTypes",
+            "must name at least one event type",
+        ));
+    }
+    if list.len() > validate::MAX_EVENT_TYPES {
+        return Err(ApiError::invalid("eventTypes", "at most 100 entries"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for (i, pattern) in list.iter().enumerate() {
+        validate::event_type_pattern(&format!("eventTypes[{i}]"), pattern)?;
+        if !out.iter().any(|p| p == pattern) {
+            out.push((*pattern).to_owned());
+        }
+    }
+    Ok(Some(out))
+}
+
+fn auth(fields: &Fields<'_>) -> Result<Option<AuthInput>, ApiError> {
+    let Some(auth) = fields.object("endpointAuth")? else {
+        return Ok(None);
+    };
+    auth.only(&["type", "credentials"])?;
+    match auth.required_str("type")? {
+        "NONE" => Ok(Some(AuthInput::None)),
+        "BASIC" => {
+            let credentials = auth.object("credentials")?.ok_or_else(|| {
+                ApiError::invalid(auth.name("credentials"), "is required for BASIC")
+            })?;
+            credentials.only(&["username", "password"])?;
+            let username = credentials.required_str("username")?;
+            let password = credentials.required_str("password")?;
+            if username.is_empty() || username.contains(':') || username.len() > 256 {
+                return Err(ApiError::invalid(
+                    credentials.name("username"),
+                    "must be 1-256 characters without ':'",
+                ));
+            }
+            if password.len() > 1024 {
+                return Err(ApiError::invalid(
+                    credentials.name("password"),
+                    "at most 1024 bytes",
+                ));
+            }
+            Ok(Some(AuthInput::Basic {
+                username: username.to_owned(),
+                password: Secret::new(password.to_owned()),
+            }))
+        }
+        "OAUTH2_CLIENT_CREDENTIALS" => Err(ApiError::invalid(
+            auth.name("type"),
+            "OAUTH2_CLIENT_CREDENTIALS is not available in this build yet; use NONE or BASIC",
+        )),
+        _ => Err(ApiError::invalid(
+            auth.name("type"),
+            "must be NONE, BASIC or OAUTH2_CLIENT_CREDENTIALS",
+        )),
+    }
+}
+
+fn rate_limit(fields: &Fields<'_>) -> Result<Option<u32>, ApiError> {
+    match fields.u64("rateLimit")? {
+        None => Ok(None),
+        Some(n) if (1..=validate::MAX_RATE_LIMIT).contains(&n) => Ok(Some(n as u32)),
+        Some(_) => Err(ApiError::invalid(
+            "rateLimit",
+            "must be from 1 to 100000 deliveries per second",
+        )),
+    }
+}
+
+fn description(fields: &Fields<'_>) -> Result<Option<String>, ApiError> {
+    match fields.str("description")? {
+        Some(d) if d.len() > validate::MAX_DESCRIPTION => {
+            Err(ApiError::invalid("description", "at most 1024 bytes"))
+        }
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
+fn seal_auth(
+    state: &AppState,
+    owner: &str,
+    auth: AuthInput,
+) -> Result<EndpointAuthRecord, ApiError> {
+    Ok(match auth {
+        AuthInput::None => EndpointAuthRecord::None,
+        AuthInput::Basic { username, password } => EndpointAuthRecord::Basic {
+            username,
+            sealed_password: state.sealer.seal(owner.as_bytes(), &password)?,
+        },
+    })
+}
+
+fn seal_headers(
+    state: &AppState,
+    owner: &str,
+    headers: Vec<(String, String)>,
+) -> Result<Vec<HeaderRecord>, ApiError> {
+    headers
+        .into_iter()
+        .map(|(name, value)| {
+            Ok(HeaderRecord {
+                sealed_value: state.sealer.seal(owner.as_bytes(), &Secret::new(value))?,
+                name,
+            })
+        })
+        .collect()
+}
+
+fn status_name(status: SubscriptionStatus) -> &'static str {
+    match status {
+        SubscriptionStatus::Active => "ACTIVE",
+        SubscriptionStatus::Deactivated => "DEACTIVATED",
+        SubscriptionStatus::Disabled => "DISABLED",
+    }
+}
+
+/// The API view: secrets never appear; secret-looking header values are masked.
+fn view(
+    state: &AppState,
+    id: SubscriptionId,
+    record: &SubscriptionRecord,
+) -> Result<Value, ApiError> {
+    let owner = id.to_string();
+    let mut headers = serde_json::Map::new();
+    for header in &record.custom_headers {
+        let shown = if validate::looks_secret(&header.name) {
+            "****".to_owned()
+        } else {
+            state
+                .sealer
+                .open(owner.as_bytes(), &header.sealed_value)?
+                .expose()
+                .to_owned()
+        };
+        headers.insert(header.name.clone(), Value::String(shown));
+    }
+    let auth = match &record.endpoint_auth {
+        EndpointAuthRecord::None => json!({"type": "NONE"}),
+        EndpointAuthRecord::Basic { username, .. } => {
+            json!({"type": "BASIC", "credentials": {"username": username}})
+        }
+    };
+    Ok(json!({
+        "id": owner,
+        "entityId": record.entity,
+        "status": status_name(record.status),
+        "disabledReason": record.disabled_reason,
+        "eventTypes": record.event_types,
+        "endpointUrl": record.endpoint_url,
+        "endpointAuth": auth,
+        "customHeaders": headers,
+        "rateLimit": record.rate_limit,
+        "description": record.description,
+        "createdAt": super::timestamp(record.created_ms),
+        "updatedAt": super::timestamp(record.updated_ms),
+    }))
+}

@@ -1,0 +1,283 @@
+//! The outbound HTTPS client: a hyper-util connection pool over tokio-rustls. The
+//! connector resolves the host itself, checks every candidate address with the
+//! `AddressGuard` before dialling it, and only then connects and handshakes, so the
+//! guard sees exactly the address a request goes to. Redirects are never followed and
+//! response bodies are read only up to a bound.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client as PoolClient;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::error::DeliveryError;
+use super::guard::AddressGuard;
+
+/// How long one TCP connect may take before the next resolved address is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle pooled connections are closed after this; endpoints commonly keep 60-120 s.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+pub type Body = Full<Bytes>;
+
+#[derive(Clone)]
+pub struct Client {
+    pool: PoolClient<Connector, Body>,
+}
+
+pub struct ClientSettings {
+    pub tls: Arc<rustls::ClientConfig>,
+    pub guard: AddressGuard,
+    pub source_address: Option<IpAddr>,
+    pub allow_http: bool,
+    pub max_idle_per_host: usize,
+}
+
+/// A response with its body read up to the caller's bound.
+#[derive(Debug)]
+pub struct BoundedResponse {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Client {
+    pub fn new(settings: ClientSettings) -> Self {
+        let connector = Connector {
+            inner: Arc::new(ConnectorInner {
+                tls: TlsConnector::from(settings.tls),
+                guard: settings.guard,
+                source_address: settings.source_address,
+                allow_http: settings.allow_http,
+            }),
+        };
+        let pool = PoolClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(settings.max_idle_per_host)
+            .build(connector);
+        Self { pool }
+    }
+
+    /// Sends one request and reads at most `max_body` bytes of the response, all within
+    /// `timeout`. The rest of a longer body is discarded with the connection.
+    pub async fn send(
+        &self,
+        request: Request<Body>,
+        timeout: Duration,
+        max_body: usize,
+    ) -> Result<BoundedResponse, DeliveryError> {
+        let exchange = async {
+            let response = self
+                .pool
+                .request(request)
+                .await
+                .map_err(DeliveryError::from_client)?;
+            read_bounded(response, max_body).await
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| DeliveryError::Timeout(timeout))?
+    }
+}
+
+async fn read_bounded(
+    response: Response<Incoming>,
+    max_body: usize,
+) -> Result<BoundedResponse, DeliveryError> {
+    let (parts, mut body) = response.into_parts();
+    let mut collected = Vec::new();
+    while collected.len() < max_body {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let room = max_body - collected.len();
+                    collected.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            // A body cut short after the status arrived still counts as the answer.
+            Some(Err(_)) | None => break,
+        }
+    }
+    Ok(BoundedResponse {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: collected,
+    })
+}
+
+#[derive(Clone)]
+struct Connector {
+    inner: Arc<ConnectorInner>,
+}
+
+struct ConnectorInner {
+    tls: TlsConnector,
+    guard: AddressGuard,
+    source_address: Option<IpAddr>,
+    allow_http: bool,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = Stream;
+    type Error = DeliveryError;
+    type Future = Pin<Box<dyn Future<Output = Result<Stream, DeliveryError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.connect(uri).await })
+    }
+}
+
+impl ConnectorInner {
+    async fn connect(&self, uri: Uri) -> Result<Stream, DeliveryError> {
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") if self.allow_http => false,
+            _ => return Err(DeliveryError::Scheme),
+        };
+        let host = uri.host().ok_or(DeliveryError::Scheme)?;
+        // `Uri::host` keeps the brackets of an IPv6 literal.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+
+        let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|source| DeliveryError::Resolve {
+                    host: host.clone(),
+                    source,
+                })?
+                .collect(),
+        };
+        let tcp = self.dial(&host, &addresses).await?;
+        if !tls {
+            return Ok(Stream::Plain(TokioIo::new(tcp)));
+        }
+        let name = ServerName::try_from(host.clone()).map_err(|_| DeliveryError::Scheme)?;
+        let stream = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(DeliveryError::Tls)?;
+        Ok(Stream::Tls(Box::new(TokioIo::new(stream))))
+    }
+
+    /// Tries each permitted address in turn; refused ones are never dialled.
+    async fn dial(&self, host: &str, addresses: &[SocketAddr]) -> Result<TcpStream, DeliveryError> {
+        let mut last = None;
+        for &address in addresses {
+            if let Err(reason) = self.guard.check(address.ip()) {
+                last = Some(DeliveryError::Refused {
+                    address: address.ip(),
+                    reason,
+                });
+                continue;
+            }
+            match tokio::time::timeout(CONNECT_TIMEOUT, self.connect_tcp(address)).await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(source)) => last = Some(DeliveryError::Connect { address, source }),
+                Err(_) => {
+                    last = Some(DeliveryError::Connect {
+                        address,
+                        source: std::io::ErrorKind::TimedOut.into(),
+                    })
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| DeliveryError::Resolve {
+            host: host.to_owned(),
+            source: std::io::ErrorKind::NotFound.into(),
+        }))
+    }
+
+    async fn connect_tcp(&self, address: SocketAddr) -> std::io::Result<TcpStream> {
+        let socket = match address {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        if let Some(source) = self.source_address {
+            socket.bind(SocketAddr::new(source, 0))?;
+        }
+        let stream = socket.connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// A connection to an endpoint: TLS, or plain TCP when `delivery.allow_http` permits.
+pub enum Stream {
+    Plain(TokioIo<TcpStream>),
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Milliseconds an attempt took, saturating.
+pub fn elapsed_ms(started: Instant) -> u32 {
+    u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX)
+}

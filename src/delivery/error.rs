@@ -1,0 +1,71 @@
+//! Why an attempt failed. The `Display` text is what an operator reads in the attempt
+//! record, so it names the cause (refused address, TLS, timeout) and never a secret.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("the URL must be https:// with a host (http:// only with delivery.allow_http)")]
+    Scheme,
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("refused to connect to {address}: {reason} (delivery.allow_networks can permit it)")]
+    Refused {
+        address: IpAddr,
+        reason: &'static str,
+    },
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    #[error("request failed: {0}")]
+    Http(String),
+}
+
+impl DeliveryError {
+    /// Unwraps hyper-util's error to the connector's own when there is one, so the
+    /// attempt record says "refused to connect ..." rather than "client error (Connect)".
+    pub fn from_client(error: hyper_util::client::legacy::Error) -> Self {
+        use std::error::Error;
+        let mut cause: Option<&(dyn Error + 'static)> = error.source();
+        while let Some(inner) = cause {
+            if let Some(own) = inner.downcast_ref::<DeliveryError>() {
+                return own.clone_shallow();
+            }
+            cause = inner.source();
+        }
+        let mut text = error.to_string();
+        let mut cause = error.source();
+        while let Some(inner) = cause {
+            text.push_str(": ");
+            text.push_str(&inner.to_string());
+            cause = inner.source();
+        }
+        Self::Http(text)
+    }
+
+    fn clone_shallow(&self) -> Self {
+        match self {
+            Self::Scheme => Self::Scheme,
+            Self::Refused { address, reason } => Self::Refused {
+                address: *address,
+                reason,
+            },
+            Self::Timeout(d) => Self::Timeout(*d),
+            other => Self::Http(other.to_string()),
+        }
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+}

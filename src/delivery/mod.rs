@@ -1,0 +1,200 @@
+//! One delivery attempt: build the signed request for a subscription, send it through
+//! the guarded client, and describe what happened as an attempt record. Scheduling what
+//! comes next is the dispatcher's job (`dispatch::schedule`).
+
+pub mod client;
+pub mod error;
+pub mod guard;
+pub mod sign;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use http::{Method, Request};
+use http_body_util::Full;
+
+pub use client::{Client, ClientSettings};
+pub use error::DeliveryError;
+
+use crate::secret::{SealError, Sealer, Secret};
+use crate::store::records::{AttemptRecord, EndpointAuthRecord, SubscriptionRecord};
+use sign::SigningKey;
+
+/// Response bytes kept in an attempt record.
+pub const RESPONSE_BODY_LIMIT: usize = 4096;
+/// Response headers kept in an attempt record.
+const RESPONSE_HEADER_LIMIT: usize = 32;
+pub const USER_AGENT_VALUE: &str = concat!("hookd/", env!("CARGO_PKG_VERSION"));
+
+/// Everything needed to send one event to one endpoint, secrets opened.
+pub struct Outgoing {
+    pub url: String,
+    pub event_id: String,
+    pub body: Bytes,
+    pub keys: Vec<SigningKey>,
+    pub headers: Vec<(String, Secret)>,
+    pub authorization: Option<Secret>,
+}
+
+impl Outgoing {
+    /// Opens the subscription's sealed secrets (bound to its id) for one attempt.
+    /// Signing secrets past their rotation expiry no longer sign.
+    pub fn for_subscription(
+        sealer: &Sealer,
+        subscription_id: &str,
+        subscription: &SubscriptionRecord,
+        event_id: String,
+        body: Bytes,
+        now_ms: u64,
+    ) -> Result<Self, SealError> {
+        let owner = subscription_id.as_bytes();
+        let mut keys = Vec::with_capacity(subscription.signing_secrets.len());
+        for secret in &subscription.signing_secrets {
+            if secret.expires_ms.is_some_and(|at| at <= now_ms) {
+                continue;
+            }
+            let clear = sealer.open(owner, &secret.sealed)?;
+            keys.push(SigningKey::from_secret(clear.expose()).map_err(|_| SealError::Open)?);
+        }
+        let mut headers = Vec::with_capacity(subscription.custom_headers.len());
+        for header in &subscription.custom_headers {
+            headers.push((
+                header.name.clone(),
+                sealer.open(owner, &header.sealed_value)?,
+            ));
+        }
+        let authorization = match &subscription.endpoint_auth {
+            EndpointAuthRecord::None => None,
+            EndpointAuthRecord::Basic {
+                username,
+                sealed_password,
+            } => {
+                use base64::Engine;
+                let password = sealer.open(owner, sealed_password)?;
+                let pair = format!("{username}:{}", password.expose());
+                Some(Secret::new(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )))
+            }
+        };
+        Ok(Self {
+            url: subscription.endpoint_url.clone(),
+            event_id,
+            body,
+            keys,
+            headers,
+            authorization,
+        })
+    }
+
+    fn request(&self, timestamp: i64) -> Result<Request<client::Body>, DeliveryError> {
+        let signature = sign::signature_header(&self.keys, &self.event_id, timestamp, &self.body);
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(self.url.as_str())
+            .header(CONTENT_TYPE, "application/json")
+            .header(USER_AGENT, USER_AGENT_VALUE);
+        let headers = builder
+            .headers_mut()
+            .ok_or_else(|| DeliveryError::Http("invalid endpoint URL".into()))?;
+        for (name, value) in &self.headers {
+            // Names and values were validated when the subscription was stored.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value.expose()),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+        let fixed = [
+            ("webhook-id", self.event_id.clone()),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", signature),
+        ];
+        for (name, value) in fixed {
+            let value = HeaderValue::from_str(&value)
+                .map_err(|_| DeliveryError::Http("unencodable webhook header".into()))?;
+            headers.insert(HeaderName::from_static(name), value);
+        }
+        if let Some(auth) = &self.authorization {
+            let mut value = HeaderValue::from_str(auth.expose())
+                .map_err(|_| DeliveryError::Http("unencodable authorization header".into()))?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        builder
+            .body(Full::new(self.body.clone()))
+            .map_err(|_| DeliveryError::Scheme)
+    }
+}
+
+/// What one attempt produced: the record to store and what the policy needs to know.
+pub struct AttemptResult {
+    pub record: AttemptRecord,
+    pub status: Option<u16>,
+    pub timed_out: bool,
+    pub retry_after: Option<String>,
+}
+
+pub async fn attempt(client: &Client, outgoing: &Outgoing, timeout: Duration) -> AttemptResult {
+    let now = std::time::SystemTime::now();
+    let attempted_ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let started = Instant::now();
+    let sent = match outgoing.request((attempted_ms / 1000) as i64) {
+        Ok(request) => client.send(request, timeout, RESPONSE_BODY_LIMIT).await,
+        Err(e) => Err(e),
+    };
+    let duration_ms = client::elapsed_ms(started);
+    let mut record = AttemptRecord {
+        attempted_ms,
+        url: outgoing.url.clone(),
+        status: None,
+        error: None,
+        duration_ms,
+        response_body: Vec::new(),
+        response_headers: Vec::new(),
+    };
+    match sent {
+        Ok(response) => {
+            let retry_after = response
+                .headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            record.status = Some(response.status);
+            record.response_body = response.body;
+            record.response_headers = response
+                .headers
+                .iter()
+                .take(RESPONSE_HEADER_LIMIT)
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            AttemptResult {
+                status: Some(response.status),
+                record,
+                timed_out: false,
+                retry_after,
+            }
+        }
+        Err(error) => {
+            let timed_out = error.is_timeout();
+            record.error = Some(error.to_string());
+            AttemptResult {
+                record,
+                status: None,
+                timed_out,
+                retry_after: None,
+            }
+        }
+    }
+}

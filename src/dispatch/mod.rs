@@ -1,0 +1,231 @@
+//! The dispatcher: takes due deliveries from the in-memory queues (`queues.rs`, fed by
+//! the store writer after each commit and rebuilt from the store at start), runs each
+//! attempt under the global concurrency limit, and reports the outcome to the store,
+//! which schedules the retry the policy (`schedule.rs`) chose. It holds nothing the
+//! store does not: a crash mid-attempt leaves the due entry, and the attempt runs again.
+
+pub mod queues;
+pub mod schedule;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::delivery::{self, Client, Outgoing};
+use crate::ids::{DeliveryId, EventId, SubscriptionId};
+use crate::secret::Sealer;
+use crate::store::records::{AttemptRecord, SubscriptionStatus};
+use crate::store::{AttemptReport, DueEntry, NextStep, Store, now_ms};
+use queues::{Next, Queues};
+use schedule::{Observed, Policy};
+
+/// After a store error the delivery is tried again this much later.
+const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(5);
+
+pub struct Dispatcher {
+    queues: Arc<Queues>,
+    store: Store,
+    client: Client,
+    sealer: Arc<Sealer>,
+    policy: Policy,
+    timeout: Duration,
+    concurrency: Arc<Semaphore>,
+    rng: SystemRandom,
+}
+
+pub struct Settings {
+    pub policy: Policy,
+    pub timeout: Duration,
+    pub concurrency: usize,
+}
+
+impl Dispatcher {
+    pub fn new(
+        queues: Arc<Queues>,
+        store: Store,
+        client: Client,
+        sealer: Arc<Sealer>,
+        settings: Settings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            queues,
+            store,
+            client,
+            sealer,
+            policy: settings.policy,
+            timeout: settings.timeout,
+            concurrency: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// Loads the store's due queue into memory; call once before `run`.
+    pub async fn recover(&self) -> Result<usize, crate::store::StoreError> {
+        let due = self.store.load_due().await?;
+        let count = due.len();
+        self.queues.push(due);
+        Ok(count)
+    }
+
+    /// Runs until `shutdown`; attempts are spawned on `tracker` and abandoned (left due,
+    /// to run again after restart) when `abandon` fires.
+    pub async fn run(
+        self: Arc<Self>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+        abandon: CancellationToken,
+    ) {
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                permit = self.concurrency.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
+            let entry = loop {
+                let wait = match self.queues.next(now_ms()) {
+                    Next::Run(entry) => break entry,
+                    Next::Wait(until) => {
+                        until.map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
+                    }
+                };
+                let sleep = async {
+                    match wait {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.queues.woken() => {}
+                    _ = sleep => {}
+                }
+            };
+            let this = self.clone();
+            let abandon = abandon.clone();
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = abandon.cancelled() => {}
+                    _ = this.attempt(entry) => {}
+                }
+                this.queues.finished(&entry);
+                drop(permit);
+            });
+        }
+    }
+
+    async fn attempt(&self, entry: DueEntry) {
+        let delivery_id = DeliveryId(entry.delivery);
+        let (delivery, event) = match self.store.attempt_input(entry.delivery).await {
+            Ok(Some(input)) => input,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::error!(delivery = %delivery_id, %error, "cannot read a due delivery");
+                self.retry_later(entry);
+                return;
+            }
+        };
+        // Superseded (rescheduled, ended or cancelled since this entry was queued).
+        let now = now_ms();
+        if delivery.state.is_final() || delivery.next_attempt_ms.is_none_or(|at| at > now) {
+            return;
+        }
+        let subscriptions = self.store.subscriptions();
+        let Some(subscription) = subscriptions.get(entry.subscription) else {
+            return;
+        };
+        if subscription.status != SubscriptionStatus::Active {
+            return;
+        }
+        let subscription_id = SubscriptionId(entry.subscription);
+        let event_id = EventId(delivery.event).to_string();
+        let outcome = match Outgoing::for_subscription(
+            &self.sealer,
+            &subscription_id.to_string(),
+            subscription,
+            event_id,
+            Bytes::from(event.body),
+            now,
+        ) {
+            Ok(outgoing) => delivery::attempt(&self.client, &outgoing, self.timeout).await,
+            Err(error) => {
+                tracing::error!(subscription = %subscription_id, %error, "cannot open the subscription's secrets");
+                delivery::AttemptResult {
+                    record: AttemptRecord {
+                        attempted_ms: now,
+                        url: subscription.endpoint_url.clone(),
+                        status: None,
+                        error: Some(format!(
+                            "hookd could not open this subscription's secrets: {error}"
+                        )),
+                        duration_ms: 0,
+                        response_body: Vec::new(),
+                        response_headers: Vec::new(),
+                    },
+                    status: None,
+                    timed_out: false,
+                    retry_after: None,
+                }
+            }
+        };
+        let observed = Observed {
+            status: outcome.status,
+            timed_out: outcome.timed_out,
+            retry_after: outcome.retry_after.as_deref(),
+        };
+        let next = schedule::next_step(
+            &self.policy,
+            &observed,
+            delivery.attempts + 1,
+            event.created_ms,
+            now_ms(),
+            self.unit_random(),
+        );
+        match next {
+            NextStep::Succeeded => {
+                tracing::debug!(delivery = %delivery_id, status = outcome.status, "delivered")
+            }
+            _ => tracing::info!(
+                delivery = %delivery_id,
+                subscription = %subscription_id,
+                status = outcome.status,
+                error = outcome.record.error.as_deref(),
+                ?next,
+                "delivery attempt failed"
+            ),
+        }
+        let report = AttemptReport {
+            delivery: entry.delivery,
+            attempt: outcome.record,
+            next,
+        };
+        if let Err(error) = self.store.record_attempt(report).await {
+            tracing::error!(delivery = %delivery_id, %error, "cannot record an attempt; it will run again");
+            self.retry_later(entry);
+        }
+    }
+
+    /// Re-queues in memory only: the store still holds the entry, so nothing is lost if
+    /// hookd stops before then.
+    fn retry_later(&self, entry: DueEntry) {
+        let later = DueEntry {
+            due_ms: now_ms() + STORE_ERROR_BACKOFF.as_millis() as u64,
+            ..entry
+        };
+        self.queues.push([later]);
+    }
+
+    fn unit_random(&self) -> f64 {
+        let mut bytes = [0u8; 8];
+        if self.rng.fill(&mut bytes).is_err() {
+            return 0.5;
+        }
+        (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}

@@ -1,0 +1,232 @@
+//! The dispatcher's in-memory due queues: one queue per subscription plus a heap of the
+//! subscriptions whose head is due soonest. A subscription at its concurrency limit is
+//! not in that heap at all, so a slow or saturated endpoint is never rescanned and never
+//! delays the others. Everything here mirrors the store's `due` table and can be rebuilt
+//! from it; the in-flight set keeps one delivery from being attempted twice at once.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::store::{DueEntry, DueSink};
+
+#[derive(Default)]
+struct SubQueue {
+    pending: BinaryHeap<Reverse<(u64, u128)>>,
+    running: usize,
+    /// The due time under which this subscription sits in `ready`, if it does.
+    listed: Option<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    subs: HashMap<u128, SubQueue>,
+    /// (head due time, subscription); entries whose time no longer matches the
+    /// subscription's `listed` are stale and skipped.
+    ready: BinaryHeap<Reverse<(u64, u128)>>,
+    in_flight: HashSet<u128>,
+}
+
+pub struct Queues {
+    state: Mutex<State>,
+    wake: Notify,
+    per_endpoint: usize,
+}
+
+/// What the dispatcher should do next.
+pub enum Next {
+    Run(DueEntry),
+    /// Nothing is due before this time (Unix ms), or nothing at all.
+    Wait(Option<u64>),
+}
+
+impl Queues {
+    pub fn new(per_endpoint: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            per_endpoint: per_endpoint.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves consistent-enough state: every field is
+        // a cache of the store, rebuilt at the next start.
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    pub fn push(&self, entries: impl IntoIterator<Item = DueEntry>) {
+        let mut state = self.lock();
+        for entry in entries {
+            state
+                .subs
+                .entry(entry.subscription)
+                .or_default()
+                .pending
+                .push(Reverse((entry.due_ms, entry.delivery)));
+            relist(&mut state, entry.subscription, self.per_endpoint);
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Takes the next delivery that may run now, marking it running.
+    pub fn next(&self, now_ms: u64) -> Next {
+        let mut state = self.lock();
+        loop {
+            let Some(&Reverse((due, sub))) = state.ready.peek() else {
+                return Next::Wait(None);
+            };
+            if due > now_ms {
+                return Next::Wait(Some(due));
+            }
+            state.ready.pop();
+            let per_endpoint = self.per_endpoint;
+            let State {
+                subs, in_flight, ..
+            } = &mut *state;
+            let Some(queue) = subs.get_mut(&sub) else {
+                continue;
+            };
+            if queue.listed != Some(due) {
+                continue;
+            }
+            queue.listed = None;
+            if queue.running >= per_endpoint {
+                continue;
+            }
+            let Some(Reverse((due_ms, delivery))) = queue.pending.pop() else {
+                continue;
+            };
+            if !in_flight.insert(delivery) {
+                // Already being attempted; its outcome schedules whatever comes next.
+                relist(&mut state, sub, per_endpoint);
+                continue;
+            }
+            queue.running += 1;
+            relist(&mut state, sub, per_endpoint);
+            return Next::Run(DueEntry {
+                due_ms,
+                delivery,
+                subscription: sub,
+            });
+        }
+    }
+
+    /// An attempt started by `next` has ended.
+    pub fn finished(&self, entry: &DueEntry) {
+        let mut state = self.lock();
+        state.in_flight.remove(&entry.delivery);
+        if let Some(queue) = state.subs.get_mut(&entry.subscription) {
+            queue.running = queue.running.saturating_sub(1);
+            if queue.running == 0 && queue.pending.is_empty() {
+                state.subs.remove(&entry.subscription);
+            } else {
+                relist(&mut state, entry.subscription, self.per_endpoint);
+            }
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Deliveries waiting in memory, for metrics and tests.
+    pub fn waiting(&self) -> usize {
+        self.lock().subs.values().map(|q| q.pending.len()).sum()
+    }
+}
+
+/// Puts a subscription into `ready` under its head's due time when it may run more.
+fn relist(state: &mut State, sub: u128, per_endpoint: usize) {
+    let Some(queue) = state.subs.get_mut(&sub) else {
+        return;
+    };
+    if queue.running >= per_endpoint {
+        return;
+    }
+    let Some(&Reverse((head, _))) = queue.pending.peek() else {
+        return;
+    };
+    if queue.listed.is_none_or(|listed| head < listed) {
+        queue.listed = Some(head);
+        state.ready.push(Reverse((head, sub)));
+    }
+}
+
+impl DueSink for Queues {
+    fn schedule(&self, entries: Vec<DueEntry>) {
+        self.push(entries);
+    }
+
+    fn subscriptions_removed(&self, ids: &[u128]) {
+        let mut state = self.lock();
+        for id in ids {
+            if let Some(queue) = state.subs.get_mut(id) {
+                queue.pending.clear();
+                queue.listed = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(due_ms: u64, delivery: u128, subscription: u128) -> DueEntry {
+        DueEntry {
+            due_ms,
+            delivery,
+            subscription,
+        }
+    }
+
+    fn run(q: &Queues, now: u64) -> Option<DueEntry> {
+        match q.next(now) {
+            Next::Run(e) => Some(e),
+            Next::Wait(_) => None,
+        }
+    }
+
+    #[test]
+    fn hands_out_due_entries_in_time_order_and_reports_the_next_wake() {
+        let q = Queues::new(4);
+        q.push([entry(30, 3, 1), entry(10, 1, 1), entry(20, 2, 2)]);
+        assert_eq!(run(&q, 100).map(|e| e.delivery), Some(1));
+        assert_eq!(run(&q, 100).map(|e| e.delivery), Some(2));
+        assert_eq!(run(&q, 100).map(|e| e.delivery), Some(3));
+        q.push([entry(500, 4, 2)]);
+        assert!(matches!(q.next(100), Next::Wait(Some(500))));
+    }
+
+    #[test]
+    fn a_saturated_subscription_does_not_block_another() {
+        let q = Queues::new(1);
+        q.push([entry(1, 10, 1), entry(2, 11, 1), entry(3, 20, 2)]);
+        let first = run(&q, 100).unwrap();
+        assert_eq!(first.delivery, 10);
+        // Subscription 1 is at its limit: 11 waits, 20 runs.
+        assert_eq!(run(&q, 100).map(|e| e.delivery), Some(20));
+        assert!(run(&q, 100).is_none());
+        q.finished(&first);
+        assert_eq!(run(&q, 100).map(|e| e.delivery), Some(11));
+    }
+
+    #[test]
+    fn a_delivery_is_never_handed_out_twice_at_once() {
+        let q = Queues::new(4);
+        q.push([entry(1, 7, 1)]);
+        let first = run(&q, 100).unwrap();
+        q.push([entry(2, 7, 1)]);
+        assert!(run(&q, 100).is_none());
+        q.finished(&first);
+    }
+}

@@ -1,0 +1,44 @@
+//! Errors of the store layer. Sources are kept; nothing here is shown to API callers
+//! beyond "internal error" (the log carries the detail).
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database: {0}")]
+    Open(#[from] redb::DatabaseError),
+    #[error("transaction: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    #[error("table: {0}")]
+    Table(#[from] redb::TableError),
+    #[error("storage: {0}")]
+    Storage(#[from] redb::StorageError),
+    #[error("commit: {0}")]
+    Commit(#[from] redb::CommitError),
+    #[error("setting durability: {0}")]
+    Durability(#[from] redb::SetDurabilityError),
+    #[error("encoding a {kind} record: {source}")]
+    Encode {
+        kind: &'static str,
+        source: postcard::Error,
+    },
+    #[error("decoding a {kind} record: {source}")]
+    Decode {
+        kind: &'static str,
+        source: postcard::Error,
+    },
+    #[error("a {kind} record has layout version {found}, this build reads {expected}")]
+    RecordVersion {
+        kind: &'static str,
+        found: u8,
+        expected: u8,
+    },
+    #[error("the database has schema version {found}, this build knows up to {known}")]
+    SchemaTooNew { found: u32, known: u32 },
+    #[error("the batch this request was committed with failed: {0}")]
+    Shared(std::sync::Arc<StoreError>),
+    #[error("rolled back because another request in the same batch failed")]
+    Aborted,
+    #[error("the store writer has stopped")]
+    WriterGone,
+    #[error("a blocking store task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}

@@ -1,0 +1,323 @@
+//! The store: one redb file behind `Store`. Writes go to the single writer thread
+//! (`writer.rs`, group commit); reads are short read transactions run on the blocking
+//! pool. Nothing outside this module touches redb types, so another backend can be added
+//! behind the same handle.
+
+mod codec;
+mod error;
+mod index;
+mod migrate;
+pub mod records;
+mod tables;
+mod writer;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::StoreError;
+pub use index::SubscriptionIndex;
+pub use writer::{
+    AttemptReport, IDEMPOTENCY_WINDOW_MS, IdempotencyKey, IngestOutcome, NewEvent, NextStep,
+};
+
+use codec::decode;
+use records::{AttemptRecord, DeliveryRecord, EventRecord, SubscriptionRecord};
+use tables::{ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, SUBSCRIPTIONS};
+use writer::{Command, Writer};
+
+/// Commands that may wait for the writer: enough to fill several batches, small enough
+/// that a stalled disk pushes back on producers instead of growing memory.
+const WRITER_QUEUE: usize = 4096;
+
+/// A delivery waiting in the due queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DueEntry {
+    pub due_ms: u64,
+    pub delivery: u128,
+    pub subscription: u128,
+}
+
+/// Told by the writer, after each commit, what became due and which subscriptions went
+/// away. Implemented by the dispatcher; called on the writer thread, so it must not block.
+pub trait DueSink: Send + Sync {
+    fn schedule(&self, entries: Vec<DueEntry>);
+    fn subscriptions_removed(&self, ids: &[u128]);
+}
+
+/// Running totals of group commits, for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    pub commits: AtomicU64,
+    pub commands: AtomicU64,
+    pub micros: AtomicU64,
+}
+
+impl CommitStats {
+    fn record(&self, batch: usize, took: Duration) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.commands.fetch_add(batch as u64, Ordering::Relaxed);
+        self.micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// An event with the deliveries it fanned out to.
+#[derive(Debug, Clone)]
+pub struct EventView {
+    pub record: EventRecord,
+    pub deliveries: Vec<(u128, DeliveryRecord)>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    tx: mpsc::Sender<Command>,
+    index: Arc<RwLock<Arc<SubscriptionIndex>>>,
+    commits: Arc<CommitStats>,
+}
+
+/// Joins the writer thread once every `Store` handle is gone.
+pub struct WriterHandle(JoinHandle<()>);
+
+impl WriterHandle {
+    /// Blocks until the writer has applied everything queued and exited.
+    pub fn join(self) {
+        if self.0.join().is_err() {
+            tracing::error!("the store writer thread panicked");
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if absent) the database, runs migrations and starts the writer.
+    /// Blocking: call it from `spawn_blocking` or before the runtime is busy.
+    pub fn open(
+        path: &Path,
+        cache_size: usize,
+        sink: Arc<dyn DueSink>,
+    ) -> Result<(Store, WriterHandle), StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Open(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+            })?;
+        }
+        let db = Database::builder()
+            .set_cache_size(cache_size)
+            .create(path)?;
+        migrate::run(&db, now_ms())?;
+        let db = Arc::new(db);
+        let index = Arc::new(RwLock::new(Arc::new(load_index(&db)?)));
+        let commits = Arc::new(CommitStats::default());
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let writer = Writer {
+            db: db.clone(),
+            rx,
+            index: index.clone(),
+            sink,
+            commits: commits.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("hookd-store-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| {
+                StoreError::Open(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+            })?;
+        Ok((
+            Store {
+                db,
+                tx,
+                index,
+                commits,
+            },
+            WriterHandle(handle),
+        ))
+    }
+
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.commits
+    }
+
+    async fn command<T>(
+        &self,
+        make: impl FnOnce(writer::Reply<T>) -> Command,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read()?;
+            f(&txn)
+        })
+        .await?
+    }
+
+    /// Stores events and their deliveries durably; answers after the commit.
+    pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<Vec<IngestOutcome>, StoreError> {
+        let now_ms = now_ms();
+        self.command(|reply| Command::Ingest {
+            events,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn put_subscription(
+        &self,
+        id: u128,
+        record: SubscriptionRecord,
+    ) -> Result<(), StoreError> {
+        self.command(|reply| Command::PutSubscription { id, record, reply })
+            .await
+    }
+
+    /// Removes a subscription and cancels its unfinished deliveries. False if absent.
+    pub async fn delete_subscription(&self, id: u128) -> Result<bool, StoreError> {
+        let now_ms = now_ms();
+        self.command(|reply| Command::DeleteSubscription { id, now_ms, reply })
+            .await
+    }
+
+    pub async fn record_attempt(&self, report: AttemptReport) -> Result<(), StoreError> {
+        self.command(|reply| Command::RecordAttempt { report, reply })
+            .await
+    }
+
+    /// The current subscriptions snapshot (no disk read).
+    pub fn subscriptions(&self) -> Arc<SubscriptionIndex> {
+        match self.index.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub async fn event(&self, id: u128) -> Result<Option<EventView>, StoreError> {
+        self.read(move |txn| {
+            let events = txn.open_table(EVENTS)?;
+            let Some(record) = events.get(id)?.map(|g| decode::<EventRecord>(g.value())) else {
+                return Ok(None);
+            };
+            let record = record?;
+            let deliveries = txn.open_table(DELIVERIES)?;
+            let mut found = Vec::new();
+            for entry in txn
+                .open_table(EVENT_DELIVERIES)?
+                .range((id, 0)..=(id, u128::MAX))?
+            {
+                let delivery = entry?.0.value().1;
+                if let Some(g) = deliveries.get(delivery)? {
+                    found.push((delivery, decode::<DeliveryRecord>(g.value())?));
+                }
+            }
+            Ok(Some(EventView {
+                record,
+                deliveries: found,
+            }))
+        })
+        .await
+    }
+
+    pub async fn delivery(&self, id: u128) -> Result<Option<DeliveryRecord>, StoreError> {
+        self.read(move |txn| {
+            txn.open_table(DELIVERIES)?
+                .get(id)?
+                .map(|g| decode(g.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    /// A delivery and its event, read together for an attempt.
+    pub async fn attempt_input(
+        &self,
+        delivery: u128,
+    ) -> Result<Option<(DeliveryRecord, EventRecord)>, StoreError> {
+        self.read(move |txn| {
+            let Some(record) = txn
+                .open_table(DELIVERIES)?
+                .get(delivery)?
+                .map(|g| decode::<DeliveryRecord>(g.value()))
+                .transpose()?
+            else {
+                return Ok(None);
+            };
+            let event = txn
+                .open_table(EVENTS)?
+                .get(record.event)?
+                .map(|g| decode::<EventRecord>(g.value()))
+                .transpose()?;
+            Ok(event.map(|event| (record, event)))
+        })
+        .await
+    }
+
+    pub async fn attempts(&self, delivery: u128) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.read(move |txn| {
+            let mut out = Vec::new();
+            for entry in txn
+                .open_table(ATTEMPTS)?
+                .range((delivery, 0)..=(delivery, u32::MAX))?
+            {
+                out.push(decode(entry?.1.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Every entry of the due queue, oldest first: what the dispatcher starts from.
+    pub async fn load_due(&self) -> Result<Vec<DueEntry>, StoreError> {
+        self.read(|txn| {
+            let mut out = Vec::new();
+            for entry in txn.open_table(DUE)?.iter()? {
+                let (key, value) = entry?;
+                let (due_ms, delivery) = key.value();
+                out.push(DueEntry {
+                    due_ms,
+                    delivery,
+                    subscription: value.value(),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn entity_exists(&self, id: String) -> Result<bool, StoreError> {
+        self.read(move |txn| Ok(txn.open_table(ENTITIES)?.get(id.as_str())?.is_some()))
+            .await
+    }
+}
+
+fn load_index(db: &Database) -> Result<SubscriptionIndex, StoreError> {
+    let txn = db.begin_read()?;
+    let mut records = Vec::new();
+    for entry in txn.open_table(SUBSCRIPTIONS)?.iter()? {
+        let (key, value) = entry?;
+        records.push((key.value(), decode::<SubscriptionRecord>(value.value())?));
+    }
+    Ok(SubscriptionIndex::from_records(records))
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,166 @@
+//! Stored record layouts. They are deliberately not the API types: postcard needs plain
+//! structs and enums whose field and variant order never changes, so a new field or
+//! variant means a new `VERSION` and a migration. Enum variants may only be appended.
+
+use serde::{Deserialize, Serialize};
+
+use super::codec::Record;
+
+/// An accepted event. `body` is the exact JSON every delivery sends and signs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub entity: String,
+    pub event_type: String,
+    pub created_ms: u64,
+    pub body: Vec<u8>,
+}
+
+impl Record for EventRecord {
+    const KIND: &'static str = "event";
+    const VERSION: u8 = 1;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubscriptionStatus {
+    Active,
+    Deactivated,
+    Disabled,
+}
+
+/// How hookd authenticates to the endpoint. Secret parts are sealed (`secret::Sealer`)
+/// with the subscription id as associated data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndpointAuthRecord {
+    None,
+    Basic {
+        username: String,
+        sealed_password: Vec<u8>,
+    },
+}
+
+/// A signing secret, sealed. `expires_ms` is set on a secret replaced by rotation: it
+/// keeps signing beside its successor until then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningSecretRecord {
+    pub sealed: Vec<u8>,
+    pub expires_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderRecord {
+    pub name: String,
+    pub sealed_value: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    pub entity: String,
+    pub status: SubscriptionStatus,
+    pub disabled_reason: Option<String>,
+    pub event_types: Vec<String>,
+    pub endpoint_url: String,
+    pub endpoint_auth: EndpointAuthRecord,
+    pub custom_headers: Vec<HeaderRecord>,
+    pub rate_limit: Option<u32>,
+    pub description: Option<String>,
+    /// Newest first; older entries carry an expiry.
+    pub signing_secrets: Vec<SigningSecretRecord>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+impl Record for SubscriptionRecord {
+    const KIND: &'static str = "subscription";
+    const VERSION: u8 = 1;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryState {
+    /// Waiting for its first attempt.
+    Pending,
+    /// At least one attempt failed; another is scheduled.
+    Retrying,
+    Succeeded,
+    /// Ended without success: out of retries, 410, or expired.
+    Failed,
+    /// Its subscription was deleted before it ended.
+    Cancelled,
+}
+
+impl DeliveryState {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Retrying => "RETRYING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub event: u128,
+    pub subscription: u128,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    /// The key of this delivery's entry in `due`, while it has one.
+    pub next_attempt_ms: Option<u64>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+impl Record for DeliveryRecord {
+    const KIND: &'static str = "delivery";
+    const VERSION: u8 = 1;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempted_ms: u64,
+    pub url: String,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u32,
+    /// At most the first 4 KiB of the response body.
+    pub response_body: Vec<u8>,
+    pub response_headers: Vec<(String, String)>,
+}
+
+impl Record for AttemptRecord {
+    const KIND: &'static str = "attempt";
+    const VERSION: u8 = 1;
+}
+
+/// What an `Idempotency-Key` answered the first time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub body_sha256: [u8; 32],
+    pub created_ms: u64,
+    pub event: u128,
+    pub deliveries: u32,
+}
+
+impl Record for IdempotencyRecord {
+    const KIND: &'static str = "idempotency";
+    const VERSION: u8 = 1;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityRecord {
+    pub name: String,
+    pub parent: Option<String>,
+    pub created_ms: u64,
+}
+
+impl Record for EntityRecord {
+    const KIND: &'static str = "entity";
+    const VERSION: u8 = 1;
+}

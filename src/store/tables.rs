@@ -1,0 +1,29 @@
+//! Every redb table hookd uses, in one place. A name carries its version: a change to a
+//! key or value layout is a new name plus a migration in `migrate.rs`, never an edit here.
+//! Ids are the `u128` of their UUIDv7, so ordering by key is ordering by creation time.
+
+use redb::TableDefinition;
+
+/// Event log: event id -> `EventRecord` (with the rendered body every delivery sends).
+pub const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events_v1");
+/// subscription id -> `SubscriptionRecord` (secrets sealed).
+pub const SUBSCRIPTIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("subscriptions_v1");
+/// delivery id -> `DeliveryRecord`: one event bound for one subscription.
+pub const DELIVERIES: TableDefinition<u128, &[u8]> = TableDefinition::new("deliveries_v1");
+/// (event id, delivery id): the deliveries of an event.
+pub const EVENT_DELIVERIES: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("event_deliveries_v1");
+/// (subscription id, delivery id): the deliveries of a subscription.
+pub const SUBSCRIPTION_DELIVERIES: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("subscription_deliveries_v1");
+/// (delivery id, attempt number from 1) -> `AttemptRecord`.
+pub const ATTEMPTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("attempts_v1");
+/// The due queue: (due time in Unix ms, delivery id) -> subscription id. A delivery is in
+/// here exactly while it waits for an attempt; the dispatcher rebuilds from it at start.
+pub const DUE: TableDefinition<(u64, u128), u128> = TableDefinition::new("due_v1");
+/// SHA-256(entity id, 0, Idempotency-Key) -> `IdempotencyRecord`.
+pub const IDEMPOTENCY: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("idempotency_v1");
+/// entity id -> `EntityRecord`.
+pub const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities_v1");
+/// Store-wide facts, such as `schema_version`.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
