@@ -7,13 +7,17 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod dispatch;
 pub mod ids;
+pub mod init;
+pub mod listen;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 
 use std::sync::Arc;

@@ -1,1 +1,59 @@
-fn main() {}
+//! The `hookd` binary: parses the command line, hands each command to `hookd::cli`,
+//! prints a failure as one line on stderr and exits with the status the error carries.
+//! A runtime is started only for the commands that need one (serve, listen).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hookd::cli::{self, Cli, CliError, Command, EX_FAILURE};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hookd: {}", one_line(&error));
+            let code = error
+                .downcast_ref::<CliError>()
+                .map_or(EX_FAILURE, CliError::exit_code);
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve(args)?,
+        Command::CheckConfig(args) => cli::check_config(&args)?,
+        Command::Init(args) => cli::init(&args)?,
+        Command::Listen(args) => listen(args)?,
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn serve(args: cli::ServeArgs) -> Result<(), CliError> {
+    cli::serve(&args).await
+}
+
+#[tokio::main]
+async fn listen(args: cli::ListenArgs) -> Result<(), CliError> {
+    cli::listen(args).await
+}
+
+/// The error and its sources joined by ": ", skipping a source whose text its parent
+/// already shows (hookd's error messages usually include their source).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}

@@ -1,6 +1,7 @@
 //! The HTTP contract: authentication, validation errors as problem+json naming the
 //! field, idempotency, body limits, masking, and secrets kept out of responses and the
 //! database file.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test's failure report
 
 mod common;
 

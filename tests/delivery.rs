@@ -1,5 +1,6 @@
 //! End to end: events posted over HTTPS reach HTTPS receivers, signed, filtered by
 //! type, fanned out, retried after failures, and kept across a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test's failure report
 
 mod common;
 

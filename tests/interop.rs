@@ -2,6 +2,7 @@
 //! the reference Standard Webhooks library for Python (`pip install standardwebhooks`).
 //! `.ci/run` installs it and sets HOOKD_REQUIRE_INTEROP=1 so CI cannot skip this; a
 //! developer without the package sees the test skip with the command to run.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test's failure report
 
 mod common;
 

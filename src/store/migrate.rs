@@ -20,14 +20,13 @@ pub fn run(db: &Database, now_ms: u64) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
     let found = {
         let meta = txn.open_table(META)?;
-        let found = meta.get(VERSION_KEY)?.map(|g| {
+        meta.get(VERSION_KEY)?.map(|g| {
             let bytes = g.value();
             let mut word = [0u8; 4];
             let n = bytes.len().min(4);
             word[..n].copy_from_slice(&bytes[..n]);
             u32::from_le_bytes(word)
-        });
-        found
+        })
     };
     match found {
         Some(version) if version > SCHEMA_VERSION => {

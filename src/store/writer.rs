@@ -172,7 +172,8 @@ impl Writer {
             while let Some(command) = batch.pop_front() {
                 match apply_one(&txn, command, &current, &mut index, &mut effects) {
                     Ok(finish) => finishers.push(finish),
-                    Err((error, command)) => {
+                    Err(failed) => {
+                        let (error, command) = *failed;
                         command.fail(&Arc::new(StoreError::Aborted));
                         return Err(error);
                     }
@@ -228,7 +229,8 @@ impl Writer {
     }
 }
 
-type Applied = Result<Finisher, (StoreError, Command)>;
+/// On failure the command comes back so it can be answered with the error.
+type Applied = Result<Finisher, Box<(StoreError, Command)>>;
 
 fn apply_one(
     txn: &WriteTransaction,
@@ -247,14 +249,14 @@ fn apply_one(
             reply,
         } => match ingest(txn, &events, now_ms, view, effects) {
             Ok(outcomes) => Ok(finisher(reply, outcomes)),
-            Err(e) => Err((
+            Err(e) => Err(Box::new((
                 e,
                 Command::Ingest {
                     events,
                     now_ms,
                     reply,
                 },
-            )),
+            ))),
         },
         Command::PutSubscription { id, record, reply } => {
             let stored = encode(&record).and_then(|bytes| {
@@ -269,7 +271,10 @@ fn apply_one(
                         .upsert(id, record);
                     Ok(finisher(reply, ()))
                 }
-                Err(e) => Err((e, Command::PutSubscription { id, record, reply })),
+                Err(e) => Err(Box::new((
+                    e,
+                    Command::PutSubscription { id, record, reply },
+                ))),
             }
         }
         Command::DeleteSubscription { id, now_ms, reply } => {
@@ -281,12 +286,15 @@ fn apply_one(
                     }
                     Ok(finisher(reply, existed))
                 }
-                Err(e) => Err((e, Command::DeleteSubscription { id, now_ms, reply })),
+                Err(e) => Err(Box::new((
+                    e,
+                    Command::DeleteSubscription { id, now_ms, reply },
+                ))),
             }
         }
         Command::RecordAttempt { report, reply } => match record_attempt(txn, &report, effects) {
             Ok(()) => Ok(finisher(reply, ())),
-            Err(e) => Err((e, Command::RecordAttempt { report, reply })),
+            Err(e) => Err(Box::new((e, Command::RecordAttempt { report, reply }))),
         },
     }
 }

@@ -1,7 +1,7 @@
 //! Test harness: a real hookd (`hookd::run` on 127.0.0.1:0 with a temp redb file) and
 //! real HTTPS receivers on loopback, all with certificates from a CA generated per test.
 //! Talks to hookd over HTTPS with the same rustls stack a user would.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -71,20 +71,12 @@ impl TestCa {
     }
 }
 
+#[derive(Default)]
 pub struct Options {
     /// Extra TOML appended to the `[delivery]` section.
     pub delivery: String,
     /// Extra TOML appended to the `[server]` section.
     pub server: String,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            delivery: String::new(),
-            server: String::new(),
-        }
-    }
 }
 
 /// A running hookd and what a test needs to talk to it.

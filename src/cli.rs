@@ -1,0 +1,387 @@
+//! The command line: clap definitions of every subcommand and the function that carries
+//! out each one, each returning a `CliError` that knows its exit status (78, EX_CONFIG,
+//! for anything wrong in the configuration). `main.rs` only parses, dispatches, prints
+//! the error and exits; the server itself is `crate::run`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, ConfigError};
+use crate::init::{InitError, InitOptions, dev_dir};
+use crate::listen::{ListenError, ListenOptions};
+use crate::telemetry::TelemetryError;
+use crate::tls::TlsError;
+
+/// sysexits.h EX_CONFIG: systemd and packaging scripts tell a bad config from a crash.
+pub const EX_CONFIG: u8 = 78;
+/// sysexits.h EX_USAGE: a bad command-line argument.
+pub const EX_USAGE: u8 = 64;
+/// Everything else.
+pub const EX_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookd",
+    version,
+    about = "Webhook sender: durable ingest, signed HTTPS delivery"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Check the configuration and the files it names, then exit.
+    CheckConfig(ConfigArgs),
+    /// Write a config, a local CA and certificate, a master key and an admin token.
+    Init(InitArgs),
+    /// Development receiver: HTTPS on 127.0.0.1, verifies and prints each delivery.
+    Listen(ListenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file [default: /etc/hookd/hookd.toml].
+    #[arg(long, value_name = "PATH", conflicts_with = "dev")]
+    pub config: Option<PathBuf>,
+    /// Use ./hookd-dev (created on first use) with a loopback config.
+    #[arg(long)]
+    pub dev: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Configuration file.
+    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Folder to write into (created if missing).
+    pub dir: PathBuf,
+    /// Create only absent key, token and certificate files, at the paths DIR/hookd.toml
+    /// names; never touch the config.
+    #[arg(long)]
+    pub missing_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long)]
+    pub port: u16,
+    /// The subscription's signing secret (whsec_...).
+    #[arg(long, value_name = "WHSEC")]
+    pub secret: String,
+    /// PEM certificate to serve.
+    #[arg(long, value_name = "PATH", default_value_os_t = dev_dir().join("tls/cert.pem"))]
+    pub cert: PathBuf,
+    /// PEM key of that certificate.
+    #[arg(long, value_name = "PATH", default_value_os_t = dev_dir().join("tls/key.pem"))]
+    pub key: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Init(#[from] InitError),
+    #[error("{key} = {}: {source}", path.display())]
+    Tls {
+        key: &'static str,
+        path: PathBuf,
+        source: TlsError,
+    },
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("{}: not found; `hookd serve --dev` creates a development certificate, or pass --cert and --key", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install the signal handlers: {0}")]
+    Signal(#[source] std::io::Error),
+    #[error("server failed: {0}")]
+    Run(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) | Self::Tls { .. } | Self::Telemetry(_) => EX_CONFIG,
+            Self::Init(InitError::Config(_)) => EX_CONFIG,
+            Self::Listen(ListenError::Secret(_)) => EX_USAGE,
+            _ => EX_FAILURE,
+        }
+    }
+}
+
+/// `hookd serve`: load the config (making ./hookd-dev first with `--dev`), bind, and run
+/// until SIGTERM or SIGINT.
+pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
+    let config = serve_config(args)?;
+    crate::telemetry::init_logging(&config.log.level)?;
+    let addr = config.server.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| CliError::Bind { addr, source })?;
+    let shutdown = shutdown_on_signal()?;
+    if args.dev {
+        let bound = listener.local_addr().unwrap_or(addr);
+        eprintln!("{}", dev_hints(&config, bound));
+    }
+    crate::run(config, listener, shutdown)
+        .await
+        .map_err(|error| CliError::Run(Box::new(error)))
+}
+
+fn serve_config(args: &ServeArgs) -> Result<Config, CliError> {
+    if !args.dev {
+        let path = args
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+        return Ok(Config::load(&path)?);
+    }
+    let dir = dev_dir();
+    let path = dir.join("hookd.toml");
+    if !path.exists() {
+        let options = InitOptions {
+            missing_only: false,
+            dev: true,
+        };
+        crate::init::init(&dir, &options)?;
+        eprintln!("created a development instance in {}", dir.display());
+    }
+    Ok(Config::load(&path)?)
+}
+
+/// What a developer needs to talk to the dev server, ready to paste.
+fn dev_hints(config: &Config, bound: SocketAddr) -> String {
+    let mut shown = bound;
+    // A wildcard address is not something a client can connect to.
+    if shown.ip().is_unspecified() {
+        shown.set_ip(Ipv4Addr::LOCALHOST.into());
+    }
+    let scheme = if config.server.plaintext {
+        "http"
+    } else {
+        "https"
+    };
+    let url = format!("{scheme}://{shown}");
+    let token = config.secrets.admin_token_file.display();
+    let ca = config.delivery.extra_ca_file.clone().unwrap_or_else(|| {
+        let tls_dir = config.server.tls_cert.parent().unwrap_or(Path::new(""));
+        tls_dir.join("ca.pem")
+    });
+    let ca = ca.display();
+    format!(
+        "hookd development server\n\
+         \x20 API          {url}\n\
+         \x20 admin token  {token}\n\
+         \x20              export HOOKD_TOKEN=$(cat {token})\n\
+         \x20 CA to trust  {ca}\n\
+         \x20              curl --cacert {ca} -H \"Authorization: Bearer $HOOKD_TOKEN\" {url}/v1/event-types"
+    )
+}
+
+/// A token cancelled on the first SIGTERM or SIGINT. A second signal exits at once, for
+/// when a graceful shutdown takes longer than the operator will wait.
+pub fn shutdown_on_signal() -> Result<CancellationToken, CliError> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(CliError::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(CliError::Signal)?;
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        for round in 0..2 {
+            let (name, number) = tokio::select! {
+                _ = terminate.recv() => ("SIGTERM", 15),
+                _ = interrupt.recv() => ("SIGINT", 2),
+            };
+            if round == 0 {
+                tracing::info!(
+                    signal = name,
+                    "shutting down; a second signal exits at once"
+                );
+                cancel.cancel();
+            } else {
+                tracing::warn!(signal = name, "second signal: exiting without waiting");
+                // The shell convention for death by signal: 128 + its number.
+                std::process::exit(128 + number);
+            }
+        }
+    });
+    Ok(token)
+}
+
+/// `hookd check-config`: everything `serve` reads before it binds, without binding.
+pub fn check_config(args: &ConfigArgs) -> Result<(), CliError> {
+    let config = Config::load(&args.config)?;
+    if !config.server.plaintext {
+        crate::tls::server_config(&config.server.tls_cert, &config.server.tls_key).map_err(
+            |source| CliError::Tls {
+                key: "server.tls_cert",
+                path: config.server.tls_cert.clone(),
+                source,
+            },
+        )?;
+    }
+    if let Some(ca) = &config.delivery.extra_ca_file {
+        crate::tls::load_certs(ca).map_err(|source| CliError::Tls {
+            key: "delivery.extra_ca_file",
+            path: ca.clone(),
+            source,
+        })?;
+    }
+    config.master_key()?;
+    config.admin_token()?;
+    println!("ok: {}", args.config.display());
+    Ok(())
+}
+
+/// `hookd init DIR [--missing-only]`, always with the production (non-dev) config.
+pub fn init(args: &InitArgs) -> Result<(), CliError> {
+    let options = InitOptions {
+        missing_only: args.missing_only,
+        dev: false,
+    };
+    let report = crate::init::init(&args.dir, &options)?;
+    if report.created.is_empty() {
+        println!("nothing to create: every file exists");
+    }
+    for path in &report.created {
+        println!("created {}", path.display());
+    }
+    if !args.missing_only {
+        println!(
+            "\nconfig        {}\nadmin token   {}\nCA to trust   {}",
+            report.config.display(),
+            report.admin_token_file.display(),
+            report.ca_cert.display()
+        );
+    }
+    Ok(())
+}
+
+/// `hookd listen`: the development receiver, until SIGTERM or SIGINT.
+pub async fn listen(args: ListenArgs) -> Result<(), CliError> {
+    // Only warnings (failed handshakes); deliveries themselves go to stdout.
+    crate::telemetry::init_logging("warn")?;
+    for path in [&args.cert, &args.key] {
+        if !path.exists() {
+            return Err(CliError::NoCertificate { path: path.clone() });
+        }
+    }
+    let shutdown = shutdown_on_signal()?;
+    let options = ListenOptions {
+        port: args.port,
+        secret: args.secret,
+        cert: args.cert,
+        key: args.key,
+    };
+    crate::listen::listen(options, shutdown).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn subcommands_parse_with_their_defaults() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.command);
+        let Ok(Command::Serve(serve)) = parse(&["hookd", "serve", "--dev"]) else {
+            panic!("serve --dev");
+        };
+        assert!(serve.dev && serve.config.is_none());
+        assert!(parse(&["hookd", "serve", "--dev", "--config", "x.toml"]).is_err());
+        let Ok(Command::CheckConfig(check)) = parse(&["hookd", "check-config"]) else {
+            panic!("check-config");
+        };
+        assert_eq!(check.config, Path::new(config::DEFAULT_PATH));
+        let Ok(Command::Init(init)) = parse(&["hookd", "init", "/tmp/x", "--missing-only"]) else {
+            panic!("init");
+        };
+        assert!(init.missing_only && init.dir == Path::new("/tmp/x"));
+        let Ok(Command::Listen(listen)) =
+            parse(&["hookd", "listen", "--port", "9000", "--secret", "whsec_x"])
+        else {
+            panic!("listen");
+        };
+        assert_eq!(listen.port, 9000);
+        assert_eq!(listen.cert, Path::new("./hookd-dev/tls/cert.pem"));
+        assert_eq!(listen.key, Path::new("./hookd-dev/tls/key.pem"));
+        assert!(parse(&["hookd", "listen", "--secret", "whsec_x"]).is_err());
+    }
+
+    #[test]
+    fn check_config_passes_on_a_fresh_init_and_fails_with_78_on_a_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::init::init(
+            dir.path(),
+            &InitOptions {
+                missing_only: false,
+                dev: false,
+            },
+        )
+        .unwrap();
+        let args = ConfigArgs {
+            config: dir.path().join("hookd.toml"),
+        };
+        check_config(&args).unwrap();
+
+        std::fs::write(dir.path().join("master.key"), b"short").unwrap();
+        let error = check_config(&args).unwrap_err();
+        assert_eq!(error.exit_code(), EX_CONFIG, "{error}");
+
+        std::fs::remove_file(dir.path().join("tls/cert.pem")).unwrap();
+        let error = check_config(&args).unwrap_err();
+        assert!(matches!(error, CliError::Tls { .. }), "{error}");
+        assert_eq!(error.exit_code(), EX_CONFIG);
+
+        std::fs::write(&args.config, "[server]\nlistn = 1\n").unwrap();
+        let error = check_config(&args).unwrap_err();
+        assert_eq!(error.exit_code(), EX_CONFIG);
+        assert!(error.to_string().contains("line 2, column 1"), "{error}");
+    }
+
+    #[test]
+    fn dev_hints_name_a_connectable_url_the_token_and_the_ca() {
+        let config = Config::from_toml(
+            "[delivery]\nextra_ca_file = \"tls/ca.pem\"\n",
+            Path::new("./hookd-dev"),
+        )
+        .unwrap();
+        let hints = dev_hints(&config, "0.0.0.0:8443".parse().unwrap());
+        assert!(hints.contains("https://127.0.0.1:8443"), "{hints}");
+        assert!(
+            hints.contains("export HOOKD_TOKEN=$(cat ./hookd-dev/admin.token)"),
+            "{hints}"
+        );
+        assert!(
+            hints.contains("curl --cacert ./hookd-dev/tls/ca.pem"),
+            "{hints}"
+        );
+    }
+}
