@@ -195,7 +195,7 @@ fn dev_hints(config: &Config, bound: SocketAddr) -> String {
          \x20 admin token  {token}\n\
          \x20              export HOOKD_TOKEN=$(cat {token})\n\
          \x20 CA to trust  {ca}\n\
-         \x20              curl --cacert {ca} -H \"Authorization: Bearer $HOOKD_TOKEN\" {url}/v1/event-types"
+         \x20              curl --cacert {ca} -H \"Authorization: Bearer $HOOKD_TOKEN\" {url}/v1/subscriptions"
     )
 }
 

@@ -71,7 +71,9 @@ pub async fn run(
         guard: AddressGuard::new(config.delivery.allow_networks.clone()),
         source_address: config.delivery.source_address,
         allow_http: config.delivery.allow_http,
-        max_idle_per_host: config.delivery.per_endpoint_concurrency,
+        // Several subscriptions often share one host: keep enough idle connections
+        // that none of them pays a TLS handshake per delivery.
+        max_idle_per_host: config.delivery.concurrency,
     });
 
     let queues = Arc::new(Queues::new(config.delivery.per_endpoint_concurrency));

@@ -31,9 +31,18 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn serve(args: cli::ServeArgs) -> Result<(), CliError> {
-    cli::serve(&args).await
+/// Store reads run on the blocking pool and each takes microseconds: a few threads
+/// keep up, while tokio's default of 512 would spend memory (stacks, malloc arenas)
+/// on threads that only wait for each other.
+const MAX_BLOCKING_THREADS: usize = 16;
+
+fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()?;
+    runtime.block_on(cli::serve(&args))?;
+    Ok(())
 }
 
 #[tokio::main]

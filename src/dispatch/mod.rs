@@ -122,20 +122,33 @@ impl Dispatcher {
 
     async fn attempt(&self, entry: DueEntry) {
         let delivery_id = DeliveryId(entry.delivery);
-        let (delivery, event) = match self.store.attempt_input(entry.delivery).await {
-            Ok(Some(input)) => input,
-            Ok(None) => return,
-            Err(error) => {
-                tracing::error!(delivery = %delivery_id, %error, "cannot read a due delivery");
-                self.retry_later(entry);
-                return;
-            }
-        };
-        // Superseded (rescheduled, ended or cancelled since this entry was queued).
         let now = now_ms();
-        if delivery.state.is_final() || delivery.next_attempt_ms.is_none_or(|at| at > now) {
-            return;
-        }
+        // A first attempt usually carries its payload from ingest; anything else reads
+        // the delivery and its event, and skips an entry superseded since it was queued.
+        let (attempts, event, created_ms, body) = match self.queues.take_fresh(entry.delivery) {
+            Some(fresh) => (0, fresh.event, EventId(fresh.event).millis(), fresh.body),
+            None => match self.store.attempt_input(entry.delivery).await {
+                Ok(Some((delivery, event))) => {
+                    if delivery.state.is_final()
+                        || delivery.next_attempt_ms.is_none_or(|at| at > now)
+                    {
+                        return;
+                    }
+                    (
+                        delivery.attempts,
+                        delivery.event,
+                        event.created_ms,
+                        Bytes::from(event.body),
+                    )
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::error!(delivery = %delivery_id, %error, "cannot read a due delivery");
+                    self.retry_later(entry);
+                    return;
+                }
+            },
+        };
         let subscriptions = self.store.subscriptions();
         let Some(subscription) = subscriptions.get(entry.subscription) else {
             return;
@@ -144,13 +157,13 @@ impl Dispatcher {
             return;
         }
         let subscription_id = SubscriptionId(entry.subscription);
-        let event_id = EventId(delivery.event).to_string();
+        let event_id = EventId(event).to_string();
         let outcome = match Outgoing::for_subscription(
             &self.sealer,
             &subscription_id.to_string(),
             subscription,
             event_id,
-            Bytes::from(event.body),
+            body,
             now,
         ) {
             Ok(outgoing) => delivery::attempt(&self.client, &outgoing, self.timeout).await,
@@ -182,8 +195,8 @@ impl Dispatcher {
         let next = schedule::next_step(
             &self.policy,
             &observed,
-            delivery.attempts + 1,
-            event.created_ms,
+            attempts + 1,
+            created_ms,
             now_ms(),
             self.unit_random(),
         );

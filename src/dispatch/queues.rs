@@ -10,7 +10,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::store::{DueEntry, DueSink};
+use crate::store::{DueEntry, DueSink, Fresh};
+
+/// Bytes of fresh payloads held for first attempts. Past this, first attempts read
+/// their event from the store like retries do: memory stays bounded under a backlog.
+const FRESH_BUDGET: usize = 4 << 20;
 
 #[derive(Default)]
 struct SubQueue {
@@ -27,6 +31,9 @@ struct State {
     /// subscription's `listed` are stale and skipped.
     ready: BinaryHeap<Reverse<(u64, u128)>>,
     in_flight: HashSet<u128>,
+    /// Payloads of deliveries not yet attempted, by delivery id.
+    fresh: HashMap<u128, Fresh>,
+    fresh_bytes: usize,
 }
 
 pub struct Queues {
@@ -122,6 +129,28 @@ impl Queues {
         }
     }
 
+    /// Holds payloads for first attempts, within `FRESH_BUDGET`.
+    fn keep_fresh(state: &mut State, fresh: Vec<Fresh>) {
+        for item in fresh {
+            let size = item.body.len();
+            if state.fresh_bytes + size > FRESH_BUDGET {
+                break;
+            }
+            state.fresh_bytes += size;
+            if let Some(old) = state.fresh.insert(item.delivery, item) {
+                state.fresh_bytes -= old.body.len();
+            }
+        }
+    }
+
+    /// The payload handed over at ingest, if it is still held.
+    pub fn take_fresh(&self, delivery: u128) -> Option<Fresh> {
+        let mut state = self.lock();
+        let fresh = state.fresh.remove(&delivery)?;
+        state.fresh_bytes -= fresh.body.len();
+        Some(fresh)
+    }
+
     /// An attempt started by `next` has ended.
     pub fn finished(&self, entry: &DueEntry) {
         let mut state = self.lock();
@@ -162,16 +191,25 @@ fn relist(state: &mut State, sub: u128, per_endpoint: usize) {
 }
 
 impl DueSink for Queues {
-    fn schedule(&self, entries: Vec<DueEntry>) {
+    fn schedule(&self, entries: Vec<DueEntry>, fresh: Vec<Fresh>) {
+        if !fresh.is_empty() {
+            Self::keep_fresh(&mut self.lock(), fresh);
+        }
         self.push(entries);
     }
 
     fn subscriptions_removed(&self, ids: &[u128]) {
         let mut state = self.lock();
         for id in ids {
-            if let Some(queue) = state.subs.get_mut(id) {
-                queue.pending.clear();
-                queue.listed = None;
+            let Some(queue) = state.subs.get_mut(id) else {
+                continue;
+            };
+            let dropped: Vec<u128> = queue.pending.drain().map(|Reverse((_, d))| d).collect();
+            queue.listed = None;
+            for delivery in dropped {
+                if let Some(fresh) = state.fresh.remove(&delivery) {
+                    state.fresh_bytes -= fresh.body.len();
+                }
             }
         }
     }
@@ -218,6 +256,30 @@ mod tests {
         assert!(run(&q, 100).is_none());
         q.finished(&first);
         assert_eq!(run(&q, 100).map(|e| e.delivery), Some(11));
+    }
+
+    #[test]
+    fn fresh_payloads_are_bounded_and_released() {
+        let q = Queues::new(4);
+        let body = bytes::Bytes::from(vec![0u8; FRESH_BUDGET / 2 + 1]);
+        let fresh = |delivery| Fresh {
+            delivery,
+            event: 1,
+            body: body.clone(),
+        };
+        q.schedule(
+            vec![entry(1, 10, 1), entry(1, 11, 1)],
+            vec![fresh(10), fresh(11)],
+        );
+        assert!(q.take_fresh(10).is_some());
+        assert!(
+            q.take_fresh(11).is_none(),
+            "the second payload was over the budget"
+        );
+        q.schedule(vec![entry(1, 12, 2)], vec![fresh(12)]);
+        q.subscriptions_removed(&[2]);
+        assert_eq!(q.lock().fresh_bytes, 0);
+        assert!(q.take_fresh(12).is_none());
     }
 
     #[test]

@@ -43,10 +43,20 @@ pub struct DueEntry {
     pub subscription: u128,
 }
 
+/// The payload of a delivery that has just been created, handed to the dispatcher with
+/// its due entry so the first attempt needs no read from the store. `body` is shared by
+/// every delivery of one event.
+#[derive(Debug, Clone)]
+pub struct Fresh {
+    pub delivery: u128,
+    pub event: u128,
+    pub body: bytes::Bytes,
+}
+
 /// Told by the writer, after each commit, what became due and which subscriptions went
 /// away. Implemented by the dispatcher; called on the writer thread, so it must not block.
 pub trait DueSink: Send + Sync {
-    fn schedule(&self, entries: Vec<DueEntry>);
+    fn schedule(&self, entries: Vec<DueEntry>, fresh: Vec<Fresh>);
     fn subscriptions_removed(&self, ids: &[u128]);
 }
 

@@ -22,7 +22,7 @@ use super::tables::{
     ATTEMPTS, DELIVERIES, DUE, EVENT_DELIVERIES, EVENTS, IDEMPOTENCY, SUBSCRIPTION_DELIVERIES,
     SUBSCRIPTIONS,
 };
-use super::{DueEntry, DueSink};
+use super::{DueEntry, DueSink, Fresh};
 
 /// Most commands applied in one transaction: bounds the latency one commit adds to the
 /// first command of a batch and the memory a batch holds.
@@ -128,6 +128,7 @@ fn finisher<T: Send + 'static>(reply: Reply<T>, value: T) -> Finisher {
 #[derive(Default)]
 struct Effects {
     due: Vec<DueEntry>,
+    fresh: Vec<Fresh>,
     removed_subscriptions: Vec<u128>,
 }
 
@@ -194,7 +195,7 @@ impl Writer {
                         .subscriptions_removed(&effects.removed_subscriptions);
                 }
                 if !effects.due.is_empty() {
-                    self.sink.schedule(effects.due);
+                    self.sink.schedule(effects.due, effects.fresh);
                 }
                 for finish in finishers {
                     finish(None);
@@ -335,6 +336,11 @@ fn ingest(
 
         let targets = subscriptions.matching(&event.record.entity, &event.record.event_type);
         event_table.insert(event.id, encode(&event.record)?.as_slice())?;
+        let body = if targets.is_empty() {
+            bytes::Bytes::new()
+        } else {
+            bytes::Bytes::from(event.record.body.clone())
+        };
         for &subscription in &targets {
             let delivery = crate::ids::uuid_v7();
             let record = DeliveryRecord {
@@ -356,6 +362,11 @@ fn ingest(
                 due_ms: now_ms,
                 delivery,
                 subscription,
+            });
+            effects.fresh.push(Fresh {
+                delivery,
+                event: event.id,
+                body: body.clone(),
             });
         }
         let fanned_out = u32::try_from(targets.len()).unwrap_or(u32::MAX);
