@@ -110,11 +110,7 @@ async fn failed_attempts_are_retried_on_the_schedule_and_recorded() {
         assert_eq!(got.body, first.body, "a retry sends the same body");
         assert_eq!(got.header("webhook-id"), first.header("webhook-id"));
     }
-    let event_id = accepted["eventId"].as_str().unwrap();
-    let delivery = hookd.deliveries_of(event_id).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let delivery = hookd.first_delivery(&accepted).await;
     let done = hookd.wait_for_delivery_state(&delivery, "SUCCEEDED").await;
     assert_eq!(done["attempts"], 3);
     let (_, attempts) = hookd
@@ -140,12 +136,7 @@ async fn a_delivery_ends_failed_when_retries_would_pass_max_age() {
     receiver.reply_with(&[500; 10]);
     hookd.subscribe(&receiver.url, &["*"]).await;
     let accepted = hookd.post_event("job.created", json!({})).await;
-    let delivery = hookd
-        .deliveries_of(accepted["eventId"].as_str().unwrap())
-        .await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let delivery = hookd.first_delivery(&accepted).await;
     let failed = hookd.wait_for_delivery_state(&delivery, "FAILED").await;
     assert_eq!(failed["lastStatus"], 500);
     assert!(failed["nextAttemptAt"].is_null());
@@ -162,12 +153,7 @@ async fn loopback_endpoints_are_refused_without_an_allow_list() {
     let mut receiver = Receiver::start(&hookd.ca).await;
     hookd.subscribe(&receiver.url, &["*"]).await;
     let accepted = hookd.post_event("job.created", json!({})).await;
-    let delivery = hookd
-        .deliveries_of(accepted["eventId"].as_str().unwrap())
-        .await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let delivery = hookd.first_delivery(&accepted).await;
     let retrying = hookd.wait_for_delivery_state(&delivery, "RETRYING").await;
     let error = retrying["lastError"].as_str().unwrap();
     assert!(
@@ -191,10 +177,7 @@ async fn subscriptions_and_undelivered_events_survive_a_restart() {
         .post_event("job.created", json!({"survives": true}))
         .await;
     let event_id = accepted["eventId"].as_str().unwrap().to_string();
-    let delivery = hookd.deliveries_of(&event_id).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let delivery = hookd.first_delivery(&accepted).await;
     hookd.wait_for_delivery_state(&delivery, "RETRYING").await;
 
     let (dir, _) = hookd.stop().await;
@@ -224,12 +207,7 @@ async fn deleting_a_subscription_cancels_its_pending_deliveries() {
     let (sub, _) = hookd.subscribe(&receiver.url, &["*"]).await;
     let accepted = hookd.post_event("job.created", json!({})).await;
     receiver.next().await;
-    let delivery = hookd
-        .deliveries_of(accepted["eventId"].as_str().unwrap())
-        .await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let delivery = hookd.first_delivery(&accepted).await;
     hookd.wait_for_delivery_state(&delivery, "RETRYING").await;
     let (status, _) = hookd
         .call("DELETE", &format!("/v1/subscriptions/{sub}"), None)

@@ -37,13 +37,7 @@ pub async fn create(
     caller: &Caller,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
-    let body = read_body(
-        request,
-        state.config.server.max_body_bytes,
-        "server.max_body_bytes",
-    )
-    .await?;
-    let value: Value = parse_json(&body)?;
+    let value = read_object(state, request).await?;
     let fields = Fields::new(&value, "")?;
     fields.only(FIELDS)?;
 
@@ -155,13 +149,7 @@ pub async fn patch(
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
     let (id, current) = find(state, caller, raw_id)?;
-    let body = read_body(
-        request,
-        state.config.server.max_body_bytes,
-        "server.max_body_bytes",
-    )
-    .await?;
-    let value: Value = parse_json(&body)?;
+    let value = read_object(state, request).await?;
     let fields = Fields::new(&value, "")?;
     fields.only(FIELDS)?;
     if fields.has("entityId") {
@@ -225,6 +213,13 @@ pub async fn delete(
     }
     tracing::info!(subscription = %id, "subscription deleted");
     Ok(super::no_content())
+}
+
+/// The request body as a JSON object, within `server.max_body_bytes`.
+async fn read_object(state: &AppState, request: Request) -> Result<Value, ApiError> {
+    let limit = state.config.server.max_body_bytes;
+    let body = read_body(request, limit, "server.max_body_bytes").await?;
+    parse_json(&body)
 }
 
 /// A subscription the caller may see; anything else (absent, malformed, another

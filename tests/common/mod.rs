@@ -267,6 +267,15 @@ extra_ca_file = "ca.pem"
         }
     }
 
+    /// The id of the (only or first) delivery of an accepted event.
+    pub async fn first_delivery(&self, accepted: &Value) -> String {
+        let event_id = accepted["eventId"].as_str().unwrap();
+        self.deliveries_of(event_id).await[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     pub async fn deliveries_of(&self, event_id: &str) -> Vec<Value> {
         let (status, body) = self
             .call("GET", &format!("/v1/events/{event_id}"), None)
