@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod ids;
 pub mod init;
 pub mod listen;
+pub mod payload;
 pub mod secret;
 pub mod server;
 pub mod store;
@@ -80,8 +81,13 @@ pub async fn run(
     let (store, writer) = {
         let path = config.storage.path.clone();
         let cache = config.storage.cache_size;
+        let settings = store::WriterSettings {
+            max_age_ms: config.delivery.max_age.as_millis() as u64,
+            disable_after_ms: config.delivery.disable_after.as_millis() as u64,
+        };
         let sink = queues.clone();
-        tokio::task::spawn_blocking(move || store::Store::open(&path, cache, sink)).await??
+        tokio::task::spawn_blocking(move || store::Store::open(&path, cache, settings, sink))
+            .await??
     };
 
     let dispatcher = dispatch::Dispatcher::new(

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, ApiResponse, AppState, Caller, data};
 use crate::ids::{DeliveryId, EventId, SubscriptionId};
+use crate::store::RetryOutcome;
 use crate::store::records::DeliveryRecord;
 
 pub async fn get(state: &AppState, caller: &Caller, raw_id: &str) -> Result<ApiResponse, ApiError> {
@@ -45,6 +46,25 @@ pub async fn attempts(
         StatusCode::OK,
         &json!({"data": attempts, "nextCursor": null}),
     ))
+}
+
+/// `POST /v1/deliveries/{id}/retry`: one attempt now.
+pub async fn retry(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+) -> Result<ApiResponse, ApiError> {
+    let (id, _) = find(state, caller, raw_id).await?;
+    match state.store.retry(id.0).await? {
+        RetryOutcome::Queued(record) => Ok(data(StatusCode::ACCEPTED, view(id, &record))),
+        RetryOutcome::NotFound => Err(ApiError::NotFound("delivery")),
+        RetryOutcome::Cancelled => Err(ApiError::Conflict(
+            "the delivery was cancelled with its subscription and cannot be retried".into(),
+        )),
+        RetryOutcome::SubscriptionInactive => Err(ApiError::Conflict(
+            "the subscription is not ACTIVE; set its status to ACTIVE first".into(),
+        )),
+    }
 }
 
 async fn find(

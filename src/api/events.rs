@@ -1,6 +1,8 @@
-//! `/v1/events`: accept an event (idempotently), and read one back with its deliveries.
-//! The body every subscriber receives is rendered here, once, and stored; deliveries
-//! send those exact bytes.
+//! `/v1/events`: accept one event or a batch (idempotently, atomically), list events,
+//! and read one back with its deliveries. The body every subscriber receives is
+//! rendered here, once, and stored; deliveries send those exact bytes.
+
+use std::collections::HashSet;
 
 use http::StatusCode;
 use ring::digest::{SHA256, digest};
@@ -9,29 +11,48 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::validate;
-use super::{ApiError, ApiResponse, AppState, Caller, Request, data, read_body};
-use crate::ids::{DeliveryId, EntityId, EventId, SubscriptionId};
+use super::{ApiError, ApiResponse, AppState, Caller, Page, Request, data, read_body};
+use crate::ids::{DeliveryId, EntityId, EventId};
 use crate::store::records::EventRecord;
 use crate::store::{IdempotencyKey, IngestOutcome, NewEvent};
 
-/// The posted body. Fields are loosely typed so each can be checked with a message that
-/// names it; `data` stays raw so the producer's JSON is passed on as sent.
+/// One posted event. Fields are loosely typed so each can be checked with a message
+/// that names it; `data` stays raw so the producer's JSON is passed on as sent.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct EventInput {
     event_type: Option<Value>,
     entity_id: Option<Value>,
     data: Option<Box<RawValue>>,
+    /// Only in a batch; a single event takes the `Idempotency-Key` header.
+    idempotency_key: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchInput {
+    events: Vec<Box<RawValue>>,
 }
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
+const MAX_BATCH_EVENTS: usize = 1000;
+
+/// A validated event, ready to store.
+struct Prepared {
+    new: NewEvent,
+    event_type: String,
+    entity: EntityId,
+}
 
 pub async fn create(
     state: &AppState,
     caller: &Caller,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
-    let key = idempotency_key(&request)?;
+    let key = match request.headers().get("idempotency-key") {
+        None => None,
+        Some(value) => Some(idempotency_key("Idempotency-Key", value.to_str().ok())?),
+    };
     let body = read_body(
         request,
         state.config.server.max_body_bytes,
@@ -39,16 +60,110 @@ pub async fn create(
     )
     .await?;
     let input: EventInput = super::parse_json(&body)?;
+    if input.idempotency_key.is_some() {
+        return Err(ApiError::invalid(
+            "idempotencyKey",
+            "is for batch items; send the Idempotency-Key header instead",
+        ));
+    }
+    let prepared = prepare(state, caller, "", input, key.as_deref(), &body).await?;
+    let mut results = store(state, vec![prepared]).await?;
+    let (status, result) = results.pop().ok_or(ApiError::NotFound("event"))?;
+    Ok(data(status, result))
+}
 
+pub async fn create_batch(
+    state: &AppState,
+    caller: &Caller,
+    request: Request,
+) -> Result<ApiResponse, ApiError> {
+    let body = read_body(
+        request,
+        state.config.server.max_batch_bytes,
+        "server.max_batch_bytes",
+    )
+    .await?;
+    let batch: BatchInput = super::parse_json(&body)?;
+    if batch.events.is_empty() || batch.events.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::invalid("events", "must hold 1 to 1000 events"));
+    }
+    let limit = state.config.server.max_body_bytes;
+    let mut keys = HashSet::new();
+    let mut prepared = Vec::with_capacity(batch.events.len());
+    for (i, raw) in batch.events.iter().enumerate() {
+        let at = format!("events[{i}]");
+        if raw.get().len() > limit {
+            return Err(ApiError::invalid(
+                at,
+                format!("is larger than server.max_body_bytes ({limit})"),
+            ));
+        }
+        let input: EventInput = serde_json::from_str(raw.get())
+            .map_err(|e| ApiError::invalid(at.clone(), e.to_string()))?;
+        let key = match &input.idempotency_key {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) => {
+                Some(idempotency_key(&format!("{at}.idempotencyKey"), Some(k))?)
+            }
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    format!("{at}.idempotencyKey"),
+                    "must be a string",
+                ));
+            }
+        };
+        if let Some(key) = &key {
+            if !keys.insert(key.clone()) {
+                return Err(ApiError::invalid(
+                    format!("{at}.idempotencyKey"),
+                    "is used twice in this batch",
+                ));
+            }
+        }
+        prepared.push(
+            prepare(
+                state,
+                caller,
+                &at,
+                input,
+                key.as_deref(),
+                raw.get().as_bytes(),
+            )
+            .await?,
+        );
+    }
+    let results = store(state, prepared).await?;
+    Ok(data(
+        StatusCode::ACCEPTED,
+        results.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+    ))
+}
+
+/// Validates one event (fields named under `at`) and renders its body.
+async fn prepare(
+    state: &AppState,
+    caller: &Caller,
+    at: &str,
+    input: EventInput,
+    key: Option<&str>,
+    raw: &[u8],
+) -> Result<Prepared, ApiError> {
+    let field = |name: &str| {
+        if at.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{at}.{name}")
+        }
+    };
     let event_type = match &input.event_type {
         Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(ApiError::invalid("eventType", "must be a string")),
-        None => return Err(ApiError::invalid("eventType", "is required")),
+        Some(_) => return Err(ApiError::invalid(field("eventType"), "must be a string")),
+        None => return Err(ApiError::invalid(field("eventType"), "is required")),
     };
-    validate::event_type_name("eventType", event_type)?;
+    validate::event_type_name(&field("eventType"), event_type)?;
     if event_type.starts_with("hookd.") {
         return Err(ApiError::invalid(
-            "eventType",
+            field("eventType"),
             "`hookd.` types are reserved for events hookd emits itself",
         ));
     }
@@ -57,73 +172,146 @@ pub async fn create(
         Some(Value::String(raw)) => {
             super::subscriptions::visible_entity(state, caller, raw).await?
         }
-        Some(_) => return Err(ApiError::invalid("entityId", "must be a string")),
+        Some(_) => return Err(ApiError::invalid(field("entityId"), "must be a string")),
     };
     let raw_data = input
         .data
         .as_deref()
-        .ok_or_else(|| ApiError::invalid("data", "is required (a JSON object)"))?;
+        .ok_or_else(|| ApiError::invalid(field("data"), "is required (a JSON object)"))?;
     if !raw_data.get().trim_start().starts_with('{') {
-        return Err(ApiError::invalid("data", "must be a JSON object"));
+        return Err(ApiError::invalid(field("data"), "must be a JSON object"));
     }
-
     let id = EventId::generate();
     let created_ms = id.millis();
-    let rendered = render(id, event_type, &entity, created_ms, raw_data.get());
-    let idempotency = key.map(|key| IdempotencyKey {
-        key_hash: scoped_key(&entity, &key),
-        body_sha256: sha256(&body),
-    });
-    let event = NewEvent {
-        id: id.0,
-        record: EventRecord {
-            entity: entity.to_string(),
-            event_type: event_type.to_owned(),
-            created_ms,
-            body: rendered,
+    Ok(Prepared {
+        new: NewEvent {
+            id: id.0,
+            record: EventRecord {
+                entity: entity.to_string(),
+                event_type: event_type.to_owned(),
+                created_ms,
+                body: crate::payload::render(
+                    id,
+                    event_type,
+                    entity.as_str(),
+                    created_ms,
+                    raw_data.get(),
+                ),
+            },
+            idempotency: key.map(|key| IdempotencyKey {
+                key_hash: scoped_key(&entity, key),
+                body_sha256: sha256(raw),
+            }),
+            targets: None,
         },
-        idempotency,
-    };
-    let outcome = state
-        .store
-        .ingest(vec![event])
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::internal(crate::store::StoreError::Aborted))?;
-    match outcome {
-        IngestOutcome::Accepted { deliveries } => Ok(data(
-            StatusCode::ACCEPTED,
-            accepted(id, event_type, &entity, created_ms, deliveries),
-        )),
-        IngestOutcome::Duplicate { event, deliveries } => {
-            let original = EventId(event);
-            Ok(data(
-                StatusCode::OK,
-                accepted(original, event_type, &entity, original.millis(), deliveries),
-            ))
-        }
-        IngestOutcome::Conflict => Err(ApiError::Conflict(
-            "this Idempotency-Key was used in the last 24 h with a different body".into(),
-        )),
+        event_type: event_type.to_owned(),
+        entity,
+    })
+}
+
+/// Stores prepared events in one commit; each result is 202 (new) or 200 (the
+/// original answer to a repeated Idempotency-Key). Any key reused with another body
+/// fails the whole request with 409 and stores nothing.
+async fn store(
+    state: &AppState,
+    prepared: Vec<Prepared>,
+) -> Result<Vec<(StatusCode, Value)>, ApiError> {
+    let mut shown = Vec::with_capacity(prepared.len());
+    let mut events = Vec::with_capacity(prepared.len());
+    for p in prepared {
+        shown.push((EventId(p.new.id), p.event_type, p.entity));
+        events.push(p.new);
     }
+    let outcomes = state.store.ingest(events).await?;
+    if let Some(i) = outcomes.iter().position(|o| *o == IngestOutcome::Conflict) {
+        let which = if shown.len() == 1 {
+            "this Idempotency-Key".to_owned()
+        } else {
+            format!("events[{i}].idempotencyKey")
+        };
+        return Err(ApiError::Conflict(format!(
+            "{which} was used in the last 24 h with a different body; nothing was stored"
+        )));
+    }
+    Ok(outcomes
+        .into_iter()
+        .zip(shown)
+        .map(|(outcome, (id, event_type, entity))| match outcome {
+            IngestOutcome::Duplicate { event, deliveries } => {
+                let original = EventId(event);
+                (
+                    StatusCode::OK,
+                    accepted(
+                        original,
+                        &event_type,
+                        &entity,
+                        original.millis(),
+                        deliveries,
+                    ),
+                )
+            }
+            IngestOutcome::Accepted { deliveries } => (
+                StatusCode::ACCEPTED,
+                accepted(
+                    id,
+                    &event_type,
+                    &entity,
+                    id.millis(),
+                    deliveries.len() as u32,
+                ),
+            ),
+            // Answered with 409 above, before anything is shown.
+            IngestOutcome::Conflict => (StatusCode::CONFLICT, Value::Null),
+        })
+        .collect())
+}
+
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    query: Option<&str>,
+) -> Result<ApiResponse, ApiError> {
+    let page = Page::parse(query)?;
+    let mut event_type = None;
+    let (mut since, mut until) = (0, u64::MAX >> 16);
+    for (key, value) in super::query_pairs(query) {
+        match key {
+            "eventType" => event_type = Some(value),
+            "since" => since = super::parse_time("since", &value)?,
+            "until" => until = super::parse_time("until", &value)?,
+            _ => {}
+        }
+    }
+    let caller = caller.clone();
+    let found = state
+        .store
+        .events_page(since, until, page.cursor, page.limit, move |e| {
+            caller.sees(&e.entity) && event_type.as_deref().is_none_or(|t| t == e.event_type)
+        })
+        .await?;
+    let items: Vec<Value> = found
+        .items
+        .iter()
+        .map(|(id, record)| view(*id, record, None))
+        .collect();
+    Ok(super::list(items, found.next))
 }
 
 pub async fn get(state: &AppState, caller: &Caller, raw_id: &str) -> Result<ApiResponse, ApiError> {
     let id = EventId::parse(raw_id).ok_or(ApiError::NotFound("event"))?;
-    let view = state
+    let found = state
         .store
         .event(id.0)
         .await?
         .filter(|v| caller.sees(&v.record.entity))
         .ok_or(ApiError::NotFound("event"))?;
-    let body: Value = serde_json::from_slice(&view.record.body).map_err(ApiError::internal)?;
-    let deliveries: Vec<Value> = view
+    let summary: Vec<Value> = found
         .deliveries
         .iter()
         .map(|(dlv, record)| {
             json!({
                 "id": DeliveryId(*dlv).to_string(),
-                "subscriptionId": SubscriptionId(record.subscription).to_string(),
+                "subscriptionId": crate::ids::SubscriptionId(record.subscription).to_string(),
                 "state": record.state.as_str(),
                 "attempts": record.attempts,
             })
@@ -131,15 +319,44 @@ pub async fn get(state: &AppState, caller: &Caller, raw_id: &str) -> Result<ApiR
         .collect();
     Ok(data(
         StatusCode::OK,
-        json!({
-            "eventId": id.to_string(),
-            "eventType": view.record.event_type,
-            "entityId": view.record.entity,
-            "createdAt": super::timestamp(view.record.created_ms),
-            "data": body.get("data").cloned().unwrap_or(Value::Null),
-            "deliveries": deliveries,
-        }),
+        view(id.0, &found.record, Some(summary)),
     ))
+}
+
+pub async fn deliveries(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+) -> Result<ApiResponse, ApiError> {
+    let id = EventId::parse(raw_id).ok_or(ApiError::NotFound("event"))?;
+    let found = state
+        .store
+        .event(id.0)
+        .await?
+        .filter(|v| caller.sees(&v.record.entity))
+        .ok_or(ApiError::NotFound("event"))?;
+    let items = found
+        .deliveries
+        .iter()
+        .map(|(dlv, record)| super::deliveries::view(DeliveryId(*dlv), record))
+        .collect();
+    Ok(super::list(items, None))
+}
+
+/// An event as the API shows it, with `data` parsed back out of the stored body.
+fn view(id: u128, record: &EventRecord, deliveries: Option<Vec<Value>>) -> Value {
+    let body: Value = serde_json::from_slice(&record.body).unwrap_or(Value::Null);
+    let mut shown = json!({
+        "eventId": EventId(id).to_string(),
+        "eventType": record.event_type,
+        "entityId": record.entity,
+        "createdAt": super::timestamp(record.created_ms),
+        "data": body.get("data").cloned().unwrap_or(Value::Null),
+    });
+    if let Some(deliveries) = deliveries {
+        shown["deliveries"] = Value::Array(deliveries);
+    }
+    shown
 }
 
 fn accepted(
@@ -158,40 +375,14 @@ fn accepted(
     })
 }
 
-/// The delivered body: fixed field order, `data` exactly as the producer sent it.
-fn render(
-    id: EventId,
-    event_type: &str,
-    entity: &EntityId,
-    created_ms: u64,
-    raw_data: &str,
-) -> Vec<u8> {
-    // Serialising a &str cannot fail.
-    let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
-    format!(
-        r#"{{"eventId":"{id}","eventType":{},"entityId":{},"createdAt":"{}","data":{raw_data}}}"#,
-        quote(event_type),
-        quote(entity.as_str()),
-        super::timestamp(created_ms),
-    )
-    .into_bytes()
-}
-
-fn idempotency_key(request: &Request) -> Result<Option<String>, ApiError> {
-    let Some(value) = request.headers().get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value.to_str().ok().filter(|k| {
+fn idempotency_key(field: &str, key: Option<&str>) -> Result<String, ApiError> {
+    key.filter(|k| {
         !k.is_empty()
             && k.len() <= MAX_IDEMPOTENCY_KEY
             && k.bytes().all(|b| (0x20..0x7f).contains(&b))
-    });
-    key.map(|k| Some(k.to_owned())).ok_or_else(|| {
-        ApiError::invalid(
-            "Idempotency-Key",
-            "must be 1-255 printable ASCII characters",
-        )
     })
+    .map(str::to_owned)
+    .ok_or_else(|| ApiError::invalid(field, "must be 1-255 printable ASCII characters"))
 }
 
 /// Keys are scoped per entity: the same key from two tenants never collides.
@@ -214,27 +405,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rendered_body_is_valid_json_with_data_verbatim() {
-        let id = EventId(0x0190_0000_0000_7000_8000_0000_0000_0001);
-        let body = render(
-            id,
-            "a.b",
-            &EntityId::root(),
-            1_700_000_000_123,
-            r#"{"x": 1.10}"#,
-        );
-        let text = String::from_utf8(body).unwrap();
-        assert!(text.ends_with(r#""data":{"x": 1.10}}"#), "{text}");
-        let parsed: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(parsed["eventType"], "a.b");
-        assert_eq!(parsed["createdAt"], "2023-11-14T22:13:20.123Z");
-    }
-
-    #[test]
     fn idempotency_keys_are_scoped_per_entity() {
         let a = EntityId::parse("a").unwrap();
         let b = EntityId::parse("b").unwrap();
         assert_ne!(scoped_key(&a, "k"), scoped_key(&b, "k"));
         assert_eq!(scoped_key(&a, "k"), scoped_key(&a, "k"));
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded_printable_ascii() {
+        assert!(idempotency_key("k", Some("order-17")).is_ok());
+        assert!(idempotency_key("k", Some("")).is_err());
+        assert!(idempotency_key("k", Some(&"a".repeat(256))).is_err());
+        assert!(idempotency_key("k", Some("tab\there")).is_err());
+        assert!(idempotency_key("k", None).is_err());
     }
 }

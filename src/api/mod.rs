@@ -9,7 +9,6 @@ mod subscriptions;
 mod validate;
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
@@ -112,9 +111,19 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
     let caller = authenticate(state, &request)?;
     match (segments.as_slice(), &method) {
         (["v1", "events"], &Method::POST) => events::create(state, &caller, request).await,
-        (["v1", "events"], _) => Err(ApiError::MethodNotAllowed("POST")),
+        (["v1", "events"], &Method::GET) => {
+            events::list(state, &caller, request.uri().query()).await
+        }
+        (["v1", "events"], _) => Err(ApiError::MethodNotAllowed("GET, POST")),
+        (["v1", "events", "batch"], &Method::POST) => {
+            events::create_batch(state, &caller, request).await
+        }
+        (["v1", "events", "batch"], _) => Err(ApiError::MethodNotAllowed("POST")),
         (["v1", "events", id], &Method::GET) => events::get(state, &caller, id).await,
         (["v1", "events", _], _) => Err(ApiError::MethodNotAllowed("GET")),
+        (["v1", "events", id, "deliveries"], &Method::GET) => {
+            events::deliveries(state, &caller, id).await
+        }
         (["v1", "subscriptions"], &Method::POST) => {
             subscriptions::create(state, &caller, request).await
         }
@@ -133,9 +142,21 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
         (["v1", "subscriptions", id, "secret"], &Method::GET) => {
             subscriptions::secret(state, &caller, id).await
         }
+        (["v1", "subscriptions", id, "deliveries"], &Method::GET) => {
+            subscriptions::deliveries(state, &caller, id, request.uri().query()).await
+        }
+        (["v1", "subscriptions", id, "replay"], &Method::POST) => {
+            subscriptions::replay(state, &caller, id, request).await
+        }
+        (["v1", "subscriptions", id, "test"], &Method::POST) => {
+            subscriptions::test(state, &caller, id).await
+        }
         (["v1", "deliveries", id], &Method::GET) => deliveries::get(state, &caller, id).await,
         (["v1", "deliveries", id, "attempts"], &Method::GET) => {
             deliveries::attempts(state, &caller, id).await
+        }
+        (["v1", "deliveries", id, "retry"], &Method::POST) => {
+            deliveries::retry(state, &caller, id).await
         }
         _ => Err(ApiError::NotFound("route")),
     }
@@ -219,10 +240,7 @@ fn no_content() -> ApiResponse {
     response
 }
 
-/// RFC 3339 UTC with milliseconds.
-pub fn timestamp(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
+pub use crate::payload::timestamp;
 
 /// `?limit=` (1..=500, default 50) and `?cursor=`.
 struct Page {
@@ -251,7 +269,7 @@ impl Page {
                         })?;
                 }
                 "cursor" => {
-                    page.cursor = Some(u128::from_str_radix(value, 16).map_err(|_| {
+                    page.cursor = Some(u128::from_str_radix(&value, 16).map_err(|_| {
                         ApiError::invalid("cursor", "is not a cursor this API returned")
                     })?);
                 }
@@ -262,14 +280,81 @@ impl Page {
     }
 }
 
-fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+/// `key=value` pairs of a query string, values percent-decoded (`+` is a space).
+fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, String)> {
     query
         .unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
-        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key, percent_decode(value))
+        })
+}
+
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes
+            .get(i + 1..i + 3)
+            .filter(|hex| bytes[i] == b'%' && hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An RFC 3339 time in a query (`since`, `until`) as Unix milliseconds.
+fn parse_time(field: &'static str, value: &str) -> Result<u64, ApiError> {
+    humantime::parse_rfc3339_weak(value)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                field,
+                "must be an RFC 3339 time such as 2026-01-31T12:00:00Z",
+            )
+        })
+}
+
+/// A list body: `{"data": [...], "nextCursor": ...}`.
+fn list(items: Vec<serde_json::Value>, next: Option<u128>) -> ApiResponse {
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"data": items, "nextCursor": next.map(cursor)}),
+    )
 }
 
 fn cursor(id: u128) -> String {
     format!("{id:032x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        let pairs: Vec<_> = query_pairs(Some(
+            "since=2026-01-31T12%3A00%3A00Z&eventType=a.b&x=%zz+1&limit=5",
+        ))
+        .collect();
+        assert_eq!(pairs[0], ("since", "2026-01-31T12:00:00Z".to_string()));
+        assert_eq!(pairs[1], ("eventType", "a.b".to_string()));
+        assert_eq!(pairs[2], ("x", "%zz 1".to_string()));
+        assert_eq!(parse_time("since", &pairs[0].1).unwrap(), 1_769_860_800_000);
+        assert!(parse_time("since", "yesterday").is_err());
+    }
 }

@@ -8,12 +8,13 @@ use serde_json::{Value, json};
 use super::validate::{self, Fields};
 use super::{ApiError, ApiResponse, AppState, Caller, Page, Request, data, parse_json, read_body};
 use crate::delivery::sign::generate_secret;
-use crate::ids::{EntityId, SubscriptionId};
+use crate::ids::{DeliveryId, EntityId, EventId, SubscriptionId};
 use crate::secret::Secret;
-use crate::store::now_ms;
 use crate::store::records::{
-    EndpointAuthRecord, HeaderRecord, SigningSecretRecord, SubscriptionRecord, SubscriptionStatus,
+    DeliveryState, EndpointAuthRecord, EventRecord, HeaderRecord, SigningSecretRecord,
+    SubscriptionRecord, SubscriptionStatus,
 };
+use crate::store::{IngestOutcome, NewEvent, PutOutcome, ReplayOutcome, now_ms};
 
 const FIELDS: &[&str] = &[
     "status",
@@ -81,8 +82,12 @@ pub async fn create(
         }],
         created_ms: now,
         updated_ms: now,
+        active_since_ms: now,
     };
-    state.store.put_subscription(id.0, record.clone()).await?;
+    state
+        .store
+        .put_subscription(id.0, record.clone(), None)
+        .await?;
     tracing::info!(subscription = %id, entity = %entity, "subscription created");
     let mut view = view(state, id, &record)?;
     view["signingSecret"] = Value::String(secret.expose().to_owned());
@@ -197,8 +202,18 @@ pub async fn patch(
     if fields.has("description") {
         record.description = description(&fields)?;
     }
-    record.updated_ms = now_ms();
-    state.store.put_subscription(id.0, record.clone()).await?;
+    record.updated_ms = now_ms().max(current.updated_ms + 1);
+    let stored = state
+        .store
+        .put_subscription(id.0, record.clone(), Some(current.updated_ms))
+        .await?;
+    if stored == PutOutcome::Conflict {
+        return Err(ApiError::Conflict(
+            "the subscription changed while this request was applied (for example hookd \
+             disabled it); read it again and retry"
+                .into(),
+        ));
+    }
     Ok(data(StatusCode::OK, view(state, id, &record)?))
 }
 
@@ -425,3 +440,141 @@ fn view(
         "updatedAt": super::timestamp(record.updated_ms),
     }))
 }
+
+/// `GET /v1/subscriptions/{id}/deliveries?state=`: newest first.
+pub async fn deliveries(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+    query: Option<&str>,
+) -> Result<ApiResponse, ApiError> {
+    let (id, _) = find(state, caller, raw_id)?;
+    let page = Page::parse(query)?;
+    let mut wanted = None;
+    for (key, value) in super::query_pairs(query) {
+        if key == "state" {
+            wanted = Some(
+                DELIVERY_STATES
+                    .into_iter()
+                    .find(|s| s.as_str() == value)
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "state",
+                            "must be PENDING, RETRYING, SUCCEEDED, FAILED or CANCELLED",
+                        )
+                    })?,
+            );
+        }
+    }
+    let found = state
+        .store
+        .subscription_deliveries(id.0, page.cursor, page.limit, move |d| {
+            wanted.is_none_or(|w| w == d.state)
+        })
+        .await?;
+    let items = found
+        .items
+        .iter()
+        .map(|(dlv, record)| super::deliveries::view(DeliveryId(*dlv), record))
+        .collect();
+    Ok(super::list(items, found.next))
+}
+
+const DELIVERY_STATES: [DeliveryState; 5] = [
+    DeliveryState::Pending,
+    DeliveryState::Retrying,
+    DeliveryState::Succeeded,
+    DeliveryState::Failed,
+    DeliveryState::Cancelled,
+];
+
+/// `POST /v1/subscriptions/{id}/replay`: new deliveries for past events it matches.
+pub async fn replay(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+    request: Request,
+) -> Result<ApiResponse, ApiError> {
+    let (id, _) = find(state, caller, raw_id)?;
+    let value = read_object(state, request).await?;
+    let fields = Fields::new(&value, "")?;
+    fields.only(&["since", "until", "onlyFailed"])?;
+    let since = super::parse_time("since", fields.required_str("since")?)?;
+    let until = match fields.str("until")? {
+        Some(until) => super::parse_time("until", until)?,
+        None => now_ms() + 1,
+    };
+    if until <= since {
+        return Err(ApiError::invalid("until", "must be later than since"));
+    }
+    let only_failed = match fields.get("onlyFailed") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid("onlyFailed", "must be true or false")),
+    };
+    match state.store.replay(id.0, since, until, only_failed).await? {
+        ReplayOutcome::Queued { queued, resume_ms } => {
+            let mut body = json!({"queued": queued});
+            if let Some(resume) = resume_ms {
+                // More matched than one request queues: replay again from here.
+                body["nextSince"] = Value::String(super::timestamp(resume));
+            }
+            tracing::info!(subscription = %id, queued, "replay queued");
+            Ok(data(StatusCode::ACCEPTED, body))
+        }
+        ReplayOutcome::NotFound => Err(ApiError::NotFound("subscription")),
+        ReplayOutcome::SubscriptionInactive => Err(ApiError::Conflict(
+            "the subscription is not ACTIVE; set its status to ACTIVE first".into(),
+        )),
+    }
+}
+
+/// `POST /v1/subscriptions/{id}/test`: a `hookd.ping` event to this subscription only.
+pub async fn test(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+) -> Result<ApiResponse, ApiError> {
+    let (id, record) = find(state, caller, raw_id)?;
+    if record.status != SubscriptionStatus::Active {
+        return Err(ApiError::Conflict(
+            "the subscription is not ACTIVE; set its status to ACTIVE first".into(),
+        ));
+    }
+    let event = EventId::generate();
+    let created_ms = event.millis();
+    let data_json = json!({"subscriptionId": id.to_string(), "message": "a test event from hookd"});
+    let new = NewEvent {
+        id: event.0,
+        record: EventRecord {
+            entity: record.entity.clone(),
+            event_type: PING.to_owned(),
+            created_ms,
+            body: crate::payload::render(
+                event,
+                PING,
+                &record.entity,
+                created_ms,
+                &data_json.to_string(),
+            ),
+        },
+        idempotency: None,
+        targets: Some(vec![id.0]),
+    };
+    let delivery = match state.store.ingest(vec![new]).await?.pop() {
+        Some(IngestOutcome::Accepted { deliveries }) => deliveries.first().copied(),
+        _ => None,
+    }
+    .ok_or(ApiError::NotFound("subscription"))?;
+    let stored = state
+        .store
+        .delivery(delivery)
+        .await?
+        .ok_or(ApiError::NotFound("delivery"))?;
+    Ok(data(
+        StatusCode::ACCEPTED,
+        super::deliveries::view(DeliveryId(delivery), &stored),
+    ))
+}
+
+const PING: &str = "hookd.ping";

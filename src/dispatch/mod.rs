@@ -89,7 +89,9 @@ impl Dispatcher {
                 },
             };
             let entry = loop {
-                let wait = match self.queues.next(now_ms()) {
+                let subscriptions = self.store.subscriptions();
+                let rate = |id| subscriptions.get(id).and_then(|s| s.rate_limit);
+                let wait = match self.queues.next(now_ms(), rate) {
                     Next::Run(entry) => break entry,
                     Next::Wait(until) => {
                         until.map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
@@ -126,20 +128,28 @@ impl Dispatcher {
         // A first attempt usually carries its payload from ingest; anything else reads
         // the delivery and its event, and skips an entry superseded since it was queued.
         let (attempts, event, created_ms, body) = match self.queues.take_fresh(entry.delivery) {
-            Some(fresh) => (0, fresh.event, EventId(fresh.event).millis(), fresh.body),
+            Some(fresh) => (0, fresh.event, fresh.created_ms, fresh.body),
             None => match self.store.attempt_input(entry.delivery).await {
                 Ok(Some((delivery, event))) => {
-                    if delivery.state.is_final()
-                        || delivery.next_attempt_ms.is_none_or(|at| at > now)
-                    {
+                    let Some(at) = delivery
+                        .next_attempt_ms
+                        .filter(|_| !delivery.state.is_final())
+                    else {
+                        return;
+                    };
+                    if at > now {
                         return;
                     }
-                    (
-                        delivery.attempts,
-                        delivery.event,
-                        event.created_ms,
-                        Bytes::from(event.body),
-                    )
+                    if delivery.parked {
+                        // Its subscription is still not ACTIVE and max_age has passed.
+                        if let Err(error) = self.store.expire(entry.delivery).await {
+                            tracing::error!(delivery = %delivery_id, %error, "cannot expire a delivery");
+                            self.retry_later(entry);
+                        }
+                        return;
+                    }
+                    let body = Bytes::from(event.body);
+                    (delivery.attempts, delivery.event, delivery.created_ms, body)
                 }
                 Ok(None) => return,
                 Err(error) => {
@@ -154,6 +164,7 @@ impl Dispatcher {
             return;
         };
         if subscription.status != SubscriptionStatus::Active {
+            // Paused after this entry was queued: the store parked it meanwhile.
             return;
         }
         let subscription_id = SubscriptionId(entry.subscription);
@@ -217,6 +228,7 @@ impl Dispatcher {
             delivery: entry.delivery,
             attempt: outcome.record,
             next,
+            gone: outcome.status == Some(410),
         };
         if let Err(error) = self.store.record_attempt(report).await {
             tracing::error!(delivery = %delivery_id, %error, "cannot record an attempt; it will run again");

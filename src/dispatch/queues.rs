@@ -20,8 +20,11 @@ const FRESH_BUDGET: usize = 4 << 20;
 struct SubQueue {
     pending: BinaryHeap<Reverse<(u64, u128)>>,
     running: usize,
-    /// The due time under which this subscription sits in `ready`, if it does.
+    /// The time under which this subscription sits in `ready`, if it does.
     listed: Option<u64>,
+    /// With a `rateLimit`, the earliest time (Unix µs) its next delivery may start:
+    /// deliveries are spread evenly at the rate, with no burst.
+    not_before_us: u64,
 }
 
 #[derive(Default)]
@@ -86,8 +89,9 @@ impl Queues {
         self.wake.notify_one();
     }
 
-    /// Takes the next delivery that may run now, marking it running.
-    pub fn next(&self, now_ms: u64) -> Next {
+    /// Takes the next delivery that may run now, marking it running. `rate` gives a
+    /// subscription's `rateLimit` (deliveries per second), if it has one.
+    pub fn next(&self, now_ms: u64, rate: impl Fn(u128) -> Option<u32>) -> Next {
         let mut state = self.lock();
         loop {
             let Some(&Reverse((due, sub))) = state.ready.peek() else {
@@ -111,9 +115,18 @@ impl Queues {
             if queue.running >= per_endpoint {
                 continue;
             }
+            if queue.not_before_us > now_ms * 1000 {
+                // Rate-limited: back in `ready` when it may send again.
+                relist(&mut state, sub, per_endpoint);
+                continue;
+            }
             let Some(Reverse((due_ms, delivery))) = queue.pending.pop() else {
                 continue;
             };
+            if let Some(per_second) = rate(sub).filter(|r| *r > 0) {
+                let start = queue.not_before_us.max(now_ms * 1000);
+                queue.not_before_us = start + 1_000_000 / u64::from(per_second);
+            }
             if !in_flight.insert(delivery) {
                 // Already being attempted; its outcome schedules whatever comes next.
                 relist(&mut state, sub, per_endpoint);
@@ -184,9 +197,10 @@ fn relist(state: &mut State, sub: u128, per_endpoint: usize) {
     let Some(&Reverse((head, _))) = queue.pending.peek() else {
         return;
     };
-    if queue.listed.is_none_or(|listed| head < listed) {
-        queue.listed = Some(head);
-        state.ready.push(Reverse((head, sub)));
+    let eligible = head.max(queue.not_before_us.div_ceil(1000));
+    if queue.listed.is_none_or(|listed| eligible < listed) {
+        queue.listed = Some(eligible);
+        state.ready.push(Reverse((eligible, sub)));
     }
 }
 
@@ -198,7 +212,7 @@ impl DueSink for Queues {
         self.push(entries);
     }
 
-    fn subscriptions_removed(&self, ids: &[u128]) {
+    fn forget(&self, ids: &[u128]) {
         let mut state = self.lock();
         for id in ids {
             let Some(queue) = state.subs.get_mut(id) else {
@@ -228,7 +242,11 @@ mod tests {
     }
 
     fn run(q: &Queues, now: u64) -> Option<DueEntry> {
-        match q.next(now) {
+        run_limited(q, now, None)
+    }
+
+    fn run_limited(q: &Queues, now: u64, rate: Option<u32>) -> Option<DueEntry> {
+        match q.next(now, |_| rate) {
             Next::Run(e) => Some(e),
             Next::Wait(_) => None,
         }
@@ -242,7 +260,7 @@ mod tests {
         assert_eq!(run(&q, 100).map(|e| e.delivery), Some(2));
         assert_eq!(run(&q, 100).map(|e| e.delivery), Some(3));
         q.push([entry(500, 4, 2)]);
-        assert!(matches!(q.next(100), Next::Wait(Some(500))));
+        assert!(matches!(q.next(100, |_| None), Next::Wait(Some(500))));
     }
 
     #[test]
@@ -259,12 +277,28 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_limit_spreads_deliveries_evenly() {
+        let q = Queues::new(16);
+        q.push((0..4).map(|d| entry(0, d, 1)));
+        // 4 per second: one every 250 ms, whatever is due.
+        let first = run_limited(&q, 1000, Some(4)).unwrap();
+        assert!(run_limited(&q, 1000, Some(4)).is_none());
+        assert!(matches!(q.next(1000, |_| Some(4)), Next::Wait(Some(1250))));
+        q.finished(&first);
+        assert!(run_limited(&q, 1249, Some(4)).is_none());
+        assert!(run_limited(&q, 1250, Some(4)).is_some());
+        assert!(run_limited(&q, 1499, Some(4)).is_none());
+        assert!(run_limited(&q, 1500, Some(4)).is_some());
+    }
+
+    #[test]
     fn fresh_payloads_are_bounded_and_released() {
         let q = Queues::new(4);
         let body = bytes::Bytes::from(vec![0u8; FRESH_BUDGET / 2 + 1]);
         let fresh = |delivery| Fresh {
             delivery,
             event: 1,
+            created_ms: 0,
             body: body.clone(),
         };
         q.schedule(
@@ -277,7 +311,7 @@ mod tests {
             "the second payload was over the budget"
         );
         q.schedule(vec![entry(1, 12, 2)], vec![fresh(12)]);
-        q.subscriptions_removed(&[2]);
+        q.forget(&[2]);
         assert_eq!(q.lock().fresh_bytes, 0);
         assert!(q.take_fresh(12).is_none());
     }

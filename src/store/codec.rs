@@ -59,6 +59,8 @@ mod tests {
             last_error: None,
             created_ms: 5,
             updated_ms: 6,
+            parked: false,
+            retry_once: true,
         };
         let mut bytes = encode(&record).unwrap();
         assert_eq!(bytes[0], DeliveryRecord::VERSION);

@@ -37,6 +37,8 @@ pub enum StoreError {
     Shared(std::sync::Arc<StoreError>),
     #[error("rolled back because another request in the same batch failed")]
     Aborted,
+    #[error("the writer answered a command with the wrong outcome: {0}")]
+    UnexpectedOutcome(String),
     #[error("the store writer has stopped")]
     WriterGone,
     #[error("a blocking store task failed: {0}")]

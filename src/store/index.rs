@@ -94,6 +94,18 @@ impl SubscriptionIndex {
     }
 }
 
+/// Whether one subscription (whatever its status) matches an event.
+pub fn receives(subscription: &SubscriptionRecord, entity: &str, event_type: &str) -> bool {
+    receives_entity(&subscription.entity, entity)
+        && subscription.event_types.iter().any(|pattern| {
+            pattern == "*"
+                || pattern == event_type
+                || pattern
+                    .strip_suffix('*')
+                    .is_some_and(|family| event_type.starts_with(family))
+        })
+}
+
 /// A subscription receives the events of its own entity and of every entity below it;
 /// the root is above every entity.
 fn receives_entity(subscriber: &str, event_entity: &str) -> bool {
@@ -119,6 +131,7 @@ mod tests {
             signing_secrets: vec![],
             created_ms: 0,
             updated_ms: 0,
+            active_since_ms: 0,
         }
     }
 
@@ -146,6 +159,15 @@ mod tests {
         assert_eq!(index.matching("a", "v2.job.created"), vec![1, 2, 3, 7]);
         assert_eq!(index.matching("a", "v3.other"), vec![3]);
         assert_eq!(index.matching("b", "v2.job.deleted"), vec![6, 7]);
+    }
+
+    #[test]
+    fn receives_agrees_with_matching_for_one_subscription() {
+        let s = sub("a", &["v2.job.*", "x"], SubscriptionStatus::Deactivated);
+        assert!(receives(&s, "a", "v2.job.created"));
+        assert!(receives(&s, "a", "x"));
+        assert!(!receives(&s, "a", "v2.other"));
+        assert!(!receives(&s, "b", "x"));
     }
 
     #[test]

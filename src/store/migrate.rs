@@ -8,7 +8,7 @@ use super::codec::encode;
 use super::error::StoreError;
 use super::records::EntityRecord;
 use super::tables::{
-    ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, IDEMPOTENCY, META,
+    ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, HEALTH, IDEMPOTENCY, META,
     SUBSCRIPTION_DELIVERIES, SUBSCRIPTIONS,
 };
 use crate::ids::EntityId;
@@ -53,6 +53,7 @@ fn create(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
     txn.open_table(ATTEMPTS)?;
     txn.open_table(DUE)?;
     txn.open_table(IDEMPOTENCY)?;
+    txn.open_table(HEALTH)?;
     let root = EntityRecord {
         name: "root".into(),
         parent: None,

@@ -7,6 +7,7 @@ mod codec;
 mod error;
 mod index;
 mod migrate;
+mod ops;
 pub mod records;
 mod tables;
 mod writer;
@@ -22,14 +23,19 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use error::StoreError;
 pub use index::SubscriptionIndex;
+pub use ops::MAX_REPLAY;
 pub use writer::{
     AttemptReport, IDEMPOTENCY_WINDOW_MS, IdempotencyKey, IngestOutcome, NewEvent, NextStep,
+    PutOutcome, ReplayOutcome, RetryOutcome, WriterSettings,
 };
 
 use codec::decode;
 use records::{AttemptRecord, DeliveryRecord, EventRecord, SubscriptionRecord};
-use tables::{ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, SUBSCRIPTIONS};
-use writer::{Command, Writer};
+use tables::{
+    ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, SUBSCRIPTION_DELIVERIES,
+    SUBSCRIPTIONS,
+};
+use writer::{Command, Op, Outcome, Writer};
 
 /// Commands that may wait for the writer: enough to fill several batches, small enough
 /// that a stalled disk pushes back on producers instead of growing memory.
@@ -50,6 +56,8 @@ pub struct DueEntry {
 pub struct Fresh {
     pub delivery: u128,
     pub event: u128,
+    /// The delivery's creation: where `delivery.max_age` counts from.
+    pub created_ms: u64,
     pub body: bytes::Bytes,
 }
 
@@ -57,7 +65,9 @@ pub struct Fresh {
 /// away. Implemented by the dispatcher; called on the writer thread, so it must not block.
 pub trait DueSink: Send + Sync {
     fn schedule(&self, entries: Vec<DueEntry>, fresh: Vec<Fresh>);
-    fn subscriptions_removed(&self, ids: &[u128]);
+    /// Drop what is queued in memory for these subscriptions (deleted, paused or
+    /// resumed); whatever they still have due is scheduled again in the same commit.
+    fn forget(&self, subscriptions: &[u128]);
 }
 
 /// Running totals of group commits, for benchmarks and metrics.
@@ -75,6 +85,17 @@ impl CommitStats {
         self.micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
+}
+
+/// Most rows one listing request examines. A selective filter may then answer a short
+/// page with a cursor to continue from, rather than scanning the whole log at once.
+const MAX_SCAN: usize = 20_000;
+
+/// One page of a newest-first listing: the items and where the next page starts.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<u128>,
 }
 
 /// An event with the deliveries it fanned out to.
@@ -110,6 +131,7 @@ impl Store {
     pub fn open(
         path: &Path,
         cache_size: usize,
+        settings: WriterSettings,
         sink: Arc<dyn DueSink>,
     ) -> Result<(Store, WriterHandle), StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -131,6 +153,7 @@ impl Store {
             index: index.clone(),
             sink,
             commits: commits.clone(),
+            settings,
         };
         let handle = std::thread::Builder::new()
             .name("hookd-store-writer".into())
@@ -153,13 +176,10 @@ impl Store {
         &self.commits
     }
 
-    async fn command<T>(
-        &self,
-        make: impl FnOnce(writer::Reply<T>) -> Command,
-    ) -> Result<T, StoreError> {
+    async fn command(&self, op: Op) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(make(reply))
+            .send(Command { op, reply })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
@@ -177,36 +197,75 @@ impl Store {
         .await?
     }
 
-    /// Stores events and their deliveries durably; answers after the commit.
+    /// Stores events and their deliveries durably, all in one commit; answers after it.
     pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<Vec<IngestOutcome>, StoreError> {
-        let now_ms = now_ms();
-        self.command(|reply| Command::Ingest {
-            events,
-            now_ms,
-            reply,
-        })
-        .await
+        match self.command(Op::Ingest(events)).await? {
+            Outcome::Ingested(outcomes) => Ok(outcomes),
+            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
+        }
     }
 
+    /// Creates or replaces a subscription. With `expected_updated_ms`, only if it has
+    /// not changed since the caller read it. Pausing parks its unfinished deliveries;
+    /// re-activating queues them again.
     pub async fn put_subscription(
         &self,
         id: u128,
         record: SubscriptionRecord,
-    ) -> Result<(), StoreError> {
-        self.command(|reply| Command::PutSubscription { id, record, reply })
-            .await
+        expected_updated_ms: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        let op = Op::PutSubscription {
+            id,
+            record,
+            expected_updated_ms,
+        };
+        match self.command(op).await? {
+            Outcome::Put(outcome) => Ok(outcome),
+            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
+        }
     }
 
     /// Removes a subscription and cancels its unfinished deliveries. False if absent.
     pub async fn delete_subscription(&self, id: u128) -> Result<bool, StoreError> {
-        let now_ms = now_ms();
-        self.command(|reply| Command::DeleteSubscription { id, now_ms, reply })
-            .await
+        match self.command(Op::DeleteSubscription(id)).await? {
+            Outcome::Deleted(existed) => Ok(existed),
+            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
+        }
     }
 
     pub async fn record_attempt(&self, report: AttemptReport) -> Result<(), StoreError> {
-        self.command(|reply| Command::RecordAttempt { report, reply })
-            .await
+        self.command(Op::RecordAttempt(report)).await.map(drop)
+    }
+
+    /// Ends a parked delivery whose `delivery.max_age` has passed.
+    pub async fn expire(&self, delivery: u128) -> Result<(), StoreError> {
+        self.command(Op::Expire(delivery)).await.map(drop)
+    }
+
+    pub async fn retry(&self, delivery: u128) -> Result<RetryOutcome, StoreError> {
+        match self.command(Op::Retry(delivery)).await? {
+            Outcome::Retried(outcome) => Ok(outcome),
+            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn replay(
+        &self,
+        subscription: u128,
+        since_ms: u64,
+        until_ms: u64,
+        only_failed: bool,
+    ) -> Result<ReplayOutcome, StoreError> {
+        let op = Op::Replay {
+            subscription,
+            since_ms,
+            until_ms,
+            only_failed,
+        };
+        match self.command(op).await? {
+            Outcome::Replayed(outcome) => Ok(outcome),
+            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
+        }
     }
 
     /// The current subscriptions snapshot (no disk read).
@@ -287,6 +346,78 @@ impl Store {
                 out.push(decode(entry?.1.value())?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// Events newest first, from before `cursor` (exclusive), created in
+    /// `[since_ms, until_ms)`, that `keep` accepts.
+    pub async fn events_page(
+        &self,
+        since_ms: u64,
+        until_ms: u64,
+        cursor: Option<u128>,
+        limit: usize,
+        keep: impl Fn(&EventRecord) -> bool + Send + 'static,
+    ) -> Result<Page<(u128, EventRecord)>, StoreError> {
+        self.read(move |txn| {
+            let low = u128::from(since_ms) << 80;
+            let high = cursor.unwrap_or(u128::from(until_ms) << 80);
+            let mut page = Page {
+                items: Vec::new(),
+                next: None,
+            };
+            for (scanned, entry) in txn.open_table(EVENTS)?.range(low..high)?.rev().enumerate() {
+                let (key, value) = entry?;
+                let id = key.value();
+                if page.items.len() == limit || scanned == MAX_SCAN {
+                    page.next = Some(page.items.last().map_or(id + 1, |(last, _)| *last));
+                    break;
+                }
+                let record: EventRecord = decode(value.value())?;
+                if keep(&record) {
+                    page.items.push((id, record));
+                }
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    /// A subscription's deliveries newest first, before `cursor`, that `keep` accepts.
+    pub async fn subscription_deliveries(
+        &self,
+        subscription: u128,
+        cursor: Option<u128>,
+        limit: usize,
+        keep: impl Fn(&DeliveryRecord) -> bool + Send + 'static,
+    ) -> Result<Page<(u128, DeliveryRecord)>, StoreError> {
+        self.read(move |txn| {
+            let deliveries = txn.open_table(DELIVERIES)?;
+            let high = cursor.unwrap_or(u128::MAX);
+            let mut page = Page {
+                items: Vec::new(),
+                next: None,
+            };
+            let owned = txn.open_table(SUBSCRIPTION_DELIVERIES)?;
+            for (scanned, entry) in owned
+                .range((subscription, 0)..(subscription, high))?
+                .rev()
+                .enumerate()
+            {
+                let delivery = entry?.0.value().1;
+                if page.items.len() == limit || scanned == MAX_SCAN {
+                    page.next = Some(page.items.last().map_or(delivery + 1, |(last, _)| *last));
+                    break;
+                }
+                if let Some(guard) = deliveries.get(delivery)? {
+                    let record: DeliveryRecord = decode(guard.value())?;
+                    if keep(&record) {
+                        page.items.push((delivery, record));
+                    }
+                }
+            }
+            Ok(page)
         })
         .await
     }

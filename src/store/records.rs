@@ -67,6 +67,9 @@ pub struct SubscriptionRecord {
     pub signing_secrets: Vec<SigningSecretRecord>,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// Creation or the latest re-activation: where `delivery.disable_after` counts from
+    /// when there has been no success since.
+    pub active_since_ms: u64,
 }
 
 impl Record for SubscriptionRecord {
@@ -113,8 +116,15 @@ pub struct DeliveryRecord {
     pub next_attempt_ms: Option<u64>,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
+    /// Also where `delivery.max_age` counts from (a replay creates a new delivery).
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// Waiting for its subscription to be ACTIVE again: `next_attempt_ms` is then the
+    /// time it expires, not an attempt.
+    pub parked: bool,
+    /// A manual retry of a delivery that had ended: the attempt ends it again, with no
+    /// new schedule.
+    pub retry_once: bool,
 }
 
 impl Record for DeliveryRecord {

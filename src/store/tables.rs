@@ -21,6 +21,9 @@ pub const ATTEMPTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("
 /// The due queue: (due time in Unix ms, delivery id) -> subscription id. A delivery is in
 /// here exactly while it waits for an attempt; the dispatcher rebuilds from it at start.
 pub const DUE: TableDefinition<(u64, u128), u128> = TableDefinition::new("due_v1");
+/// subscription id -> Unix ms of its latest successful attempt (for
+/// `delivery.disable_after`); kept apart so a success does not rewrite the subscription.
+pub const HEALTH: TableDefinition<u128, u64> = TableDefinition::new("subscription_health_v1");
 /// SHA-256(entity id, 0, Idempotency-Key) -> `IdempotencyRecord`.
 pub const IDEMPOTENCY: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("idempotency_v1");
 /// entity id -> `EntityRecord`.
