@@ -323,6 +323,8 @@ pub fn test_client(ca: &TestCa) -> Client {
 pub struct Received {
     pub headers: HashMap<String, String>,
     pub body: Bytes,
+    /// When the request arrived (before any configured delay).
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -342,6 +344,7 @@ pub struct Receiver {
     pub addr: SocketAddr,
     pub requests: mpsc::UnboundedReceiver<Received>,
     replies: Arc<Mutex<Vec<u16>>>,
+    delay: Arc<Mutex<Duration>>,
     stop: CancellationToken,
 }
 
@@ -362,8 +365,10 @@ impl Receiver {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let replies = Arc::new(Mutex::new(Vec::new()));
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
         let stop = CancellationToken::new();
         let replies_task = replies.clone();
+        let delay_task = delay.clone();
         let stop_task = stop.clone();
         tokio::spawn(async move {
             loop {
@@ -374,6 +379,7 @@ impl Receiver {
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 let replies = replies_task.clone();
+                let delay = delay_task.clone();
                 tokio::spawn(async move {
                     let Ok(stream) = acceptor.accept(stream).await else {
                         return;
@@ -381,7 +387,9 @@ impl Receiver {
                     let service = service_fn(move |request: hyper::Request<Incoming>| {
                         let tx = tx.clone();
                         let replies = replies.clone();
+                        let delay = *delay.lock().unwrap();
                         async move {
+                            let at = std::time::Instant::now();
                             let headers = request
                                 .headers()
                                 .iter()
@@ -398,7 +406,8 @@ impl Receiver {
                                     queued.remove(0)
                                 }
                             };
-                            let _ = tx.send(Received { headers, body });
+                            let _ = tx.send(Received { headers, body, at });
+                            tokio::time::sleep(delay).await;
                             let mut response =
                                 hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
                             *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
@@ -416,6 +425,7 @@ impl Receiver {
             addr,
             requests: rx,
             replies,
+            delay,
             stop,
         }
     }
@@ -423,6 +433,16 @@ impl Receiver {
     /// The next requests answered get these statuses, in order.
     pub fn reply_with(&self, statuses: &[u16]) {
         self.replies.lock().unwrap().extend_from_slice(statuses);
+    }
+
+    /// Forgets statuses queued by `reply_with` and not used yet.
+    pub fn clear_replies(&self) {
+        self.replies.lock().unwrap().clear();
+    }
+
+    /// Every later request is answered only after `delay` (a hanging endpoint).
+    pub fn hang_for(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
 
     pub async fn next(&mut self) -> Received {
