@@ -43,6 +43,8 @@ pub enum RunError {
     Seal(#[from] secret::SealError),
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Proxy(#[from] delivery::proxy::InvalidProxyUrl),
     #[error("the system random generator failed")]
     Random,
     #[error("a start-up task failed: {0}")]
@@ -71,6 +73,12 @@ pub async fn run(
         tls: tls::client_config(config.delivery.extra_ca_file.as_deref())?,
         guard: AddressGuard::new(config.delivery.allow_networks.clone()),
         source_address: config.delivery.source_address,
+        proxy: config
+            .delivery
+            .proxy
+            .as_deref()
+            .map(delivery::ProxyTarget::parse)
+            .transpose()?,
         allow_http: config.delivery.allow_http,
         // Several subscriptions often share one host: keep enough idle connections
         // that none of them pays a TLS handshake per delivery.

@@ -1,9 +1,9 @@
 //! The outbound HTTPS client: a hyper-util connection pool over tokio-rustls. The
 //! connector resolves the host itself, checks every candidate address with the
 //! `AddressGuard` before dialling it, and only then connects and handshakes, so the
-//! guard sees exactly the address a request goes to. Redirects are never followed and
-//! response bodies are read only up to a bound.
-
+//! guard sees exactly the address a request goes to. With `delivery.proxy` it tunnels
+//! through the proxy instead (`proxy.rs`); the guard then sees only IP-literal endpoints.
+//! Redirects are never followed and response bodies are read only up to a bound.
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -25,9 +25,10 @@ use tokio_rustls::client::TlsStream;
 
 use super::error::DeliveryError;
 use super::guard::AddressGuard;
+use super::proxy::{ProxyTarget, unbracket};
 
 /// How long one TCP connect may take before the next resolved address is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle pooled connections are closed after this; endpoints commonly keep 60-120 s.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
@@ -42,6 +43,8 @@ pub struct ClientSettings {
     pub tls: Arc<rustls::ClientConfig>,
     pub guard: AddressGuard,
     pub source_address: Option<IpAddr>,
+    /// Every connection goes through this HTTP CONNECT proxy when set.
+    pub proxy: Option<ProxyTarget>,
     pub allow_http: bool,
     pub max_idle_per_host: usize,
 }
@@ -61,6 +64,7 @@ impl Client {
                 tls: TlsConnector::from(settings.tls),
                 guard: settings.guard,
                 source_address: settings.source_address,
+                proxy: settings.proxy,
                 allow_http: settings.allow_http,
             }),
         };
@@ -127,6 +131,7 @@ struct ConnectorInner {
     tls: TlsConnector,
     guard: AddressGuard,
     source_address: Option<IpAddr>,
+    proxy: Option<ProxyTarget>,
     allow_http: bool,
 }
 
@@ -152,25 +157,43 @@ impl ConnectorInner {
             Some("http") if self.allow_http => false,
             _ => return Err(DeliveryError::Scheme),
         };
-        let host = uri.host().ok_or(DeliveryError::Scheme)?;
-        // `Uri::host` keeps the brackets of an IPv6 literal.
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let host = unbracket(uri.host().ok_or(DeliveryError::Scheme)?).to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let literal = host.parse::<IpAddr>().ok();
 
-        let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(|source| DeliveryError::Resolve {
-                    host: host.clone(),
-                    source,
-                })?
-                .collect(),
+        let tcp = match &self.proxy {
+            Some(proxy) => {
+                // hookd knows the endpoint's address only when the URL names it; a host
+                // name is resolved by the proxy, so name resolution and the private-address
+                // policy are then the proxy's job (a refusal's error says so).
+                if let Some(ip) = literal {
+                    self.guard
+                        .check(ip)
+                        .map_err(|reason| DeliveryError::Refused {
+                            address: ip,
+                            reason,
+                        })?;
+                }
+                let mut tcp = proxy.dial(self.source_address).await?;
+                proxy
+                    .tunnel(&mut tcp, &host, port, literal.is_none())
+                    .await?;
+                tcp
+            }
+            None => {
+                let addresses: Vec<SocketAddr> = match literal {
+                    Some(ip) => vec![SocketAddr::new(ip, port)],
+                    None => tokio::net::lookup_host((host.as_str(), port))
+                        .await
+                        .map_err(|source| DeliveryError::Resolve {
+                            host: host.clone(),
+                            source,
+                        })?
+                        .collect(),
+                };
+                self.dial(&host, &addresses).await?
+            }
         };
-        let tcp = self.dial(&host, &addresses).await?;
         if !tls {
             return Ok(Stream::Plain(TokioIo::new(tcp)));
         }
@@ -194,7 +217,8 @@ impl ConnectorInner {
                 });
                 continue;
             }
-            match tokio::time::timeout(CONNECT_TIMEOUT, self.connect_tcp(address)).await {
+            let connect = connect_tcp(address, self.source_address);
+            match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
                 Ok(Ok(stream)) => return Ok(stream),
                 Ok(Err(source)) => last = Some(DeliveryError::Connect { address, source }),
                 Err(_) => {
@@ -210,19 +234,23 @@ impl ConnectorInner {
             source: std::io::ErrorKind::NotFound.into(),
         }))
     }
+}
 
-    async fn connect_tcp(&self, address: SocketAddr) -> std::io::Result<TcpStream> {
-        let socket = match address {
-            SocketAddr::V4(_) => TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => TcpSocket::new_v6()?,
-        };
-        if let Some(source) = self.source_address {
-            socket.bind(SocketAddr::new(source, 0))?;
-        }
-        let stream = socket.connect(address).await?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
+/// A TCP connection to `address`, from `source` when `delivery.source_address` is set.
+pub(super) async fn connect_tcp(
+    address: SocketAddr,
+    source: Option<IpAddr>,
+) -> std::io::Result<TcpStream> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0))?;
     }
+    let stream = socket.connect(address).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// A connection to an endpoint: TLS, or plain TCP when `delivery.allow_http` permits.

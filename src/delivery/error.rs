@@ -23,6 +23,26 @@ pub enum DeliveryError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot connect to proxy {proxy}: {source}")]
+    ProxyConnect {
+        proxy: String,
+        source: std::io::Error,
+    },
+    #[error("CONNECT to {target} through proxy {proxy} failed: {source}")]
+    ProxyTunnel {
+        proxy: String,
+        target: String,
+        source: std::io::Error,
+    },
+    /// `note` says when the proxy, not hookd, resolved the name (and so applied its own
+    /// address policy in place of `delivery.allow_networks`).
+    #[error("proxy {proxy} refused CONNECT to {target}: {status}{note}")]
+    ProxyRefused {
+        proxy: String,
+        target: String,
+        status: u16,
+        note: &'static str,
+    },
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
     #[error("no response within {0:?}")]
@@ -59,6 +79,17 @@ impl DeliveryError {
             Self::Refused { address, reason } => Self::Refused {
                 address: *address,
                 reason,
+            },
+            Self::ProxyRefused {
+                proxy,
+                target,
+                status,
+                note,
+            } => Self::ProxyRefused {
+                proxy: proxy.clone(),
+                target: target.clone(),
+                status: *status,
+                note,
             },
             Self::Timeout(d) => Self::Timeout(*d),
             other => Self::Http(other.to_string()),

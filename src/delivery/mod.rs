@@ -5,6 +5,7 @@
 pub mod client;
 pub mod error;
 pub mod guard;
+pub mod proxy;
 pub mod sign;
 
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use http_body_util::Full;
 
 pub use client::{Client, ClientSettings};
 pub use error::DeliveryError;
+pub use proxy::ProxyTarget;
 
 use crate::secret::{SealError, Sealer, Secret};
 use crate::store::records::{AttemptRecord, EndpointAuthRecord, SubscriptionRecord};

@@ -313,6 +313,7 @@ pub fn test_client(ca: &TestCa) -> Client {
         tls: hookd::tls::client_config(Some(&ca_path)).unwrap(),
         guard: AddressGuard::new(vec!["127.0.0.0/8".parse().unwrap()]),
         source_address: None,
+        proxy: None,
         allow_http: false,
         max_idle_per_host: 8,
     })
@@ -321,6 +322,8 @@ pub fn test_client(ca: &TestCa) -> Client {
 /// One request a receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The address the request's connection came from.
+    pub peer: SocketAddr,
     pub headers: HashMap<String, String>,
     pub body: Bytes,
     /// When the request arrived (before any configured delay).
@@ -372,7 +375,7 @@ impl Receiver {
         let stop_task = stop.clone();
         tokio::spawn(async move {
             loop {
-                let (stream, _) = tokio::select! {
+                let (stream, peer) = tokio::select! {
                     _ = stop_task.cancelled() => return,
                     accepted = listener.accept() => accepted.unwrap(),
                 };
@@ -406,7 +409,12 @@ impl Receiver {
                                     queued.remove(0)
                                 }
                             };
-                            let _ = tx.send(Received { headers, body, at });
+                            let _ = tx.send(Received {
+                                peer,
+                                headers,
+                                body,
+                                at,
+                            });
                             tokio::time::sleep(delay).await;
                             let mut response =
                                 hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
