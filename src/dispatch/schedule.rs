@@ -40,10 +40,16 @@ pub fn jittered(delay: Duration, unit: f64) -> Duration {
     delay.mul_f64(factor)
 }
 
-/// A `Retry-After` header in seconds, relative to `now_ms`. (HTTP-date values are
-/// handled by the full retry policy.)
-pub fn retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+/// A `Retry-After` header, delay-seconds or an HTTP date, as a delay from `now_ms`
+/// (a date in the past is no delay).
+pub fn retry_after(value: &str, now_ms: u64) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let at_ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
+    Some(Duration::from_millis(at_ms.saturating_sub(now_ms)))
 }
 
 pub fn is_success(status: Option<u16>) -> bool {
@@ -69,7 +75,7 @@ pub fn next_step(
     let base = base_delay(&policy.schedule, attempts);
     let mut delay = jittered(base, unit);
     if matches!(observed.status, Some(429 | 503)) {
-        if let Some(asked) = observed.retry_after.and_then(retry_after) {
+        if let Some(asked) = observed.retry_after.and_then(|v| retry_after(v, now_ms)) {
             delay = asked.clamp(base, base * 2);
         }
     }
@@ -173,6 +179,40 @@ mod tests {
         assert_eq!(
             next_step(&policy(), &timeout, 1, 0, 0, 0.5),
             NextStep::RetryAt(60_000)
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        // Sun, 06 Nov 1994 08:49:37 GMT = 784111777 s.
+        let now_ms = 784_111_777_000 - 90_000;
+        assert_eq!(retry_after("120", now_ms), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now_ms),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            retry_after("Sunday, 06-Nov-94 08:49:37 GMT", now_ms),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            retry_after("Sun Nov  6 08:49:37 1994", now_ms),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now_ms + 200_000),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now_ms), None);
+        assert_eq!(retry_after("-5", now_ms), None);
+
+        let mut o = failed(429);
+        o.retry_after = Some("Sun, 06 Nov 1994 08:49:37 GMT");
+        // Asked 90 s after a 429 on the first retry (base 5 s): clamped to 10 s, then
+        // raised to the 60 s minimum after a 429.
+        assert_eq!(
+            next_step(&policy(), &o, 1, now_ms, now_ms, 0.5),
+            NextStep::RetryAt(now_ms + 60_000)
         );
     }
 
