@@ -116,13 +116,14 @@ pub enum CliError {
     #[error("cannot install the signal handlers: {0}")]
     Signal(#[source] std::io::Error),
     #[error("server failed: {0}")]
-    Run(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    Run(#[source] crate::RunError),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) | Self::Tls { .. } | Self::Telemetry(_) => EX_CONFIG,
+            Self::Run(error) if error.is_config() => EX_CONFIG,
             Self::Init(InitError::Config(_)) => EX_CONFIG,
             Self::Listen(ListenError::Secret(_)) => EX_USAGE,
             _ => EX_FAILURE,
@@ -146,7 +147,7 @@ pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
     }
     crate::run(config, listener, shutdown)
         .await
-        .map_err(|error| CliError::Run(Box::new(error)))
+        .map_err(CliError::Run)
 }
 
 fn serve_config(args: &ServeArgs) -> Result<Config, CliError> {

@@ -51,6 +51,14 @@ pub enum RunError {
     Join(#[from] tokio::task::JoinError),
 }
 
+impl RunError {
+    /// Whether fixing the configuration (or the files it names) is the remedy: then
+    /// `hookd serve` exits 78 and systemd does not restart it in a loop.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Config(_) | Self::Tls(_) | Self::Seal(_))
+    }
+}
+
 /// Serves the API on `listener` and delivers until `shutdown` is cancelled, then stops
 /// accepting, gives in-flight attempts `server.shutdown_grace` to finish and record
 /// their outcome, and closes the store after its writer has committed everything queued.
@@ -133,7 +141,14 @@ pub async fn run(
         "hookd is serving"
     );
 
-    server::serve(listener, acceptor, state, shutdown.clone()).await;
+    server::serve(
+        listener,
+        acceptor,
+        state,
+        shutdown.clone(),
+        config.server.shutdown_grace,
+    )
+    .await;
     let _ = dispatch_task.await;
     attempts.close();
     if tokio::time::timeout(config.server.shutdown_grace, attempts.wait())

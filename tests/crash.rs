@@ -190,3 +190,25 @@ async fn sigterm_lets_in_flight_attempts_finish_and_records_them() {
     restarted.child.kill().unwrap();
     restarted.child.wait().unwrap();
 }
+
+#[test]
+fn serve_exits_78_when_a_file_the_config_names_is_unusable() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_state(dir.path(), &ca, &Options::default(), "127.0.0.1:0");
+    std::fs::write(dir.path().join("hookd.toml"), config).unwrap();
+    // A truncated master key: the config parses, but hookd cannot start with it.
+    std::fs::write(dir.path().join("master.key"), [1u8; 16]).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_hookd"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("hookd.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(78),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("master"));
+}

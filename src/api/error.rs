@@ -18,7 +18,7 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0} not found")]
     NotFound(&'static str),
-    #[error("{0}")]
+    #[error("this route accepts only {0}")]
     MethodNotAllowed(&'static str),
     #[error("{0}")]
     Conflict(String),
@@ -26,6 +26,8 @@ pub enum ApiError {
     TooLarge { limit: usize, key: &'static str },
     #[error("send the body as application/json")]
     UnsupportedMediaType,
+    #[error("the request body did not arrive in time")]
+    Timeout,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -72,6 +74,11 @@ impl ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "Unsupported media type",
+            ),
+            Self::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "Request timeout",
             ),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -181,6 +181,7 @@ async fn prepare(
     if !raw_data.get().trim_start().starts_with('{') {
         return Err(ApiError::invalid(field("data"), "must be a JSON object"));
     }
+    check_json(raw_data.get()).map_err(|detail| ApiError::invalid(field("data"), detail))?;
     let id = EventId::generate();
     let created_ms = id.millis();
     Ok(Prepared {
@@ -199,7 +200,8 @@ async fn prepare(
                 ),
             },
             idempotency: key.map(|key| IdempotencyKey {
-                key_hash: scoped_key(&entity, key),
+                // Scoped to the caller, whatever entity the event is for (API.md).
+                key_hash: scoped_key(&caller.entity, key),
                 body_sha256: sha256(raw),
             }),
             targets: None,
@@ -375,6 +377,16 @@ fn accepted(
     })
 }
 
+/// A raw value is only checked for its outer shape while the body is parsed; this
+/// checks the rest (escapes such as a lone surrogate, nesting depth), so that every
+/// accepted event reads back and every receiver can parse it. A full parse is needed:
+/// skipping the value (`IgnoredAny`) does not validate escapes.
+fn check_json(raw: &str) -> Result<(), String> {
+    serde_json::from_str::<Value>(raw)
+        .map(drop)
+        .map_err(|e| format!("is not valid JSON: {e}"))
+}
+
 fn idempotency_key(field: &str, key: Option<&str>) -> Result<String, ApiError> {
     key.filter(|k| {
         !k.is_empty()
@@ -410,6 +422,17 @@ mod tests {
         let b = EntityId::parse("b").unwrap();
         assert_ne!(scoped_key(&a, "k"), scoped_key(&b, "k"));
         assert_eq!(scoped_key(&a, "k"), scoped_key(&a, "k"));
+    }
+
+    #[test]
+    fn data_must_be_fully_valid_json() {
+        assert!(check_json(r#"{"a": [1, {"b": "\u00e9"}]}"#).is_ok());
+        assert!(check_json(r#"{"a": "\ud800"}"#).is_err(), "lone surrogate");
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(
+            check_json(&format!(r#"{{"a": {deep}}}"#)).is_err(),
+            "nesting past 128"
+        );
     }
 
     #[test]

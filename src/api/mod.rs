@@ -181,6 +181,10 @@ fn authenticate(state: &AppState, request: &Request) -> Result<Caller, ApiError>
     Err(ApiError::Unauthorized("the token is not valid"))
 }
 
+/// A request body must arrive within this: a client that stalls mid-body holds a
+/// connection slot and would hold up shutdown.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Reads the whole body, refusing more than `limit` bytes (named by `key` in the 413)
 /// and anything that does not claim to be JSON.
 async fn read_body(request: Request, limit: usize, key: &'static str) -> Result<Bytes, ApiError> {
@@ -199,12 +203,14 @@ async fn read_body(request: Request, limit: usize, key: &'static str) -> Result<
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::TooLarge { limit, key });
     }
-    match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+    let collect = Limited::new(request.into_body(), limit).collect();
+    match tokio::time::timeout(BODY_TIMEOUT, collect).await {
+        Err(_) => Err(ApiError::Timeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::TooLarge { limit, key })
         }
-        Err(_) => Err(ApiError::BadRequest(
+        Ok(Err(_)) => Err(ApiError::BadRequest(
             "the request body could not be read".into(),
         )),
     }

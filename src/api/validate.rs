@@ -192,6 +192,19 @@ pub fn endpoint_url(field: &str, url: &str, allow_http: bool) -> Result<(), ApiE
     if authority.host().is_empty() {
         return Err(ApiError::invalid(field, "must name a host"));
     }
+    // `Authority::port` hides a port it cannot parse, so read the text after the host.
+    let after_host = authority
+        .as_str()
+        .rsplit_once(']')
+        .map_or(authority.as_str(), |(_, rest)| rest);
+    if let Some((_, port)) = after_host.rsplit_once(':') {
+        if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(ApiError::invalid(field, "has a port outside 1-65535"));
+        }
+    }
+    if url.contains('#') {
+        return Err(ApiError::invalid(field, "must not contain a #fragment"));
+    }
     Ok(())
 }
 
@@ -289,6 +302,10 @@ mod tests {
         assert!(endpoint_url("u", "https://user:pw@example.com/", false).is_err());
         assert!(endpoint_url("u", "/relative", false).is_err());
         assert!(endpoint_url("u", "ftp://example.com/", true).is_err());
+        assert!(endpoint_url("u", "https://example.com:8443/x", false).is_ok());
+        assert!(endpoint_url("u", "https://example.com:99999/", false).is_err());
+        assert!(endpoint_url("u", "https://example.com:0/", false).is_err());
+        assert!(endpoint_url("u", "https://example.com/#frag", false).is_err());
         let long = format!("https://example.com/{}", "a".repeat(2100));
         assert!(endpoint_url("u", &long, false).is_err());
     }

@@ -29,6 +29,10 @@ use super::proxy::{ProxyTarget, unbracket};
 
 /// How long one TCP connect may take before the next resolved address is tried.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Host name lookups in progress at once (each holds a blocking-pool thread).
+const DNS_CONCURRENCY: usize = 8;
+/// A lookup that takes longer fails the attempt; it is retried on the schedule.
+const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle pooled connections are closed after this; endpoints commonly keep 60-120 s.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
@@ -66,6 +70,7 @@ impl Client {
                 source_address: settings.source_address,
                 proxy: settings.proxy,
                 allow_http: settings.allow_http,
+                dns: tokio::sync::Semaphore::new(DNS_CONCURRENCY),
             }),
         };
         let pool = PoolClient::builder(TokioExecutor::new())
@@ -133,6 +138,9 @@ struct ConnectorInner {
     source_address: Option<IpAddr>,
     proxy: Option<ProxyTarget>,
     allow_http: bool,
+    /// Lookups run on the blocking pool, which store reads share: a slow resolver
+    /// must not take all of it.
+    dns: tokio::sync::Semaphore,
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -183,13 +191,7 @@ impl ConnectorInner {
             None => {
                 let addresses: Vec<SocketAddr> = match literal {
                     Some(ip) => vec![SocketAddr::new(ip, port)],
-                    None => tokio::net::lookup_host((host.as_str(), port))
-                        .await
-                        .map_err(|source| DeliveryError::Resolve {
-                            host: host.clone(),
-                            source,
-                        })?
-                        .collect(),
+                    None => self.resolve(&host, port).await?,
                 };
                 self.dial(&host, &addresses).await?
             }
@@ -204,6 +206,27 @@ impl ConnectorInner {
             .await
             .map_err(DeliveryError::Tls)?;
         Ok(Stream::Tls(Box::new(TokioIo::new(stream))))
+    }
+
+    /// Resolves a host name, at most `DNS_CONCURRENCY` at a time and within
+    /// `DNS_TIMEOUT`.
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, DeliveryError> {
+        let failed = |source| DeliveryError::Resolve {
+            host: host.to_owned(),
+            source,
+        };
+        let lookup = async {
+            let _permit = self
+                .dns
+                .acquire()
+                .await
+                .map_err(|_| failed(std::io::ErrorKind::Interrupted.into()))?;
+            tokio::net::lookup_host((host, port)).await.map_err(failed)
+        };
+        match tokio::time::timeout(DNS_TIMEOUT, lookup).await {
+            Ok(found) => Ok(found?.collect()),
+            Err(_) => Err(failed(std::io::ErrorKind::TimedOut.into())),
+        }
     }
 
     /// Tries each permitted address in turn; refused ones are never dialled.

@@ -89,7 +89,11 @@ fn blocked_v6(ip: Ipv6Addr) -> Option<&'static str> {
         0x2001 if s[1] == 0x0002 && s[2] == 0 => "benchmarking address (2001:2::/48)",
         0x0064 if s[1] == 0xff9b => "NAT64 address (64:ff9b::/96)",
         0x0100 if s[1..4] == [0, 0, 0] => "discard-only address (100::/64)",
-        _ => return None,
+        // These two tunnel to an IPv4 address they embed, which could be a private one.
+        0x2002 => "6to4 address (2002::/16)",
+        0x2001 if s[1] == 0 => "Teredo address (2001::/32)",
+        0x2000..=0x3fff => return None,
+        _ => "not a global unicast address (outside 2000::/3)",
     })
 }
 

@@ -34,6 +34,9 @@ struct State {
     /// subscription's `listed` are stale and skipped.
     ready: BinaryHeap<Reverse<(u64, u128)>>,
     in_flight: HashSet<u128>,
+    /// Entries that came due while their delivery was still in flight (a retry due
+    /// before its attempt finished, a manual retry): queued again when it ends.
+    deferred: HashMap<u128, DueEntry>,
     /// Payloads of deliveries not yet attempted, by delivery id.
     fresh: HashMap<u128, Fresh>,
     fresh_bytes: usize,
@@ -128,7 +131,13 @@ impl Queues {
                 queue.not_before_us = start + 1_000_000 / u64::from(per_second);
             }
             if !in_flight.insert(delivery) {
-                // Already being attempted; its outcome schedules whatever comes next.
+                // Being attempted right now: run this entry once that attempt ends.
+                let entry = DueEntry {
+                    due_ms,
+                    delivery,
+                    subscription: sub,
+                };
+                state.deferred.insert(delivery, entry);
                 relist(&mut state, sub, per_endpoint);
                 continue;
             }
@@ -168,6 +177,14 @@ impl Queues {
     pub fn finished(&self, entry: &DueEntry) {
         let mut state = self.lock();
         state.in_flight.remove(&entry.delivery);
+        if let Some(deferred) = state.deferred.remove(&entry.delivery) {
+            state
+                .subs
+                .entry(deferred.subscription)
+                .or_default()
+                .pending
+                .push(Reverse((deferred.due_ms, deferred.delivery)));
+        }
         if let Some(queue) = state.subs.get_mut(&entry.subscription) {
             queue.running = queue.running.saturating_sub(1);
             if queue.running == 0 && queue.pending.is_empty() {
@@ -317,12 +334,14 @@ mod tests {
     }
 
     #[test]
-    fn a_delivery_is_never_handed_out_twice_at_once() {
+    fn a_delivery_is_never_handed_out_twice_at_once_but_its_next_entry_is_kept() {
         let q = Queues::new(4);
         q.push([entry(1, 7, 1)]);
         let first = run(&q, 100).unwrap();
+        // Its retry comes due before the attempt has finished.
         q.push([entry(2, 7, 1)]);
         assert!(run(&q, 100).is_none());
         q.finished(&first);
+        assert_eq!(run(&q, 100).map(|e| (e.due_ms, e.delivery)), Some((2, 7)));
     }
 }

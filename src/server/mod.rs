@@ -30,14 +30,18 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Slow-loris guard: request headers must arrive within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Serves until `shutdown`, then lets open connections finish their current request
+/// for up to `drain`, and drops whatever is still open after that.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     state: Arc<AppState>,
     shutdown: CancellationToken,
+    drain: Duration,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let connections = TaskTracker::new();
+    let hard_stop = CancellationToken::new();
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -62,22 +66,42 @@ pub async fn serve(
         let state = state.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
+        let hard_stop = hard_stop.clone();
         connections.spawn(async move {
-            match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, state, shutdown).await,
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            let serve = async move {
+                match tls {
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(stream)) => serve_connection(stream, state, shutdown).await,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
                     }
+                    None => serve_connection(stream, state, shutdown).await,
                 }
-                None => serve_connection(stream, state, shutdown).await,
+            };
+            tokio::select! {
+                _ = serve => {}
+                _ = hard_stop.cancelled() => {}
             }
             drop(permit);
         });
     }
     connections.close();
-    connections.wait().await;
+    if tokio::time::timeout(drain, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?drain,
+            "closing connections still open after the grace period"
+        );
+        hard_stop.cancel();
+        connections.wait().await;
+    }
 }
 
 async fn serve_connection<S>(stream: S, state: Arc<AppState>, shutdown: CancellationToken)
