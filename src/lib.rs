@@ -106,10 +106,12 @@ pub async fn run(
             .await??
     };
 
+    let tokens = Arc::new(delivery::oauth2::Tokens::default());
     let dispatcher = dispatch::Dispatcher::new(
         queues,
         store.clone(),
         client,
+        tokens,
         sealer.clone(),
         dispatch::Settings {
             policy: dispatch::schedule::Policy {

@@ -3,8 +3,10 @@
 //! Handlers validate input into store records and never touch redb themselves.
 
 mod deliveries;
+mod endpoint_auth;
 mod error;
 mod events;
+mod subscription_actions;
 mod subscriptions;
 mod validate;
 
@@ -140,16 +142,19 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
         }
         (["v1", "subscriptions", _], _) => Err(ApiError::MethodNotAllowed("GET, PATCH, DELETE")),
         (["v1", "subscriptions", id, "secret"], &Method::GET) => {
-            subscriptions::secret(state, &caller, id).await
+            subscription_actions::secret(state, &caller, id).await
+        }
+        (["v1", "subscriptions", id, "secret", "rotate"], &Method::POST) => {
+            subscription_actions::rotate(state, &caller, id).await
         }
         (["v1", "subscriptions", id, "deliveries"], &Method::GET) => {
-            subscriptions::deliveries(state, &caller, id, request.uri().query()).await
+            subscription_actions::deliveries(state, &caller, id, request.uri().query()).await
         }
         (["v1", "subscriptions", id, "replay"], &Method::POST) => {
-            subscriptions::replay(state, &caller, id, request).await
+            subscription_actions::replay(state, &caller, id, request).await
         }
         (["v1", "subscriptions", id, "test"], &Method::POST) => {
-            subscriptions::test(state, &caller, id).await
+            subscription_actions::test(state, &caller, id).await
         }
         (["v1", "deliveries", id], &Method::GET) => deliveries::get(state, &caller, id).await,
         (["v1", "deliveries", id, "attempts"], &Method::GET) => {

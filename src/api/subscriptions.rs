@@ -5,16 +5,16 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
+use super::endpoint_auth::{self, AuthInput};
 use super::validate::{self, Fields};
 use super::{ApiError, ApiResponse, AppState, Caller, Page, Request, data, parse_json, read_body};
 use crate::delivery::sign::generate_secret;
-use crate::ids::{DeliveryId, EntityId, EventId, SubscriptionId};
+use crate::ids::{EntityId, SubscriptionId};
 use crate::secret::Secret;
 use crate::store::records::{
-    DeliveryState, EndpointAuthRecord, EventRecord, HeaderRecord, SigningSecretRecord,
-    SubscriptionRecord, SubscriptionStatus,
+    EndpointAuthRecord, HeaderRecord, SigningSecretRecord, SubscriptionRecord, SubscriptionStatus,
 };
-use crate::store::{IngestOutcome, NewEvent, PutOutcome, ReplayOutcome, now_ms};
+use crate::store::{PutOutcome, now_ms};
 
 const FIELDS: &[&str] = &[
     "status",
@@ -26,12 +26,6 @@ const FIELDS: &[&str] = &[
     "description",
     "entityId",
 ];
-
-/// Endpoint authentication as given, before sealing.
-enum AuthInput {
-    None,
-    Basic { username: String, password: Secret },
-}
 
 pub async fn create(
     state: &AppState,
@@ -51,7 +45,8 @@ pub async fn create(
         endpoint_url,
         state.config.delivery.allow_http,
     )?;
-    let auth = auth(&fields)?.unwrap_or(AuthInput::None);
+    let auth =
+        endpoint_auth::parse(&fields, state.config.delivery.allow_http)?.unwrap_or(AuthInput::None);
     let headers =
         validate::custom_headers(&fields, "customHeaders", !matches!(auth, AuthInput::None))?;
     let rate_limit = rate_limit(&fields)?;
@@ -72,7 +67,7 @@ pub async fn create(
         disabled_reason: None,
         event_types,
         endpoint_url: endpoint_url.to_owned(),
-        endpoint_auth: seal_auth(state, &owner, auth)?,
+        endpoint_auth: endpoint_auth::seal(state, &owner, auth)?,
         custom_headers: seal_headers(state, &owner, headers)?,
         rate_limit,
         description,
@@ -128,25 +123,6 @@ pub async fn get(state: &AppState, caller: &Caller, raw_id: &str) -> Result<ApiR
     Ok(data(StatusCode::OK, view(state, id, &record)?))
 }
 
-pub async fn secret(
-    state: &AppState,
-    caller: &Caller,
-    raw_id: &str,
-) -> Result<ApiResponse, ApiError> {
-    let (id, record) = find(state, caller, raw_id)?;
-    let newest = record
-        .signing_secrets
-        .first()
-        .ok_or_else(|| ApiError::internal(crate::secret::SealError::Open))?;
-    let secret = state
-        .sealer
-        .open(id.to_string().as_bytes(), &newest.sealed)?;
-    Ok(data(
-        StatusCode::OK,
-        json!({"signingSecret": secret.expose()}),
-    ))
-}
-
 pub async fn patch(
     state: &AppState,
     caller: &Caller,
@@ -178,8 +154,8 @@ pub async fn patch(
         validate::endpoint_url("endpointUrl", url, state.config.delivery.allow_http)?;
         record.endpoint_url = url.to_owned();
     }
-    if let Some(auth) = auth(&fields)? {
-        record.endpoint_auth = seal_auth(state, &owner, auth)?;
+    if let Some(auth) = endpoint_auth::parse(&fields, state.config.delivery.allow_http)? {
+        record.endpoint_auth = endpoint_auth::seal(state, &owner, auth)?;
     }
     let has_auth = record.endpoint_auth != EndpointAuthRecord::None;
     if fields.has("customHeaders") {
@@ -231,7 +207,7 @@ pub async fn delete(
 }
 
 /// The request body as a JSON object, within `server.max_body_bytes`.
-async fn read_object(state: &AppState, request: Request) -> Result<Value, ApiError> {
+pub(super) async fn read_object(state: &AppState, request: Request) -> Result<Value, ApiError> {
     let limit = state.config.server.max_body_bytes;
     let body = read_body(request, limit, "server.max_body_bytes").await?;
     parse_json(&body)
@@ -239,7 +215,7 @@ async fn read_object(state: &AppState, request: Request) -> Result<Value, ApiErr
 
 /// A subscription the caller may see; anything else (absent, malformed, another
 /// tenant's) is the same 404.
-fn find(
+pub(super) fn find(
     state: &AppState,
     caller: &Caller,
     raw_id: &str,
@@ -299,48 +275,6 @@ fn event_types(fields: &Fields<'_>) -> Result<Option<Vec<String>>, ApiError> {
     Ok(Some(out))
 }
 
-fn auth(fields: &Fields<'_>) -> Result<Option<AuthInput>, ApiError> {
-    let Some(auth) = fields.object("endpointAuth")? else {
-        return Ok(None);
-    };
-    auth.only(&["type", "credentials"])?;
-    match auth.required_str("type")? {
-        "NONE" => Ok(Some(AuthInput::None)),
-        "BASIC" => {
-            let credentials = auth.object("credentials")?.ok_or_else(|| {
-                ApiError::invalid(auth.name("credentials"), "is required for BASIC")
-            })?;
-            credentials.only(&["username", "password"])?;
-            let username = credentials.required_str("username")?;
-            let password = credentials.required_str("password")?;
-            if username.is_empty() || username.contains(':') || username.len() > 256 {
-                return Err(ApiError::invalid(
-                    credentials.name("username"),
-                    "must be 1-256 characters without ':'",
-                ));
-            }
-            if password.len() > 1024 {
-                return Err(ApiError::invalid(
-                    credentials.name("password"),
-                    "at most 1024 bytes",
-                ));
-            }
-            Ok(Some(AuthInput::Basic {
-                username: username.to_owned(),
-                password: Secret::new(password.to_owned()),
-            }))
-        }
-        "OAUTH2_CLIENT_CREDENTIALS" => Err(ApiError::invalid(
-            auth.name("type"),
-            "OAUTH2_CLIENT_CREDENTIALS is not available in this build yet; use NONE or BASIC",
-        )),
-        _ => Err(ApiError::invalid(
-            auth.name("type"),
-            "must be NONE, BASIC or OAUTH2_CLIENT_CREDENTIALS",
-        )),
-    }
-}
-
 fn rate_limit(fields: &Fields<'_>) -> Result<Option<u32>, ApiError> {
     match fields.u64("rateLimit")? {
         None => Ok(None),
@@ -359,20 +293,6 @@ fn description(fields: &Fields<'_>) -> Result<Option<String>, ApiError> {
         }
         other => Ok(other.map(str::to_owned)),
     }
-}
-
-fn seal_auth(
-    state: &AppState,
-    owner: &str,
-    auth: AuthInput,
-) -> Result<EndpointAuthRecord, ApiError> {
-    Ok(match auth {
-        AuthInput::None => EndpointAuthRecord::None,
-        AuthInput::Basic { username, password } => EndpointAuthRecord::Basic {
-            username,
-            sealed_password: state.sealer.seal(owner.as_bytes(), &password)?,
-        },
-    })
 }
 
 fn seal_headers(
@@ -419,12 +339,7 @@ fn view(
         };
         headers.insert(header.name.clone(), Value::String(shown));
     }
-    let auth = match &record.endpoint_auth {
-        EndpointAuthRecord::None => json!({"type": "NONE"}),
-        EndpointAuthRecord::Basic { username, .. } => {
-            json!({"type": "BASIC", "credentials": {"username": username}})
-        }
-    };
+    let auth = endpoint_auth::view(&record.endpoint_auth);
     Ok(json!({
         "id": owner,
         "entityId": record.entity,
@@ -440,141 +355,3 @@ fn view(
         "updatedAt": super::timestamp(record.updated_ms),
     }))
 }
-
-/// `GET /v1/subscriptions/{id}/deliveries?state=`: newest first.
-pub async fn deliveries(
-    state: &AppState,
-    caller: &Caller,
-    raw_id: &str,
-    query: Option<&str>,
-) -> Result<ApiResponse, ApiError> {
-    let (id, _) = find(state, caller, raw_id)?;
-    let page = Page::parse(query)?;
-    let mut wanted = None;
-    for (key, value) in super::query_pairs(query) {
-        if key == "state" {
-            wanted = Some(
-                DELIVERY_STATES
-                    .into_iter()
-                    .find(|s| s.as_str() == value)
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            "state",
-                            "must be PENDING, RETRYING, SUCCEEDED, FAILED or CANCELLED",
-                        )
-                    })?,
-            );
-        }
-    }
-    let found = state
-        .store
-        .subscription_deliveries(id.0, page.cursor, page.limit, move |d| {
-            wanted.is_none_or(|w| w == d.state)
-        })
-        .await?;
-    let items = found
-        .items
-        .iter()
-        .map(|(dlv, record)| super::deliveries::view(DeliveryId(*dlv), record))
-        .collect();
-    Ok(super::list(items, found.next))
-}
-
-const DELIVERY_STATES: [DeliveryState; 5] = [
-    DeliveryState::Pending,
-    DeliveryState::Retrying,
-    DeliveryState::Succeeded,
-    DeliveryState::Failed,
-    DeliveryState::Cancelled,
-];
-
-/// `POST /v1/subscriptions/{id}/replay`: new deliveries for past events it matches.
-pub async fn replay(
-    state: &AppState,
-    caller: &Caller,
-    raw_id: &str,
-    request: Request,
-) -> Result<ApiResponse, ApiError> {
-    let (id, _) = find(state, caller, raw_id)?;
-    let value = read_object(state, request).await?;
-    let fields = Fields::new(&value, "")?;
-    fields.only(&["since", "until", "onlyFailed"])?;
-    let since = super::parse_time("since", fields.required_str("since")?)?;
-    let until = match fields.str("until")? {
-        Some(until) => super::parse_time("until", until)?,
-        None => now_ms() + 1,
-    };
-    if until <= since {
-        return Err(ApiError::invalid("until", "must be later than since"));
-    }
-    let only_failed = match fields.get("onlyFailed") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::invalid("onlyFailed", "must be true or false")),
-    };
-    match state.store.replay(id.0, since, until, only_failed).await? {
-        ReplayOutcome::Queued { queued, resume_ms } => {
-            let mut body = json!({"queued": queued});
-            if let Some(resume) = resume_ms {
-                // More matched than one request queues: replay again from here.
-                body["nextSince"] = Value::String(super::timestamp(resume));
-            }
-            tracing::info!(subscription = %id, queued, "replay queued");
-            Ok(data(StatusCode::ACCEPTED, body))
-        }
-        ReplayOutcome::NotFound => Err(ApiError::NotFound("subscription")),
-        ReplayOutcome::SubscriptionInactive => Err(ApiError::Conflict(
-            "the subscription is not ACTIVE; set its status to ACTIVE first".into(),
-        )),
-    }
-}
-
-/// `POST /v1/subscriptions/{id}/test`: a `hookd.ping` event to this subscription only.
-pub async fn test(
-    state: &AppState,
-    caller: &Caller,
-    raw_id: &str,
-) -> Result<ApiResponse, ApiError> {
-    let (id, record) = find(state, caller, raw_id)?;
-    if record.status != SubscriptionStatus::Active {
-        return Err(ApiError::Conflict(
-            "the subscription is not ACTIVE; set its status to ACTIVE first".into(),
-        ));
-    }
-    let event = EventId::generate();
-    let created_ms = event.millis();
-    let data_json = json!({"subscriptionId": id.to_string(), "message": "a test event from hookd"});
-    let new = NewEvent {
-        id: event.0,
-        record: EventRecord {
-            entity: record.entity.clone(),
-            event_type: PING.to_owned(),
-            created_ms,
-            body: crate::payload::render(
-                event,
-                PING,
-                &record.entity,
-                created_ms,
-                &data_json.to_string(),
-            ),
-        },
-        idempotency: None,
-        targets: Some(vec![id.0]),
-    };
-    let delivery = match state.store.ingest(vec![new]).await?.pop() {
-        Some(IngestOutcome::Accepted { deliveries }) => deliveries.first().copied(),
-        _ => None,
-    }
-    .ok_or(ApiError::NotFound("subscription"))?;
-    let stored = state
-        .store
-        .delivery(delivery)
-        .await?
-        .ok_or(ApiError::NotFound("delivery"))?;
-    Ok(data(
-        StatusCode::ACCEPTED,
-        super::deliveries::view(DeliveryId(delivery), &stored),
-    ))
-}
-
-const PING: &str = "hookd.ping";

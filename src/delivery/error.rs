@@ -45,6 +45,14 @@ pub enum DeliveryError {
     },
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
+    #[error("token request to {url} failed: {reason}")]
+    TokenRequest { url: String, reason: String },
+    #[error("token endpoint {url} answered {status}{}", code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    TokenRefused {
+        url: String,
+        status: u16,
+        code: Option<String>,
+    },
     #[error("no response within {0:?}")]
     Timeout(Duration),
     #[error("request failed: {0}")]

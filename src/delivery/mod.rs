@@ -5,6 +5,7 @@
 pub mod client;
 pub mod error;
 pub mod guard;
+pub mod oauth2;
 pub mod proxy;
 pub mod sign;
 
@@ -36,7 +37,10 @@ pub struct Outgoing {
     pub body: Bytes,
     pub keys: Vec<SigningKey>,
     pub headers: Vec<(String, Secret)>,
+    /// A fixed `Authorization` value (Basic auth).
     pub authorization: Option<Secret>,
+    /// Client credentials: the `Authorization` is a bearer token obtained per attempt.
+    pub oauth: Option<oauth2::Credentials>,
 }
 
 impl Outgoing {
@@ -66,8 +70,27 @@ impl Outgoing {
                 sealer.open(owner, &header.sealed_value)?,
             ));
         }
+        let mut oauth = None;
         let authorization = match &subscription.endpoint_auth {
             EndpointAuthRecord::None => None,
+            EndpointAuthRecord::OAuth2 {
+                client_id,
+                sealed_client_secret,
+                token_url,
+                scope,
+                method,
+            } => {
+                oauth = Some(oauth2::Credentials {
+                    subscription: subscription_key(subscription_id),
+                    fingerprint: fingerprint(sealed_client_secret),
+                    client_id: client_id.clone(),
+                    client_secret: sealer.open(owner, sealed_client_secret)?,
+                    token_url: token_url.clone(),
+                    scope: scope.clone(),
+                    method: *method,
+                });
+                None
+            }
             EndpointAuthRecord::Basic {
                 username,
                 sealed_password,
@@ -88,10 +111,15 @@ impl Outgoing {
             keys,
             headers,
             authorization,
+            oauth,
         })
     }
 
-    fn request(&self, timestamp: i64) -> Result<Request<client::Body>, DeliveryError> {
+    fn request(
+        &self,
+        timestamp: i64,
+        bearer: Option<&Secret>,
+    ) -> Result<Request<client::Body>, DeliveryError> {
         let signature = sign::signature_header(&self.keys, &self.event_id, timestamp, &self.body);
         let mut builder = Request::builder()
             .method(Method::POST)
@@ -120,8 +148,14 @@ impl Outgoing {
                 .map_err(|_| DeliveryError::Http("unencodable webhook header".into()))?;
             headers.insert(HeaderName::from_static(name), value);
         }
-        if let Some(auth) = &self.authorization {
-            let mut value = HeaderValue::from_str(auth.expose())
+        let bearer = bearer.map(|token| format!("Bearer {}", token.expose()));
+        let auth = self
+            .authorization
+            .as_ref()
+            .map(Secret::expose)
+            .or(bearer.as_deref());
+        if let Some(auth) = auth {
+            let mut value = HeaderValue::from_str(auth)
                 .map_err(|_| DeliveryError::Http("unencodable authorization header".into()))?;
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
@@ -140,17 +174,80 @@ pub struct AttemptResult {
     pub retry_after: Option<String>,
 }
 
-pub async fn attempt(client: &Client, outgoing: &Outgoing, timeout: Duration) -> AttemptResult {
+/// The subscription id inside its `sub_…` text (the token cache key).
+fn subscription_key(subscription_id: &str) -> u128 {
+    crate::ids::SubscriptionId::parse(subscription_id).map_or(0, |id| id.0)
+}
+
+/// Sealed bytes start with a random nonce: each new set of credentials has its own.
+fn fingerprint(sealed: &[u8]) -> u128 {
+    let mut bytes = [0u8; 16];
+    let n = sealed.len().min(16);
+    bytes[..n].copy_from_slice(&sealed[..n]);
+    u128::from_le_bytes(bytes)
+}
+
+/// Sends one attempt. With client credentials, a token comes first; when the endpoint
+/// answers 401 the token is dropped, a new one fetched, and the request sent once more
+/// within this attempt.
+async fn send(
+    client: &Client,
+    tokens: &oauth2::Tokens,
+    outgoing: &Outgoing,
+    timestamp: i64,
+    timeout: Duration,
+) -> Result<client::BoundedResponse, DeliveryError> {
+    let Some(credentials) = &outgoing.oauth else {
+        return client
+            .send(
+                outgoing.request(timestamp, None)?,
+                timeout,
+                RESPONSE_BODY_LIMIT,
+            )
+            .await;
+    };
+    let token = tokens.token(client, credentials, timeout).await?;
+    let response = client
+        .send(
+            outgoing.request(timestamp, Some(&token))?,
+            timeout,
+            RESPONSE_BODY_LIMIT,
+        )
+        .await?;
+    if response.status != 401 {
+        return Ok(response);
+    }
+    tokens.reject(credentials, &token).await;
+    let fresh = tokens.token(client, credentials, timeout).await?;
+    client
+        .send(
+            outgoing.request(timestamp, Some(&fresh))?,
+            timeout,
+            RESPONSE_BODY_LIMIT,
+        )
+        .await
+}
+
+pub async fn attempt(
+    client: &Client,
+    tokens: &oauth2::Tokens,
+    outgoing: &Outgoing,
+    timeout: Duration,
+) -> AttemptResult {
     let now = std::time::SystemTime::now();
     let attempted_ms = now
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let started = Instant::now();
-    let sent = match outgoing.request((attempted_ms / 1000) as i64) {
-        Ok(request) => client.send(request, timeout, RESPONSE_BODY_LIMIT).await,
-        Err(e) => Err(e),
-    };
+    let sent = send(
+        client,
+        tokens,
+        outgoing,
+        (attempted_ms / 1000) as i64,
+        timeout,
+    )
+    .await;
     let duration_ms = client::elapsed_ms(started);
     let mut record = AttemptRecord {
         attempted_ms,

@@ -31,6 +31,7 @@ pub struct Dispatcher {
     queues: Arc<Queues>,
     store: Store,
     client: Client,
+    tokens: Arc<crate::delivery::oauth2::Tokens>,
     sealer: Arc<Sealer>,
     policy: Policy,
     timeout: Duration,
@@ -49,6 +50,7 @@ impl Dispatcher {
         queues: Arc<Queues>,
         store: Store,
         client: Client,
+        tokens: Arc<crate::delivery::oauth2::Tokens>,
         sealer: Arc<Sealer>,
         settings: Settings,
     ) -> Arc<Self> {
@@ -56,6 +58,7 @@ impl Dispatcher {
             queues,
             store,
             client,
+            tokens,
             sealer,
             policy: settings.policy,
             timeout: settings.timeout,
@@ -177,7 +180,9 @@ impl Dispatcher {
             body,
             now,
         ) {
-            Ok(outgoing) => delivery::attempt(&self.client, &outgoing, self.timeout).await,
+            Ok(outgoing) => {
+                delivery::attempt(&self.client, &self.tokens, &outgoing, self.timeout).await
+            }
             Err(error) => {
                 tracing::error!(subscription = %subscription_id, %error, "cannot open the subscription's secrets");
                 delivery::AttemptResult {

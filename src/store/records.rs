@@ -36,6 +36,31 @@ pub enum EndpointAuthRecord {
         username: String,
         sealed_password: Vec<u8>,
     },
+    OAuth2 {
+        client_id: String,
+        sealed_client_secret: Vec<u8>,
+        token_url: String,
+        scope: Option<String>,
+        method: TokenAuthMethod,
+    },
+}
+
+/// How the client credentials reach the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenAuthMethod {
+    /// HTTP Basic with the percent-encoded id and secret (the default).
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+impl TokenAuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+        }
+    }
 }
 
 /// A signing secret, sealed. `expires_ms` is set on a secret replaced by rotation: it

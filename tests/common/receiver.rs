@@ -47,6 +47,7 @@ pub struct Receiver {
     pub requests: mpsc::UnboundedReceiver<Received>,
     replies: Arc<Mutex<Vec<u16>>>,
     delay: Arc<Mutex<Duration>>,
+    body: Arc<Mutex<Bytes>>,
     stop: CancellationToken,
 }
 
@@ -68,6 +69,8 @@ impl Receiver {
         let (tx, rx) = mpsc::unbounded_channel();
         let replies = Arc::new(Mutex::new(Vec::new()));
         let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let reply_body = Arc::new(Mutex::new(Bytes::from_static(b"ok")));
+        let body_task = reply_body.clone();
         let stop = CancellationToken::new();
         let replies_task = replies.clone();
         let delay_task = delay.clone();
@@ -82,6 +85,7 @@ impl Receiver {
                 let tx = tx.clone();
                 let replies = replies_task.clone();
                 let delay = delay_task.clone();
+                let reply_body = body_task.clone();
                 tokio::spawn(async move {
                     let Ok(stream) = acceptor.accept(stream).await else {
                         return;
@@ -90,6 +94,7 @@ impl Receiver {
                         let tx = tx.clone();
                         let replies = replies.clone();
                         let delay = *delay.lock().unwrap();
+                        let reply_body = reply_body.lock().unwrap().clone();
                         async move {
                             let at = std::time::Instant::now();
                             let headers = request
@@ -115,8 +120,7 @@ impl Receiver {
                                 at,
                             });
                             tokio::time::sleep(delay).await;
-                            let mut response =
-                                hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+                            let mut response = hyper::Response::new(Full::new(reply_body));
                             *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
                             Ok::<_, std::convert::Infallible>(response)
                         }
@@ -133,6 +137,7 @@ impl Receiver {
             requests: rx,
             replies,
             delay,
+            body: reply_body,
             stop,
         }
     }
@@ -140,6 +145,11 @@ impl Receiver {
     /// The next requests answered get these statuses, in order.
     pub fn reply_with(&self, statuses: &[u16]) {
         self.replies.lock().unwrap().extend_from_slice(statuses);
+    }
+
+    /// Later answers carry this body (for example a token response).
+    pub fn respond_body(&self, body: &str) {
+        *self.body.lock().unwrap() = Bytes::from(body.to_string());
     }
 
     /// Forgets statuses queued by `reply_with` and not used yet.
