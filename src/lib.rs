@@ -45,8 +45,8 @@ pub enum RunError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Proxy(#[from] delivery::proxy::InvalidProxyUrl),
-    #[error("the system random generator failed")]
-    Random,
+    #[error("{0}")]
+    Api(#[from] api::StartError),
     #[error("a start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -55,7 +55,10 @@ impl RunError {
     /// Whether fixing the configuration (or the files it names) is the remedy: then
     /// `hookd serve` exits 78 and systemd does not restart it in a loop.
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Config(_) | Self::Tls(_) | Self::Seal(_))
+        matches!(
+            self,
+            Self::Config(_) | Self::Tls(_) | Self::Seal(_) | Self::Api(api::StartError::Jwt(_))
+        )
     }
 }
 
@@ -102,8 +105,11 @@ pub async fn run(
             disable_after_ms: config.delivery.disable_after.as_millis() as u64,
         };
         let sink = queues.clone();
-        tokio::task::spawn_blocking(move || store::Store::open(&path, cache, settings, sink))
-            .await??
+        let catalog = api::catalog_scopes(&config);
+        tokio::task::spawn_blocking(move || {
+            store::Store::open(&path, cache, settings, catalog, sink)
+        })
+        .await??
     };
 
     let tokens = Arc::new(delivery::oauth2::Tokens::default());
@@ -125,7 +131,7 @@ pub async fn run(
     let recovered = dispatcher.recover().await?;
     let state = Arc::new(
         api::AppState::new(store.clone(), sealer, config.clone(), &admin_token)
-            .map_err(|_| RunError::Random)?,
+            .map_err(RunError::Api)?,
     );
     drop(admin_token);
 

@@ -108,6 +108,10 @@ async fn events_and_deliveries_can_be_listed_and_filtered() {
         posted.push(hookd.post_event(event_type, json!({"i": i})).await);
         receiver.next().await;
     }
+    for accepted in &posted {
+        let delivery = hookd.first_delivery(accepted).await;
+        hookd.wait_for_delivery_state(&delivery, "SUCCEEDED").await;
+    }
 
     // Newest first, paginated.
     let (_, page) = hookd.call("GET", "/v1/events?limit=2", None).await;

@@ -4,6 +4,7 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
+use super::auth::{SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE};
 use super::{ApiError, ApiResponse, AppState, Caller, data};
 use crate::ids::{DeliveryId, EventId, SubscriptionId};
 use crate::store::RetryOutcome;
@@ -54,6 +55,7 @@ pub async fn retry(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
+    caller.require(SUBSCRIPTIONS_WRITE)?;
     let (id, _) = find(state, caller, raw_id).await?;
     match state.store.retry(id.0).await? {
         RetryOutcome::Queued(record) => Ok(data(StatusCode::ACCEPTED, view(id, &record))),
@@ -72,16 +74,22 @@ async fn find(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<(DeliveryId, DeliveryRecord), ApiError> {
+    caller.require(SUBSCRIPTIONS_READ)?;
     let id = DeliveryId::parse(raw_id).ok_or(ApiError::NotFound("delivery"))?;
     let record = state
         .store
         .delivery(id.0)
         .await?
         .ok_or(ApiError::NotFound("delivery"))?;
-    if !caller.sees(crate::ids::EntityId::ROOT) {
+    if !caller.is_admin() {
         let event = state.store.event(record.event).await?;
-        if !event.is_some_and(|e| caller.sees(&e.record.entity)) {
+        let Some(event) = event.filter(|e| caller.sees(&e.record.entity)) else {
             return Err(ApiError::NotFound("delivery"));
+        };
+        if !caller.reads_type(&event.record.event_type) {
+            return Err(ApiError::Forbidden(
+                "this delivery's event type needs a scope this credential lacks".into(),
+            ));
         }
     }
     Ok((id, record))

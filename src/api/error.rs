@@ -13,7 +13,7 @@ pub enum ApiError {
     #[error("{field}: {detail}")]
     Invalid { field: String, detail: String },
     #[error("{0}")]
-    Unauthorized(&'static str),
+    Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0} not found")]

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use super::auth::{EVENTS_WRITE, SUBSCRIPTIONS_READ};
 use super::validate;
 use super::{ApiError, ApiResponse, AppState, Caller, Page, Request, data, read_body};
 use crate::ids::{DeliveryId, EntityId, EventId};
@@ -49,6 +50,7 @@ pub async fn create(
     caller: &Caller,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
+    caller.require(EVENTS_WRITE)?;
     let key = match request.headers().get("idempotency-key") {
         None => None,
         Some(value) => Some(idempotency_key("Idempotency-Key", value.to_str().ok())?),
@@ -167,11 +169,21 @@ async fn prepare(
             "`hookd.` types are reserved for events hookd emits itself",
         ));
     }
+    if !state.config.event_types.is_empty()
+        && !state
+            .config
+            .event_types
+            .iter()
+            .any(|t| t.name == event_type)
+    {
+        return Err(ApiError::invalid(
+            field("eventType"),
+            "is not in the event-type catalog (GET /v1/event-types)",
+        ));
+    }
     let entity = match &input.entity_id {
         None | Some(Value::Null) => caller.entity.clone(),
-        Some(Value::String(raw)) => {
-            super::subscriptions::visible_entity(state, caller, raw).await?
-        }
+        Some(Value::String(raw)) => super::subscriptions::visible_entity(caller, raw)?,
         Some(_) => return Err(ApiError::invalid(field("entityId"), "must be a string")),
     };
     let raw_data = input
@@ -288,7 +300,9 @@ pub async fn list(
     let found = state
         .store
         .events_page(since, until, page.cursor, page.limit, move |e| {
-            caller.sees(&e.entity) && event_type.as_deref().is_none_or(|t| t == e.event_type)
+            caller.sees(&e.entity)
+                && caller.reads_type(&e.event_type)
+                && event_type.as_deref().is_none_or(|t| t == e.event_type)
         })
         .await?;
     let items: Vec<Value> = found
@@ -300,13 +314,7 @@ pub async fn list(
 }
 
 pub async fn get(state: &AppState, caller: &Caller, raw_id: &str) -> Result<ApiResponse, ApiError> {
-    let id = EventId::parse(raw_id).ok_or(ApiError::NotFound("event"))?;
-    let found = state
-        .store
-        .event(id.0)
-        .await?
-        .filter(|v| caller.sees(&v.record.entity))
-        .ok_or(ApiError::NotFound("event"))?;
+    let (id, found) = visible_event(state, caller, raw_id).await?;
     let summary: Vec<Value> = found
         .deliveries
         .iter()
@@ -330,6 +338,23 @@ pub async fn deliveries(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
+    let (_, found) = visible_event(state, caller, raw_id).await?;
+    let items = found
+        .deliveries
+        .iter()
+        .map(|(dlv, record)| super::deliveries::view(DeliveryId(*dlv), record))
+        .collect();
+    Ok(super::list(items, None))
+}
+
+/// An event the caller may read: in its subtree (else 404) and of a type whose scope
+/// it holds (else 403).
+async fn visible_event(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+) -> Result<(EventId, crate::store::EventView), ApiError> {
+    caller.require(SUBSCRIPTIONS_READ)?;
     let id = EventId::parse(raw_id).ok_or(ApiError::NotFound("event"))?;
     let found = state
         .store
@@ -337,12 +362,13 @@ pub async fn deliveries(
         .await?
         .filter(|v| caller.sees(&v.record.entity))
         .ok_or(ApiError::NotFound("event"))?;
-    let items = found
-        .deliveries
-        .iter()
-        .map(|(dlv, record)| super::deliveries::view(DeliveryId(*dlv), record))
-        .collect();
-    Ok(super::list(items, None))
+    if !caller.reads_type(&found.record.event_type) {
+        return Err(ApiError::Forbidden(format!(
+            "events of type {} need a scope this credential lacks",
+            found.record.event_type
+        )));
+    }
+    Ok((id, found))
 }
 
 /// An event as the API shows it, with `data` parsed back out of the stored body.

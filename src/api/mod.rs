@@ -2,10 +2,13 @@
 //! own file; this one authenticates, bounds and parses bodies, and renders responses.
 //! Handlers validate input into store records and never touch redb themselves.
 
+mod admin;
+mod auth;
 mod deliveries;
 mod endpoint_auth;
 mod error;
 mod events;
+mod jwt;
 mod subscription_actions;
 mod subscriptions;
 mod validate;
@@ -16,25 +19,34 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use ring::hmac;
 use serde::Serialize;
 
+pub use admin::catalog_scopes;
+pub use auth::Caller;
 pub use error::ApiError;
 
 use crate::config::Config;
-use crate::ids::EntityId;
 use crate::secret::{Sealer, Secret};
 use crate::store::Store;
 
 pub type ApiResponse = Response<Full<Bytes>>;
 type Request = hyper::Request<Incoming>;
 
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("JWT key: {0}")]
+    Jwt(#[from] jwt::JwtKeyError),
+    #[error("the system random generator failed")]
+    Random,
+}
+
 /// Everything handlers share.
 pub struct AppState {
     pub store: Store,
     pub sealer: Arc<Sealer>,
     pub config: Arc<Config>,
-    admin: AdminToken,
+    admin: auth::AdminToken,
+    jwt: Option<jwt::Verifier>,
     pub rng: ring::rand::SystemRandom,
 }
 
@@ -44,51 +56,22 @@ impl AppState {
         sealer: Arc<Sealer>,
         config: Arc<Config>,
         admin_token: &Secret,
-    ) -> Result<Self, ring::error::Unspecified> {
+    ) -> Result<Self, StartError> {
         let rng = ring::rand::SystemRandom::new();
+        let jwt = config
+            .auth
+            .jwt
+            .as_ref()
+            .map(jwt::Verifier::from_config)
+            .transpose()?;
         Ok(Self {
             store,
             sealer,
+            admin: auth::AdminToken::new(&rng, admin_token).map_err(|_| StartError::Random)?,
+            jwt,
             config,
-            admin: AdminToken::new(&rng, admin_token)?,
             rng,
         })
-    }
-}
-
-/// The admin token, kept only as an HMAC tag under a per-process random key, so a
-/// presented token is compared in constant time (`hmac::verify`) and the clear token
-/// is not held in memory after start.
-struct AdminToken {
-    key: hmac::Key,
-    tag: hmac::Tag,
-}
-
-impl AdminToken {
-    fn new(
-        rng: &ring::rand::SystemRandom,
-        token: &Secret,
-    ) -> Result<Self, ring::error::Unspecified> {
-        let key = hmac::Key::generate(hmac::HMAC_SHA256, rng)?;
-        let tag = hmac::sign(&key, token.expose().as_bytes());
-        Ok(Self { key, tag })
-    }
-
-    fn matches(&self, presented: &str) -> bool {
-        hmac::verify(&self.key, presented.as_bytes(), self.tag.as_ref()).is_ok()
-    }
-}
-
-/// Who is calling: the entity it acts for. The admin token acts as the root.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub entity: EntityId,
-}
-
-impl Caller {
-    /// Whether an object owned by `entity` is inside the caller's subtree.
-    pub fn sees(&self, entity: &str) -> bool {
-        self.entity.as_str() == EntityId::ROOT || self.entity.as_str() == entity
     }
 }
 
@@ -110,8 +93,12 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
         ["v1", ..] => {}
         _ => return Err(ApiError::NotFound("route")),
     }
-    let caller = authenticate(state, &request)?;
+    let caller = auth::authenticate(state, &request)?;
+    if let ["v1", "admin", rest @ ..] = segments.as_slice() {
+        return admin::route(state, &caller, rest, &method, request).await;
+    }
     match (segments.as_slice(), &method) {
+        (["v1", "event-types"], &Method::GET) => Ok(admin::event_types(state, &caller)),
         (["v1", "events"], &Method::POST) => events::create(state, &caller, request).await,
         (["v1", "events"], &Method::GET) => {
             events::list(state, &caller, request.uri().query()).await
@@ -165,25 +152,6 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
         }
         _ => Err(ApiError::NotFound("route")),
     }
-}
-
-fn authenticate(state: &AppState, request: &Request) -> Result<Caller, ApiError> {
-    let header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or(ApiError::Unauthorized("send Authorization: Bearer <token>"))?;
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or(ApiError::Unauthorized("send Authorization: Bearer <token>"))?;
-    if state.admin.matches(token) {
-        return Ok(Caller {
-            entity: EntityId::root(),
-        });
-    }
-    Err(ApiError::Unauthorized("the token is not valid"))
 }
 
 /// A request body must arrive within this: a client that stalls mid-body holds a

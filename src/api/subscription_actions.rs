@@ -4,6 +4,7 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
+use super::auth::{SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE};
 use super::subscriptions::{find, read_object};
 use super::validate::Fields;
 use super::{ApiError, ApiResponse, AppState, Caller, Page, Request, data};
@@ -17,6 +18,7 @@ pub async fn secret(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
+    caller.require(SUBSCRIPTIONS_WRITE)?;
     let (id, record) = find(state, caller, raw_id)?;
     let newest = record
         .signing_secrets
@@ -38,6 +40,7 @@ pub async fn deliveries(
     raw_id: &str,
     query: Option<&str>,
 ) -> Result<ApiResponse, ApiError> {
+    caller.require(SUBSCRIPTIONS_READ)?;
     let (id, _) = find(state, caller, raw_id)?;
     let page = Page::parse(query)?;
     let mut wanted = None;
@@ -85,6 +88,7 @@ pub async fn replay(
     raw_id: &str,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
+    caller.require(SUBSCRIPTIONS_WRITE)?;
     let (id, _) = find(state, caller, raw_id)?;
     let value = read_object(state, request).await?;
     let fields = Fields::new(&value, "")?;
@@ -125,6 +129,7 @@ pub async fn test(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
+    caller.require(SUBSCRIPTIONS_WRITE)?;
     let (id, record) = find(state, caller, raw_id)?;
     if record.status != SubscriptionStatus::Active {
         return Err(ApiError::Conflict(
@@ -176,6 +181,7 @@ pub async fn rotate(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
+    caller.require(SUBSCRIPTIONS_WRITE)?;
     let (id, current) = find(state, caller, raw_id)?;
     let owner = id.to_string();
     let now = now_ms();

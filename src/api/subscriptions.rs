@@ -5,12 +5,14 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
+use super::auth::{SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE};
 use super::endpoint_auth::{self, AuthInput};
 use super::validate::{self, Fields};
 use super::{ApiError, ApiResponse, AppState, Caller, Page, Request, data, parse_json, read_body};
 use crate::delivery::sign::generate_secret;
 use crate::ids::{EntityId, SubscriptionId};
 use crate::secret::Secret;
+use crate::store::pattern_matches;
 use crate::store::records::{
     EndpointAuthRecord, HeaderRecord, SigningSecretRecord, SubscriptionRecord, SubscriptionStatus,
 };
@@ -32,12 +34,13 @@ pub async fn create(
     caller: &Caller,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
+    caller.require(SUBSCRIPTIONS_WRITE)?;
     let value = read_object(state, request).await?;
     let fields = Fields::new(&value, "")?;
     fields.only(FIELDS)?;
 
     let status = status(&fields)?.unwrap_or(SubscriptionStatus::Active);
-    let event_types = event_types(&fields)?
+    let event_types = event_types(state, caller, &fields)?
         .ok_or_else(|| ApiError::invalid("eventTypes", "is required (for example [\"*\"])"))?;
     let endpoint_url = fields.required_str("endpointUrl")?;
     validate::endpoint_url(
@@ -53,7 +56,7 @@ pub async fn create(
     let description = description(&fields)?;
     let entity = match fields.str("entityId")? {
         None => caller.entity.clone(),
-        Some(raw) => visible_entity(state, caller, raw).await?,
+        Some(raw) => visible_entity(caller, raw)?,
     };
 
     let id = SubscriptionId::generate();
@@ -78,6 +81,7 @@ pub async fn create(
         created_ms: now,
         updated_ms: now,
         active_since_ms: now,
+        scopes: caller.stored_scopes(),
     };
     state
         .store
@@ -94,6 +98,7 @@ pub async fn list(
     caller: &Caller,
     query: Option<&str>,
 ) -> Result<ApiResponse, ApiError> {
+    caller.require(SUBSCRIPTIONS_READ)?;
     let page = Page::parse(query)?;
     let index = state.store.subscriptions();
     let after = page.cursor.unwrap_or(0);
@@ -119,6 +124,7 @@ pub async fn list(
 }
 
 pub async fn get(state: &AppState, caller: &Caller, raw_id: &str) -> Result<ApiResponse, ApiError> {
+    caller.require(SUBSCRIPTIONS_READ)?;
     let (id, record) = find(state, caller, raw_id)?;
     Ok(data(StatusCode::OK, view(state, id, &record)?))
 }
@@ -129,6 +135,7 @@ pub async fn patch(
     raw_id: &str,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
+    caller.require(SUBSCRIPTIONS_WRITE)?;
     let (id, current) = find(state, caller, raw_id)?;
     let value = read_object(state, request).await?;
     let fields = Fields::new(&value, "")?;
@@ -147,7 +154,7 @@ pub async fn patch(
             record.disabled_reason = None;
         }
     }
-    if let Some(types) = event_types(&fields)? {
+    if let Some(types) = event_types(state, caller, &fields)? {
         record.event_types = types;
     }
     if let Some(url) = fields.str("endpointUrl")? {
@@ -198,6 +205,7 @@ pub async fn delete(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
+    caller.require(SUBSCRIPTIONS_WRITE)?;
     let (id, _) = find(state, caller, raw_id)?;
     if !state.store.delete_subscription(id.0).await? {
         return Err(ApiError::NotFound("subscription"));
@@ -231,16 +239,10 @@ pub(super) fn find(
 }
 
 /// An `entityId` from a request: it must exist and be inside the caller's subtree.
-pub(super) async fn visible_entity(
-    state: &AppState,
-    caller: &Caller,
-    raw: &str,
-) -> Result<EntityId, ApiError> {
-    let entity = EntityId::parse(raw).ok_or(ApiError::NotFound("entity"))?;
-    if !caller.sees(entity.as_str()) || !state.store.entity_exists(entity.to_string()).await? {
-        return Err(ApiError::NotFound("entity"));
-    }
-    Ok(entity)
+pub(super) fn visible_entity(caller: &Caller, raw: &str) -> Result<EntityId, ApiError> {
+    EntityId::parse(raw)
+        .filter(|entity| caller.sees(entity.as_str()))
+        .ok_or(ApiError::NotFound("entity"))
 }
 
 fn status(fields: &Fields<'_>) -> Result<Option<SubscriptionStatus>, ApiError> {
@@ -252,7 +254,15 @@ fn status(fields: &Fields<'_>) -> Result<Option<SubscriptionStatus>, ApiError> {
     }
 }
 
-fn event_types(fields: &Fields<'_>) -> Result<Option<Vec<String>>, ApiError> {
+/// The patterns of `eventTypes`, checked against the catalog and the caller's scopes:
+/// an exact type outside the catalog is 422; a type, or a wildcard matching no type,
+/// whose scope the caller lacks is 403. Without a configured catalog any type may be
+/// named (only `hookd.*` carry a scope then).
+fn event_types(
+    state: &AppState,
+    caller: &Caller,
+    fields: &Fields<'_>,
+) -> Result<Option<Vec<String>>, ApiError> {
     let Some(list) = fields.string_list("eventTypes")? else {
         return Ok(None);
     };
@@ -265,9 +275,37 @@ fn event_types(fields: &Fields<'_>) -> Result<Option<Vec<String>>, ApiError> {
     if list.len() > validate::MAX_EVENT_TYPES {
         return Err(ApiError::invalid("eventTypes", "at most 100 entries"));
     }
+    let closed = !state.config.event_types.is_empty();
+    let catalog = caller.view().catalog();
     let mut out: Vec<String> = Vec::with_capacity(list.len());
     for (i, pattern) in list.iter().enumerate() {
-        validate::event_type_pattern(&format!("eventTypes[{i}]"), pattern)?;
+        let field = format!("eventTypes[{i}]");
+        validate::event_type_pattern(&field, pattern)?;
+        if pattern.ends_with('*') {
+            let readable = catalog
+                .iter()
+                .any(|(name, scope)| pattern_matches(pattern, name) && caller.has(scope));
+            if closed && !readable {
+                return Err(ApiError::Forbidden(format!(
+                    "{field}: {pattern} matches no event type whose scope this credential holds"
+                )));
+            }
+        } else {
+            match catalog.get(*pattern) {
+                None if closed => {
+                    return Err(ApiError::invalid(
+                        field,
+                        "is not in the event-type catalog (GET /v1/event-types)",
+                    ));
+                }
+                Some(scope) if !caller.has(scope) => {
+                    return Err(ApiError::Forbidden(format!(
+                        "{field}: {pattern} needs the scope {scope}"
+                    )));
+                }
+                _ => {}
+            }
+        }
         if !out.iter().any(|p| p == pattern) {
             out.push((*pattern).to_owned());
         }

@@ -10,6 +10,7 @@ mod migrate;
 mod ops;
 pub mod records;
 mod tables;
+pub mod tenancy;
 mod writer;
 
 use std::path::Path;
@@ -23,18 +24,20 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use error::StoreError;
 pub use index::SubscriptionIndex;
+pub use index::{ALL_SCOPES, pattern_matches};
 pub use ops::MAX_REPLAY;
 pub use writer::{
-    AttemptReport, IDEMPOTENCY_WINDOW_MS, IdempotencyKey, IngestOutcome, NewEvent, NextStep,
-    PutOutcome, ReplayOutcome, RetryOutcome, WriterSettings,
+    AttemptReport, EntityOutcome, IDEMPOTENCY_WINDOW_MS, IdempotencyKey, IngestOutcome, NewEvent,
+    NextStep, PutOutcome, ReplayOutcome, RetryOutcome, WriterSettings,
 };
 
 use codec::decode;
 use records::{AttemptRecord, DeliveryRecord, EventRecord, SubscriptionRecord};
 use tables::{
-    ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, SUBSCRIPTION_DELIVERIES,
-    SUBSCRIPTIONS,
+    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS,
+    SUBSCRIPTION_DELIVERIES, SUBSCRIPTIONS,
 };
+use tenancy::{ApiKeyRecord, EntityTree, KeyIndex};
 use writer::{Command, Op, Outcome, Writer};
 
 /// Commands that may wait for the writer: enough to fill several batches, small enough
@@ -128,10 +131,12 @@ impl WriterHandle {
 impl Store {
     /// Opens (creating if absent) the database, runs migrations and starts the writer.
     /// Blocking: call it from `spawn_blocking` or before the runtime is busy.
+    /// `catalog` maps each known event type to the scope needed to receive it.
     pub fn open(
         path: &Path,
         cache_size: usize,
         settings: WriterSettings,
+        catalog: std::collections::HashMap<String, String>,
         sink: Arc<dyn DueSink>,
     ) -> Result<(Store, WriterHandle), StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -144,7 +149,7 @@ impl Store {
             .create(path)?;
         migrate::run(&db, now_ms())?;
         let db = Arc::new(db);
-        let index = Arc::new(RwLock::new(Arc::new(load_index(&db)?)));
+        let index = Arc::new(RwLock::new(Arc::new(load_index(&db, catalog)?)));
         let commits = Arc::new(CommitStats::default());
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let writer = Writer {
@@ -216,7 +221,7 @@ impl Store {
     ) -> Result<PutOutcome, StoreError> {
         let op = Op::PutSubscription {
             id,
-            record,
+            record: Box::new(record),
             expected_updated_ms,
         };
         match self.command(op).await? {
@@ -440,20 +445,59 @@ impl Store {
         .await
     }
 
-    pub async fn entity_exists(&self, id: String) -> Result<bool, StoreError> {
-        self.read(move |txn| Ok(txn.open_table(ENTITIES)?.get(id.as_str())?.is_some()))
-            .await
+    pub async fn create_entity(
+        &self,
+        id: String,
+        record: records::EntityRecord,
+    ) -> Result<EntityOutcome, StoreError> {
+        match self.command(Op::CreateEntity { id, record }).await? {
+            Outcome::Entity(outcome) => Ok(outcome),
+            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
+        }
+    }
+
+    /// Refused while the entity has children, keys or subscriptions.
+    pub async fn delete_entity(&self, id: String) -> Result<EntityOutcome, StoreError> {
+        match self.command(Op::DeleteEntity(id)).await? {
+            Outcome::Entity(outcome) => Ok(outcome),
+            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn create_key(&self, id: u128, record: ApiKeyRecord) -> Result<(), StoreError> {
+        self.command(Op::CreateKey { id, record }).await.map(drop)
+    }
+
+    /// Revokes (deletes) a key; effective for the next request. False if absent.
+    pub async fn revoke_key(&self, id: u128) -> Result<bool, StoreError> {
+        match self.command(Op::RevokeKey(id)).await? {
+            Outcome::Deleted(existed) => Ok(existed),
+            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
+        }
     }
 }
 
-fn load_index(db: &Database) -> Result<SubscriptionIndex, StoreError> {
+fn load_index(
+    db: &Database,
+    catalog: std::collections::HashMap<String, String>,
+) -> Result<SubscriptionIndex, StoreError> {
     let txn = db.begin_read()?;
     let mut records = Vec::new();
     for entry in txn.open_table(SUBSCRIPTIONS)?.iter()? {
         let (key, value) = entry?;
         records.push((key.value(), decode::<SubscriptionRecord>(value.value())?));
     }
-    Ok(SubscriptionIndex::from_records(records))
+    let mut entities = EntityTree::default();
+    for entry in txn.open_table(ENTITIES)?.iter()? {
+        let (key, value) = entry?;
+        entities.insert(key.value().to_owned(), decode(value.value())?);
+    }
+    let mut keys = KeyIndex::default();
+    for entry in txn.open_table(API_KEYS)?.iter()? {
+        let (key, value) = entry?;
+        keys.insert(key.value(), decode::<ApiKeyRecord>(value.value())?);
+    }
+    Ok(SubscriptionIndex::from_records(records).with_tenancy(entities, keys, catalog))
 }
 
 pub fn now_ms() -> u64 {

@@ -14,18 +14,19 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::codec::{decode, encode};
 use super::error::StoreError;
-use super::index::{SubscriptionIndex, receives};
+use super::index::SubscriptionIndex;
 use super::records::{
-    DeliveryRecord, DeliveryState, EventRecord, IdempotencyRecord, SubscriptionRecord,
-    SubscriptionStatus,
+    DeliveryRecord, DeliveryState, EntityRecord, EventRecord, IdempotencyRecord,
+    SubscriptionRecord, SubscriptionStatus,
 };
 use super::tables::{
-    ATTEMPTS, DELIVERIES, DUE, EVENT_DELIVERIES, EVENTS, HEALTH, IDEMPOTENCY,
+    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, HEALTH, IDEMPOTENCY,
     SUBSCRIPTION_DELIVERIES, SUBSCRIPTIONS,
 };
+use super::tenancy::MAX_DEPTH;
 use super::writer::{
-    AttemptReport, IDEMPOTENCY_WINDOW_MS, IngestOutcome, NewEvent, NextStep, Op, Outcome,
-    PutOutcome, ReplayOutcome, RetryOutcome, WriterSettings,
+    AttemptReport, EntityOutcome, IDEMPOTENCY_WINDOW_MS, IngestOutcome, NewEvent, NextStep, Op,
+    Outcome, PutOutcome, ReplayOutcome, RetryOutcome, WriterSettings,
 };
 use super::{DueEntry, Fresh};
 use crate::ids::{DeliveryId, EventId, SubscriptionId, uuid_v7};
@@ -45,6 +46,8 @@ pub(super) struct Tables<'t> {
     due: Table<'t, (u64, u128), u128>,
     idempotency: Table<'t, &'static [u8; 32], &'static [u8]>,
     health: Table<'t, u128, u64>,
+    entities: Table<'t, &'static str, &'static [u8]>,
+    api_keys: Table<'t, u128, &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -59,6 +62,8 @@ impl<'t> Tables<'t> {
             due: txn.open_table(DUE)?,
             idempotency: txn.open_table(IDEMPOTENCY)?,
             health: txn.open_table(HEALTH)?,
+            entities: txn.open_table(ENTITIES)?,
+            api_keys: txn.open_table(API_KEYS)?,
         })
     }
 }
@@ -110,7 +115,7 @@ impl<'t, 'i> Batch<'t, 'i> {
                 id,
                 record,
                 expected_updated_ms,
-            } => Outcome::Put(self.put_subscription(id, record, expected_updated_ms)?),
+            } => Outcome::Put(self.put_subscription(id, *record, expected_updated_ms)?),
             Op::DeleteSubscription(id) => Outcome::Deleted(self.delete_subscription(id)?),
             Op::RecordAttempt(report) => {
                 self.record_attempt(report)?;
@@ -127,7 +132,68 @@ impl<'t, 'i> Batch<'t, 'i> {
                 until_ms,
                 only_failed,
             } => Outcome::Replayed(self.replay(subscription, since_ms, until_ms, only_failed)?),
+            Op::CreateEntity { id, record } => Outcome::Entity(self.create_entity(id, record)?),
+            Op::DeleteEntity(id) => Outcome::Entity(self.delete_entity(&id)?),
+            Op::CreateKey { id, record } => {
+                self.t.api_keys.insert(id, encode(&record)?.as_slice())?;
+                self.changed_mut().keys_mut().insert(id, record);
+                Outcome::Done
+            }
+            Op::RevokeKey(id) => {
+                let existed = self.t.api_keys.remove(id)?.is_some();
+                self.changed_mut().keys_mut().remove(id);
+                Outcome::Deleted(existed)
+            }
         })
+    }
+
+    fn changed_mut(&mut self) -> &mut SubscriptionIndex {
+        let current = self.current;
+        self.changed.get_or_insert_with(|| current.clone())
+    }
+
+    fn create_entity(
+        &mut self,
+        id: String,
+        record: EntityRecord,
+    ) -> Result<EntityOutcome, StoreError> {
+        if self.subs().entities.exists(&id) || id == crate::ids::EntityId::ROOT {
+            return Ok(EntityOutcome::Exists);
+        }
+        if let Some(parent) = &record.parent {
+            if !self.subs().entities.exists(parent) {
+                return Ok(EntityOutcome::NotFound);
+            }
+            if self.subs().entities.depth(parent) >= MAX_DEPTH {
+                return Ok(EntityOutcome::InUse(
+                    "the tree may be at most 16 levels deep",
+                ));
+            }
+        }
+        self.t
+            .entities
+            .insert(id.as_str(), encode(&record)?.as_slice())?;
+        self.changed_mut().entities_mut().insert(id, record);
+        Ok(EntityOutcome::Done)
+    }
+
+    fn delete_entity(&mut self, id: &str) -> Result<EntityOutcome, StoreError> {
+        let subs = self.subs();
+        if id == crate::ids::EntityId::ROOT || !subs.entities.exists(id) {
+            return Ok(EntityOutcome::NotFound);
+        }
+        if subs.entities.has_children(id) {
+            return Ok(EntityOutcome::InUse("it has child entities"));
+        }
+        if subs.keys.owned_by(id) {
+            return Ok(EntityOutcome::InUse("it has API keys"));
+        }
+        if subs.iter().any(|(_, s)| s.entity == id) {
+            return Ok(EntityOutcome::InUse("it has subscriptions"));
+        }
+        self.t.entities.remove(id)?;
+        self.changed_mut().entities_mut().remove(id);
+        Ok(EntityOutcome::Done)
     }
 
     fn subs(&self) -> &SubscriptionIndex {
@@ -604,7 +670,10 @@ impl<'t, 'i> Batch<'t, 'i> {
             let (key, value) = entry?;
             let event = key.value();
             let record: EventRecord = decode(value.value())?;
-            if !receives(&sub, &record.entity, &record.event_type) {
+            if !self
+                .subs()
+                .receives(&sub, &record.entity, &record.event_type)
+            {
                 continue;
             }
             if only_failed && !self.failed_for(event, subscription)? {

@@ -95,6 +95,9 @@ pub struct SubscriptionRecord {
     /// Creation or the latest re-activation: where `delivery.disable_after` counts from
     /// when there has been no success since.
     pub active_since_ms: u64,
+    /// The scopes its creator held (`*` for all): an event reaches it only when the
+    /// event type's scope is among them.
+    pub scopes: Vec<String>,
 }
 
 impl Record for SubscriptionRecord {

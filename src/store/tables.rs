@@ -28,5 +28,7 @@ pub const HEALTH: TableDefinition<u128, u64> = TableDefinition::new("subscriptio
 pub const IDEMPOTENCY: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("idempotency_v1");
 /// entity id -> `EntityRecord`.
 pub const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities_v1");
+/// key id -> `ApiKeyRecord` (only the SHA-256 of the key).
+pub const API_KEYS: TableDefinition<u128, &[u8]> = TableDefinition::new("api_keys_v1");
 /// Store-wide facts, such as `schema_version`.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

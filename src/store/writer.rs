@@ -106,11 +106,21 @@ pub enum PutOutcome {
     Conflict,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntityOutcome {
+    Done,
+    Exists,
+    /// The entity (or the parent named) does not exist.
+    NotFound,
+    /// Refused, with the reason.
+    InUse(&'static str),
+}
+
 pub(super) enum Op {
     Ingest(Vec<NewEvent>),
     PutSubscription {
         id: u128,
-        record: SubscriptionRecord,
+        record: Box<SubscriptionRecord>,
         expected_updated_ms: Option<u64>,
     },
     DeleteSubscription(u128),
@@ -123,6 +133,16 @@ pub(super) enum Op {
         until_ms: u64,
         only_failed: bool,
     },
+    CreateEntity {
+        id: String,
+        record: super::records::EntityRecord,
+    },
+    DeleteEntity(String),
+    CreateKey {
+        id: u128,
+        record: super::tenancy::ApiKeyRecord,
+    },
+    RevokeKey(u128),
 }
 
 /// Each op's answer; `Store` unpacks the variant its op produces.
@@ -134,6 +154,7 @@ pub(super) enum Outcome {
     Done,
     Retried(RetryOutcome),
     Replayed(ReplayOutcome),
+    Entity(EntityOutcome),
 }
 
 pub(super) struct Command {

@@ -1,0 +1,154 @@
+//! Who is calling. A bearer token is the admin token (the root entity, every scope), an
+//! API key (`hk_…`, looked up by its SHA-256 in the in-memory key index, so revocation
+//! takes effect on the next request), or a JWT from the configured issuer. The caller
+//! carries the snapshot it was authenticated against, so every visibility check in one
+//! request sees the same entity tree.
+
+use std::sync::Arc;
+
+use http::header;
+use ring::digest::{SHA256, digest};
+use ring::hmac;
+
+use super::{ApiError, AppState, Request};
+use crate::ids::EntityId;
+use crate::secret::Secret;
+use crate::store::{ALL_SCOPES, SubscriptionIndex};
+
+pub const EVENTS_WRITE: &str = "events:write";
+pub const SUBSCRIPTIONS_READ: &str = "subscriptions:read";
+pub const SUBSCRIPTIONS_WRITE: &str = "subscriptions:write";
+
+/// The admin token, kept only as an HMAC tag under a per-process random key, so a
+/// presented token is compared in constant time (`hmac::verify`) and the clear token
+/// is not held in memory after start.
+pub struct AdminToken {
+    key: hmac::Key,
+    tag: hmac::Tag,
+}
+
+impl AdminToken {
+    pub fn new(
+        rng: &ring::rand::SystemRandom,
+        token: &Secret,
+    ) -> Result<Self, ring::error::Unspecified> {
+        let key = hmac::Key::generate(hmac::HMAC_SHA256, rng)?;
+        let tag = hmac::sign(&key, token.expose().as_bytes());
+        Ok(Self { key, tag })
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        hmac::verify(&self.key, presented.as_bytes(), self.tag.as_ref()).is_ok()
+    }
+}
+
+/// The entity a request acts for, what it may do, and the tree it is checked against.
+#[derive(Clone)]
+pub struct Caller {
+    pub entity: EntityId,
+    /// `None`: every scope (the admin token).
+    scopes: Option<Vec<String>>,
+    view: Arc<SubscriptionIndex>,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.scopes.is_none()
+    }
+
+    /// Whether `entity` is the caller's or below it (it must exist).
+    pub fn sees(&self, entity: &str) -> bool {
+        self.view.entities.within(entity, self.entity.as_str())
+    }
+
+    pub fn has(&self, scope: &str) -> bool {
+        self.scopes
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|x| x == scope))
+    }
+
+    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
+        if self.has(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this credential lacks the scope {scope}"
+            )))
+        }
+    }
+
+    /// Whether the caller may read (and subscribe to) events of this type.
+    pub fn reads_type(&self, event_type: &str) -> bool {
+        self.view
+            .scope_of(event_type)
+            .is_none_or(|scope| self.has(scope))
+    }
+
+    /// The scopes stored with a subscription it creates.
+    pub fn stored_scopes(&self) -> Vec<String> {
+        self.scopes
+            .clone()
+            .unwrap_or_else(|| vec![ALL_SCOPES.to_owned()])
+    }
+
+    pub fn view(&self) -> &SubscriptionIndex {
+        &self.view
+    }
+}
+
+pub fn authenticate(state: &AppState, request: &Request) -> Result<Caller, ApiError> {
+    let missing = ApiError::Unauthorized("send Authorization: Bearer <token>".into());
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(missing)?;
+    let view = state.store.subscriptions();
+    if token.starts_with("hk_") {
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
+        let key = view.keys.find(&hash).ok_or_else(|| {
+            ApiError::Unauthorized("the API key is not valid or was revoked".into())
+        })?;
+        let Some(entity) = EntityId::parse(&key.record.entity) else {
+            return Err(ApiError::Unauthorized(
+                "the API key is not valid or was revoked".into(),
+            ));
+        };
+        let scopes = Some(key.record.scopes.clone());
+        return Ok(Caller {
+            entity,
+            scopes,
+            view,
+        });
+    }
+    if state.admin.matches(token) {
+        return Ok(Caller {
+            entity: EntityId::root(),
+            scopes: None,
+            view,
+        });
+    }
+    if token.matches('.').count() == 2 {
+        let Some(verifier) = &state.jwt else {
+            return Err(ApiError::Unauthorized(
+                "JWTs are not accepted: [auth.jwt] is not configured".into(),
+            ));
+        };
+        let now = crate::store::now_ms() as i64 / 1000;
+        let claims = verifier
+            .verify(token, now)
+            .map_err(|why| ApiError::Unauthorized(why.into()))?;
+        let entity = EntityId::parse(&claims.entity)
+            .filter(|e| view.entities.exists(e.as_str()))
+            .ok_or_else(|| ApiError::Unauthorized("the token's entity does not exist".into()))?;
+        return Ok(Caller {
+            entity,
+            scopes: Some(claims.scopes),
+            view,
+        });
+    }
+    Err(ApiError::Unauthorized("the token is not valid".into()))
+}
