@@ -74,6 +74,8 @@ pub struct Options {
     pub delivery: String,
     /// Extra TOML appended to the `[server]` section.
     pub server: String,
+    /// TOML appended at the end (`[auth.jwt]`, `[[event_types]]`).
+    pub tail: String,
 }
 
 /// A running hookd and what a test needs to talk to it.
@@ -167,7 +169,10 @@ admin_token_file = "admin.token"
 [delivery]
 extra_ca_file = "ca.pem"
 {delivery}
+
+{tail}
 "#,
+        tail = options.tail,
         server = with_defaults(&options.server, &[("shutdown_grace", "\"2s\"")]),
         delivery = with_defaults(
             &options.delivery,
