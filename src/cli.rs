@@ -11,6 +11,9 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+pub mod admin;
+pub mod client;
+
 use crate::config::{self, Config, ConfigError};
 use crate::init::{InitError, InitOptions, dev_dir};
 use crate::listen::{ListenError, ListenOptions};
@@ -45,6 +48,16 @@ pub enum Command {
     Init(InitArgs),
     /// Development receiver: HTTPS on 127.0.0.1, verifies and prints each delivery.
     Listen(ListenArgs),
+    /// Entities (customer accounts) of a running hookd.
+    Entity(admin::EntityArgs),
+    /// API keys of a running hookd.
+    Key(admin::KeyArgs),
+    /// Subscriptions of a running hookd.
+    Subscription(admin::SubscriptionArgs),
+    /// Post an event to a running hookd.
+    Event(admin::EventArgs),
+    /// Inspect or retry a delivery of a running hookd.
+    Delivery(admin::DeliveryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +130,15 @@ pub enum CliError {
     Signal(#[source] std::io::Error),
     #[error("server failed: {0}")]
     Run(#[source] crate::RunError),
+    #[error("cannot reach {url}: {source}")]
+    Http {
+        url: String,
+        source: Box<ureq::Error>,
+    },
+    #[error("hookd answered {status}: {detail}")]
+    Api { status: u16, detail: String },
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CliError {
@@ -125,7 +147,7 @@ impl CliError {
             Self::Config(_) | Self::Tls { .. } | Self::Telemetry(_) => EX_CONFIG,
             Self::Run(error) if error.is_config() => EX_CONFIG,
             Self::Init(InitError::Config(_)) => EX_CONFIG,
-            Self::Listen(ListenError::Secret(_)) => EX_USAGE,
+            Self::Listen(ListenError::Secret(_)) | Self::Usage(_) => EX_USAGE,
             _ => EX_FAILURE,
         }
     }

@@ -27,6 +27,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::CheckConfig(args) => cli::check_config(&args)?,
         Command::Init(args) => cli::init(&args)?,
         Command::Listen(args) => listen(args)?,
+        Command::Entity(args) => cli::admin::entity(&args)?,
+        Command::Key(args) => cli::admin::key(&args)?,
+        Command::Subscription(args) => cli::admin::subscription(&args)?,
+        Command::Event(args) => cli::admin::event(&args)?,
+        Command::Delivery(args) => cli::admin::delivery(&args)?,
     }
     Ok(())
 }
