@@ -44,15 +44,11 @@ pub async fn route(
     match (rest, method) {
         (["entities"], &Method::POST) => create_entity(state, request).await,
         (["entities"], &Method::GET) => Ok(list_entities(caller)),
-        (["entities"], _) => Err(ApiError::MethodNotAllowed("GET, POST")),
         (["entities", id], &Method::GET) => get_entity(caller, id),
         (["entities", id], &Method::DELETE) => delete_entity(state, id).await,
-        (["entities", _], _) => Err(ApiError::MethodNotAllowed("GET, DELETE")),
         (["api-keys"], &Method::POST) => create_key(state, caller, request).await,
         (["api-keys"], &Method::GET) => Ok(list_keys(caller)),
-        (["api-keys"], _) => Err(ApiError::MethodNotAllowed("GET, POST")),
         (["api-keys", id], &Method::DELETE) => revoke_key(state, id).await,
-        (["api-keys", _], _) => Err(ApiError::MethodNotAllowed("DELETE")),
         _ => Err(ApiError::NotFound("route")),
     }
 }

@@ -19,7 +19,8 @@ pub enum ApiError {
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("this route accepts only {0}")]
-    MethodNotAllowed(&'static str),
+    /// Carries the `Allow` header's value, from the route table.
+    MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
     #[error("the request body is larger than {limit} bytes ({key})")]

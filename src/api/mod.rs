@@ -9,6 +9,7 @@ mod endpoint_auth;
 mod error;
 mod events;
 mod jwt;
+mod routes;
 mod subscription_actions;
 mod subscriptions;
 mod validate;
@@ -24,6 +25,7 @@ use serde::Serialize;
 pub use admin::catalog_scopes;
 pub use auth::Caller;
 pub use error::ApiError;
+pub use routes::{OPENAPI_JSON, ROUTES};
 
 use crate::config::Config;
 use crate::secret::{Sealer, Secret};
@@ -86,14 +88,24 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let method = request.method().clone();
+    // Only what `ROUTES` lists is dispatched; the table also answers 404 and 405.
+    let found = routes::lookup(&method, &segments);
     match segments.as_slice() {
         ["healthz"] | ["readyz"] => {
+            found?;
             return Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+        }
+        ["openapi.json"] => {
+            found?;
+            return Ok(openapi());
         }
         ["v1", ..] => {}
         _ => return Err(ApiError::NotFound("route")),
     }
+    // The token is checked before the table's 404/405, so a caller without one learns
+    // nothing about /v1 but that it needs one.
     let caller = auth::authenticate(state, &request)?;
+    found?;
     if let ["v1", "admin", rest @ ..] = segments.as_slice() {
         return admin::route(state, &caller, rest, &method, request).await;
     }
@@ -103,13 +115,10 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
         (["v1", "events"], &Method::GET) => {
             events::list(state, &caller, request.uri().query()).await
         }
-        (["v1", "events"], _) => Err(ApiError::MethodNotAllowed("GET, POST")),
         (["v1", "events", "batch"], &Method::POST) => {
             events::create_batch(state, &caller, request).await
         }
-        (["v1", "events", "batch"], _) => Err(ApiError::MethodNotAllowed("POST")),
         (["v1", "events", id], &Method::GET) => events::get(state, &caller, id).await,
-        (["v1", "events", _], _) => Err(ApiError::MethodNotAllowed("GET")),
         (["v1", "events", id, "deliveries"], &Method::GET) => {
             events::deliveries(state, &caller, id).await
         }
@@ -119,7 +128,6 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
         (["v1", "subscriptions"], &Method::GET) => {
             subscriptions::list(state, &caller, request.uri().query()).await
         }
-        (["v1", "subscriptions"], _) => Err(ApiError::MethodNotAllowed("GET, POST")),
         (["v1", "subscriptions", id], &Method::GET) => subscriptions::get(state, &caller, id).await,
         (["v1", "subscriptions", id], &Method::PATCH) => {
             subscriptions::patch(state, &caller, id, request).await
@@ -127,7 +135,6 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
         (["v1", "subscriptions", id], &Method::DELETE) => {
             subscriptions::delete(state, &caller, id).await
         }
-        (["v1", "subscriptions", _], _) => Err(ApiError::MethodNotAllowed("GET, PATCH, DELETE")),
         (["v1", "subscriptions", id, "secret"], &Method::GET) => {
             subscription_actions::secret(state, &caller, id).await
         }
@@ -211,6 +218,16 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> ApiResponse {
 /// `{"data": value}` with `status`.
 fn data<T: Serialize>(status: StatusCode, value: T) -> ApiResponse {
     json(status, &serde_json::json!({ "data": value }))
+}
+
+/// `GET /openapi.json`: the document as compiled in, byte for byte.
+fn openapi() -> ApiResponse {
+    let mut response = Response::new(Full::new(Bytes::from_static(OPENAPI_JSON.as_bytes())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn no_content() -> ApiResponse {
