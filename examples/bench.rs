@@ -4,11 +4,14 @@
 //!   cargo run --release --example bench -- ingest [clients] [seconds] [subscribers]
 //!   cargo run --release --example bench -- fanout [subscriptions] [events]
 //!   cargo run --release --example bench -- restart [events]
+//!   cargo run --release --example bench -- retention [seconds] [retention seconds]
 //!
 //! `ingest`: durable event ingest from N keep-alive clients (each waits for its 202
 //! before sending the next), with 0 or more matching subscribers on a loopback receiver.
 //! `fanout`: deliveries per second from events to S subscriptions, counted at the receiver.
 //! `restart`: start-up time on an empty file, then on a file of N events after kill -9.
+//! `retention`: steady ingest (8 clients, 1 subscriber) with a short `storage.retention`,
+//! printing the file size as it goes: it levels off once purging keeps pace.
 //! Each prints the figures and hookd's peak resident memory (VmHWM).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test's failure report
 
@@ -47,6 +50,12 @@ fn binary() -> PathBuf {
 }
 
 fn setup(extra: &str) -> Setup {
+    setup_with(extra, "")
+}
+
+/// `storage` is appended to `[storage]`, `delivery` to `[delivery]`.
+fn setup_with(storage: &str, delivery: &str) -> Setup {
+    let extra = storage;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let ca_key = KeyPair::generate().unwrap();
@@ -71,6 +80,7 @@ fn setup(extra: &str) -> Setup {
 listen = "{addr}"
 tls_cert = "cert.pem"
 tls_key = "key.pem"
+metrics_listen = "127.0.0.1:0"
 [log]
 level = "warn"
 [storage]
@@ -82,6 +92,7 @@ admin_token_file = "admin.token"
 [delivery]
 extra_ca_file = "ca.pem"
 allow_networks = ["127.0.0.0/8"]
+{delivery}
 "#
         ),
     )
@@ -370,6 +381,60 @@ async fn restart(events: usize, extra: &str) {
     child.wait().ok();
 }
 
+async fn retention(seconds: u64, retention_s: u64) {
+    let setup = setup_with(
+        &format!("retention = \"{retention_s}s\""),
+        &format!("max_age = \"{retention_s}s\""),
+    );
+    let mut child = spawn(&setup.root);
+    wait_ready(&setup, Instant::now()).await;
+    let delivered = Arc::new(AtomicU64::new(0));
+    let port = receiver(&setup, delivered.clone()).await.port();
+    let mut admin = connect(&setup).await;
+    subscribe(&mut admin, port, 1).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let posted = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut sender = connect(&setup).await;
+        let stop = stop.clone();
+        let posted = posted.clone();
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let (status, _) = call(&mut sender, "POST", "/v1/events", EVENT.to_string()).await;
+                assert_eq!(status, 202);
+                posted.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let path = setup.root.join("data/hookd.redb");
+    let started = Instant::now();
+    let mut last = 0;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_secs(retention_s.max(1))).await;
+        let now = posted.load(Ordering::Relaxed);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "retention: t={:>4.0} s posted {now:>8} ({:>5.0}/s) delivered {:>8} file {:>6.1} MiB",
+            started.elapsed().as_secs_f64(),
+            (now - last) as f64 / retention_s.max(1) as f64,
+            delivered.load(Ordering::Relaxed),
+            size as f64 / (1 << 20) as f64,
+        );
+        last = now;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        let _ = task.await;
+    }
+    println!(
+        "retention: peak RSS {} MiB",
+        peak_rss_kib(child.id()) / 1024
+    );
+    child.kill().ok();
+    child.wait().ok();
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -380,8 +445,9 @@ async fn main() {
         Some("ingest") => ingest(arg(1, 32), arg(2, 10) as u64, arg(3, 0), &extra).await,
         Some("fanout") => fanout(arg(1, 10), arg(2, 20_000)).await,
         Some("restart") => restart(arg(1, 100_000), &extra).await,
+        Some("retention") => retention(arg(1, 60) as u64, arg(2, 10) as u64).await,
         _ => eprintln!(
-            "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events]"
+            "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds]"
         ),
     }
 }

@@ -1,15 +1,17 @@
 //! The command line: clap definitions of every subcommand and the function that carries
 //! out each one, each returning a `CliError` that knows its exit status (78, EX_CONFIG,
 //! for anything wrong in the configuration). `main.rs` only parses, dispatches, prints
-//! the error and exits; the server itself is `crate::run`.
+//! the error and exits; the server itself is `crate::run_with`. The maintenance
+//! commands (backup, restore, compact) are in `maintenance.rs`.
+
+mod maintenance;
+mod signals;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
 
 pub mod admin;
 pub mod client;
@@ -17,13 +19,19 @@ pub mod client;
 use crate::config::{self, Config, ConfigError};
 use crate::init::{InitError, InitOptions, dev_dir};
 use crate::listen::{ListenError, ListenOptions};
+use crate::store::StoreError;
 use crate::telemetry::TelemetryError;
 use crate::tls::TlsError;
+
+pub use maintenance::{BackupArgs, RestoreArgs, backup, compact, restore};
+pub use signals::{reload_on_signal, shutdown_on_signal};
 
 /// sysexits.h EX_CONFIG: systemd and packaging scripts tell a bad config from a crash.
 pub const EX_CONFIG: u8 = 78;
 /// sysexits.h EX_USAGE: a bad command-line argument.
 pub const EX_USAGE: u8 = 64;
+/// sysexits.h EX_TEMPFAIL: try again later (the database is in use by a running hookd).
+pub const EX_TEMPFAIL: u8 = 75;
 /// Everything else.
 pub const EX_FAILURE: u8 = 1;
 
@@ -58,6 +66,13 @@ pub enum Command {
     Event(admin::EventArgs),
     /// Inspect or retry a delivery of a running hookd.
     Delivery(admin::DeliveryArgs),
+    /// Download a consistent copy of the database from the running server.
+    Backup(BackupArgs),
+    /// Put a backup in place of the database (hookd must be stopped); keeps the old
+    /// file as <path>.bak.
+    Restore(RestoreArgs),
+    /// Rewrite the database file without its free pages (hookd must be stopped).
+    Compact(ConfigArgs),
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +154,20 @@ pub enum CliError {
     Api { status: u16, detail: String },
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{url}: {source}")]
+    Request {
+        url: String,
+        source: Box<ureq::Error>,
+    },
+    #[error("the server answered {status}: {detail}")]
+    Refused { status: u16, detail: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl CliError {
@@ -148,26 +177,34 @@ impl CliError {
             Self::Run(error) if error.is_config() => EX_CONFIG,
             Self::Init(InitError::Config(_)) => EX_CONFIG,
             Self::Listen(ListenError::Secret(_)) | Self::Usage(_) => EX_USAGE,
+            Self::Store(StoreError::Locked(_)) => EX_TEMPFAIL,
             _ => EX_FAILURE,
         }
     }
 }
 
 /// `hookd serve`: load the config (making ./hookd-dev first with `--dev`), bind, and run
-/// until SIGTERM or SIGINT.
+/// until SIGTERM or SIGINT; SIGHUP reloads the certificate and the log level.
 pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
     let config = serve_config(args)?;
-    crate::telemetry::init_logging(&config.log.level)?;
+    let log = crate::telemetry::init_logging(&config.log.level)?;
     let addr = config.server.listen;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| CliError::Bind { addr, source })?;
     let shutdown = shutdown_on_signal()?;
+    let (reload, requests) = crate::reload::channel();
+    reload_on_signal(reload, shutdown.clone())?;
     if args.dev {
         let bound = listener.local_addr().unwrap_or(addr);
         eprintln!("{}", dev_hints(&config, bound));
     }
-    crate::run(config, listener, shutdown)
+    let options = crate::RunOptions {
+        metrics_listener: None,
+        reload: Some(requests),
+        log: Some(log),
+    };
+    crate::run_with(config, listener, shutdown, options)
         .await
         .map_err(CliError::Run)
 }
@@ -220,35 +257,6 @@ fn dev_hints(config: &Config, bound: SocketAddr) -> String {
          \x20 CA to trust  {ca}\n\
          \x20              curl --cacert {ca} -H \"Authorization: Bearer $HOOKD_TOKEN\" {url}/v1/subscriptions"
     )
-}
-
-/// A token cancelled on the first SIGTERM or SIGINT. A second signal exits at once, for
-/// when a graceful shutdown takes longer than the operator will wait.
-pub fn shutdown_on_signal() -> Result<CancellationToken, CliError> {
-    let mut terminate = signal(SignalKind::terminate()).map_err(CliError::Signal)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(CliError::Signal)?;
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        for round in 0..2 {
-            let (name, number) = tokio::select! {
-                _ = terminate.recv() => ("SIGTERM", 15),
-                _ = interrupt.recv() => ("SIGINT", 2),
-            };
-            if round == 0 {
-                tracing::info!(
-                    signal = name,
-                    "shutting down; a second signal exits at once"
-                );
-                cancel.cancel();
-            } else {
-                tracing::warn!(signal = name, "second signal: exiting without waiting");
-                // The shell convention for death by signal: 128 + its number.
-                std::process::exit(128 + number);
-            }
-        }
-    });
-    Ok(token)
 }
 
 /// `hookd check-config`: everything `serve` reads before it binds, without binding.

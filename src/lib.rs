@@ -3,7 +3,9 @@
 //! Data flow: the API (`api`, served by `server`) validates and hands events to the store's
 //! single writer (`store`), which commits them with their fan-out in one group commit and
 //! tells the dispatcher (`dispatch`) what is due; the dispatcher runs attempts through the
-//! HTTPS client (`delivery`) and reports each outcome back to the writer.
+//! HTTPS client (`delivery`) and reports each outcome back to the writer. Beside that
+//! path: the monitoring listener (`server::monitor`, fed by `metrics` and `health`), the
+//! retention task (`retention`) and SIGHUP reloads (`reload`).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -11,17 +13,22 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod dispatch;
+pub mod health;
 pub mod ids;
 pub mod init;
 pub mod listen;
+pub mod metrics;
 pub mod payload;
+pub mod reload;
+pub mod retention;
 pub mod secret;
 pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tokio::net::TcpListener;
@@ -49,6 +56,24 @@ pub enum RunError {
     Api(#[from] api::StartError),
     #[error("a start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("server.metrics_listen = {addr}: cannot listen: {source}")]
+    MetricsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What the embedding program (the CLI, a test) controls beyond the config, the API
+/// listener and the shutdown token. The default suits an embedder that needs none.
+#[derive(Default)]
+pub struct RunOptions {
+    /// A listener already bound for `/metrics`; without one, `server.metrics_listen` is
+    /// bound (its address is in the "hookd is serving" log line as `metrics=`).
+    pub metrics_listener: Option<TcpListener>,
+    /// Where reload requests (SIGHUP) arrive; see `reload::channel`.
+    pub reload: Option<reload::Requests>,
+    /// The installed logger, so a reload can change `log.level`.
+    pub log: Option<telemetry::LogControl>,
 }
 
 impl RunError {
@@ -70,16 +95,115 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    run_with(config, listener, shutdown, RunOptions::default()).await
+}
+
+/// `run`, with the metrics listener, reload requests and log control of `options`.
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    options: RunOptions,
+) -> Result<(), RunError> {
     let started = Instant::now();
     let config = Arc::new(config);
     let sealer = Arc::new(secret::Sealer::new(&config.master_key()?)?);
     let admin_token = config.admin_token()?;
-    let acceptor = if config.server.plaintext {
+    let certificate = if config.server.plaintext {
         None
     } else {
-        let server_tls = tls::server_config(&config.server.tls_cert, &config.server.tls_key)?;
-        Some(tokio_rustls::TlsAcceptor::from(server_tls))
+        let resolver = tls::CertResolver::load(&config.server.tls_cert, &config.server.tls_key)?;
+        Some(Arc::new(resolver))
     };
+    let acceptor = certificate
+        .clone()
+        .map(tls::server_config_with)
+        .transpose()?
+        .map(tokio_rustls::TlsAcceptor::from);
+
+    // The monitoring listener comes up first and goes down last, so /readyz tells the
+    // truth through recovery and through the shutdown drain.
+    let metrics = Arc::new(metrics::Metrics::new());
+    let health = health::Health::new(shutdown.clone());
+    let metrics_listener = match options.metrics_listener {
+        Some(listener) => listener,
+        None => {
+            let addr = config.server.metrics_listen;
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::MetricsBind { addr, source })?
+        }
+    };
+    let metrics_address = metrics_listener.local_addr().ok();
+    let sources = Arc::new(OnceLock::new());
+    let monitor_stop = CancellationToken::new();
+    let monitor = tokio::spawn(server::monitor::serve(
+        metrics_listener,
+        server::monitor::Monitor {
+            metrics: metrics.clone(),
+            sources: sources.clone(),
+            health: health.clone(),
+        },
+        monitor_stop.clone(),
+    ));
+    let result = serve(
+        config,
+        listener,
+        shutdown,
+        Parts {
+            started,
+            sealer,
+            admin_token,
+            acceptor,
+            certificate,
+            metrics,
+            sources,
+            health,
+            metrics_address,
+            reload: options.reload,
+            log: options.log,
+        },
+    )
+    .await;
+    monitor_stop.cancel();
+    let _ = monitor.await;
+    result
+}
+
+/// What `run_with` prepared before the store opens.
+struct Parts {
+    started: Instant,
+    sealer: Arc<secret::Sealer>,
+    admin_token: secret::Secret,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    certificate: Option<Arc<tls::CertResolver>>,
+    metrics: Arc<metrics::Metrics>,
+    sources: Arc<OnceLock<metrics::Sources>>,
+    health: health::Health,
+    metrics_address: Option<SocketAddr>,
+    reload: Option<reload::Requests>,
+    log: Option<telemetry::LogControl>,
+}
+
+async fn serve(
+    config: Arc<Config>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    parts: Parts,
+) -> Result<(), RunError> {
+    let Parts {
+        started,
+        sealer,
+        admin_token,
+        acceptor,
+        certificate,
+        metrics,
+        sources,
+        health,
+        metrics_address,
+        reload,
+        log,
+    } = parts;
     let client = delivery::Client::new(delivery::ClientSettings {
         tls: tls::client_config(config.delivery.extra_ca_file.as_deref())?,
         guard: AddressGuard::new(config.delivery.allow_networks.clone()),
@@ -105,16 +229,17 @@ pub async fn run(
             disable_after_ms: config.delivery.disable_after.as_millis() as u64,
         };
         let sink = queues.clone();
+        let observer = metrics.clone();
         let catalog = api::catalog_scopes(&config);
         tokio::task::spawn_blocking(move || {
-            store::Store::open(&path, cache, settings, catalog, sink)
+            store::Store::open(&path, cache, settings, catalog, sink, observer)
         })
         .await??
     };
 
     let tokens = Arc::new(delivery::oauth2::Tokens::default());
     let dispatcher = dispatch::Dispatcher::new(
-        queues,
+        queues.clone(),
         store.clone(),
         client,
         tokens,
@@ -126,12 +251,23 @@ pub async fn run(
             },
             timeout: config.delivery.timeout,
             concurrency: config.delivery.concurrency,
+            metrics: metrics.clone(),
         },
     );
     let recovered = dispatcher.recover().await?;
+    let _ = sources.set(metrics::Sources {
+        queues: queues.clone(),
+        subscriptions: store.subscriptions_view(),
+    });
     let state = Arc::new(
-        api::AppState::new(store.clone(), sealer, config.clone(), &admin_token)
-            .map_err(RunError::Api)?,
+        api::AppState::new(
+            store.clone(),
+            sealer,
+            config.clone(),
+            &admin_token,
+            health.clone(),
+        )
+        .map_err(RunError::Api)?,
     );
     drop(admin_token);
 
@@ -139,9 +275,24 @@ pub async fn run(
     let abandon = CancellationToken::new();
     let dispatch_task =
         tokio::spawn(dispatcher.run(attempts.clone(), shutdown.clone(), abandon.clone()));
+    let retention_task = tokio::spawn(retention::run(
+        store.clone(),
+        config.storage.retention,
+        shutdown.clone(),
+    ));
+    if let Some(requests) = reload {
+        let reloader = reload::Reloader {
+            certificate,
+            log,
+            config_path: config.path.clone(),
+        };
+        tokio::spawn(reloader.serve(requests, shutdown.clone()));
+    }
+    health.set_ready();
     let address = listener.local_addr().ok();
     tracing::info!(
         address = ?address,
+        metrics = ?metrics_address,
         tls = acceptor.is_some(),
         due = recovered,
         subscriptions = store.subscriptions().len(),
@@ -158,6 +309,7 @@ pub async fn run(
     )
     .await;
     let _ = dispatch_task.await;
+    let _ = retention_task.await;
     attempts.close();
     if tokio::time::timeout(config.server.shutdown_grace, attempts.wait())
         .await

@@ -1,6 +1,7 @@
 //! The `hookd` binary: parses the command line, hands each command to `hookd::cli`,
 //! prints a failure as one line on stderr and exits with the status the error carries.
-//! A runtime is started only for the commands that need one (serve, listen).
+//! A runtime is started only for the commands that need one (serve, listen); backup,
+//! restore and compact are blocking.
 
 use std::process::ExitCode;
 
@@ -32,6 +33,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Subscription(args) => cli::admin::subscription(&args)?,
         Command::Event(args) => cli::admin::event(&args)?,
         Command::Delivery(args) => cli::admin::delivery(&args)?,
+        Command::Backup(args) => cli::backup(&args)?,
+        Command::Restore(args) => cli::restore(&args)?,
+        Command::Compact(args) => cli::compact(&args)?,
     }
     Ok(())
 }

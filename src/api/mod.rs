@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+mod backup;
 mod deliveries;
 mod endpoint_auth;
 mod error;
@@ -28,6 +29,7 @@ pub use error::ApiError;
 pub use routes::{OPENAPI_JSON, ROUTES};
 
 use crate::config::Config;
+use crate::health::Health;
 use crate::secret::{Sealer, Secret};
 use crate::store::Store;
 
@@ -50,6 +52,9 @@ pub struct AppState {
     admin: auth::AdminToken,
     jwt: Option<jwt::Verifier>,
     pub rng: ring::rand::SystemRandom,
+    pub health: Health,
+    /// Held by the one backup that may run at a time.
+    backup_slot: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -58,6 +63,7 @@ impl AppState {
         sealer: Arc<Sealer>,
         config: Arc<Config>,
         admin_token: &Secret,
+        health: Health,
     ) -> Result<Self, StartError> {
         let rng = ring::rand::SystemRandom::new();
         let jwt = config
@@ -73,8 +79,26 @@ impl AppState {
             jwt,
             config,
             rng,
+            health,
+            backup_slot: backup::slot(),
         })
     }
+}
+
+/// A response body: a buffered one, or a file streamed from disk (a backup).
+pub type Body = http_body_util::Either<Full<Bytes>, backup::FileBody>;
+
+/// Answers one request: the streamed backup route, or any other through `handle`.
+pub async fn respond(state: &AppState, request: Request) -> Response<Body> {
+    if request.uri().path().trim_end_matches('/') == backup::PATH {
+        return match backup::get(state, request).await {
+            Ok(response) => response.map(http_body_util::Either::Right),
+            Err(error) => error.into_response().map(http_body_util::Either::Left),
+        };
+    }
+    handle(state, request)
+        .await
+        .map(http_body_util::Either::Left)
 }
 
 pub async fn handle(state: &AppState, request: Request) -> ApiResponse {
@@ -93,7 +117,10 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
     match segments.as_slice() {
         ["healthz"] | ["readyz"] => {
             found?;
-            return Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+            return Ok(state
+                .health
+                .respond(&path)
+                .unwrap_or_else(|| json(StatusCode::OK, &serde_json::json!({"status": "ok"}))));
         }
         ["openapi.json"] => {
             found?;

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::delivery::{self, Client, Outgoing};
 use crate::ids::{DeliveryId, EventId, SubscriptionId};
+use crate::metrics::{AttemptOutcome, Metrics};
 use crate::secret::Sealer;
 use crate::store::records::{AttemptRecord, SubscriptionStatus};
 use crate::store::{AttemptReport, DueEntry, NextStep, Store, now_ms};
@@ -37,12 +38,14 @@ pub struct Dispatcher {
     timeout: Duration,
     concurrency: Arc<Semaphore>,
     rng: SystemRandom,
+    metrics: Arc<Metrics>,
 }
 
 pub struct Settings {
     pub policy: Policy,
     pub timeout: Duration,
     pub concurrency: usize,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
@@ -64,6 +67,7 @@ impl Dispatcher {
             timeout: settings.timeout,
             concurrency: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             rng: SystemRandom::new(),
+            metrics: settings.metrics,
         })
     }
 
@@ -181,7 +185,12 @@ impl Dispatcher {
             now,
         ) {
             Ok(outgoing) => {
-                delivery::attempt(&self.client, &self.tokens, &outgoing, self.timeout).await
+                let started = std::time::Instant::now();
+                let result =
+                    delivery::attempt(&self.client, &self.tokens, &outgoing, self.timeout).await;
+                let outcome = AttemptOutcome::of(result.status, result.timed_out);
+                self.metrics.attempt(outcome, started.elapsed());
+                result
             }
             Err(error) => {
                 tracing::error!(subscription = %subscription_id, %error, "cannot open the subscription's secrets");

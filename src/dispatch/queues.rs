@@ -201,6 +201,33 @@ impl Queues {
     pub fn waiting(&self) -> usize {
         self.lock().subs.values().map(|q| q.pending.len()).sum()
     }
+
+    /// Depth and age of the queues for `/metrics`: one pass over the subscriptions (not
+    /// the deliveries), since each queue's head is its oldest entry.
+    pub fn stats(&self, now_ms: u64) -> QueueStats {
+        let state = self.lock();
+        let mut stats = QueueStats {
+            in_flight: state.in_flight.len(),
+            ..QueueStats::default()
+        };
+        for queue in state.subs.values() {
+            stats.waiting += queue.pending.len();
+            if let Some(&Reverse((due, _))) = queue.pending.peek() {
+                if due <= now_ms && stats.oldest_due_ms.is_none_or(|oldest| due < oldest) {
+                    stats.oldest_due_ms = Some(due);
+                }
+            }
+        }
+        stats
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub waiting: usize,
+    pub in_flight: usize,
+    /// The due time of the delivery that has been due longest, if any is due.
+    pub oldest_due_ms: Option<u64>,
 }
 
 /// Puts a subscription into `ready` under its head's due time when it may run more.
@@ -331,6 +358,23 @@ mod tests {
         q.forget(&[2]);
         assert_eq!(q.lock().fresh_bytes, 0);
         assert!(q.take_fresh(12).is_none());
+    }
+
+    #[test]
+    fn stats_count_waiting_and_running_and_find_the_oldest_due() {
+        let q = Queues::new(1);
+        q.push([
+            entry(50, 1, 1),
+            entry(70, 2, 1),
+            entry(40, 3, 2),
+            entry(500, 4, 3),
+        ]);
+        let running = run(&q, 100).unwrap();
+        assert_eq!(running.delivery, 3);
+        let stats = q.stats(100);
+        assert_eq!((stats.waiting, stats.in_flight), (3, 1));
+        assert_eq!(stats.oldest_due_ms, Some(50));
+        assert_eq!(q.stats(10).oldest_due_ms, None);
     }
 
     #[test]

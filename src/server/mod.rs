@@ -1,13 +1,14 @@
 //! The API listener: accepts TCP connections under a connection limit, terminates TLS
 //! (unless `server.plaintext` on loopback), and serves HTTP/1.1 with hyper. On shutdown
-//! it stops accepting and lets each connection finish its current request.
+//! it stops accepting and lets each connection finish its current request. `monitor`
+//! is the second, plain-HTTP listener for metrics and health.
+
+pub mod monitor;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -110,7 +111,7 @@ where
 {
     let service = service_fn(move |request: Request<Incoming>| {
         let state = state.clone();
-        async move { Ok::<Response<Full<Bytes>>, Infallible>(api::handle(&state, request).await) }
+        async move { Ok::<Response<api::Body>, Infallible>(api::respond(&state, request).await) }
     });
     let mut builder = http1::Builder::new();
     builder

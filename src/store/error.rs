@@ -41,6 +41,29 @@ pub enum StoreError {
     UnexpectedOutcome(String),
     #[error("the store writer has stopped")]
     WriterGone,
+    #[error(
+        "{}: the database is open in another process; stop hookd first (systemctl stop hookd)",
+        .0.display()
+    )]
+    Locked(std::path::PathBuf),
+    #[error("{}: no database there", .0.display())]
+    Missing(std::path::PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a readable redb database: {source}", path.display())]
+    NotADatabase {
+        path: std::path::PathBuf,
+        source: redb::DatabaseError,
+    },
+    #[error("{}: a redb database, but not hookd's (no schema version)", .0.display())]
+    NotHookd(std::path::PathBuf),
+    #[error("compaction: {0}")]
+    Compaction(#[from] redb::CompactionError),
+    #[error("table {0} is not known to the backup; add it to store/maintenance.rs")]
+    UnknownTable(String),
     #[error("a blocking store task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }

@@ -14,19 +14,13 @@ use super::tables::{
 use crate::ids::EntityId;
 
 pub const SCHEMA_VERSION: u32 = 1;
-const VERSION_KEY: &str = "schema_version";
+pub(super) const VERSION_KEY: &str = "schema_version";
 
 pub fn run(db: &Database, now_ms: u64) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
     let found = {
         let meta = txn.open_table(META)?;
-        meta.get(VERSION_KEY)?.map(|g| {
-            let bytes = g.value();
-            let mut word = [0u8; 4];
-            let n = bytes.len().min(4);
-            word[..n].copy_from_slice(&bytes[..n]);
-            u32::from_le_bytes(word)
-        })
+        meta.get(VERSION_KEY)?.map(|g| decode_version(g.value()))
     };
     match found {
         Some(version) if version > SCHEMA_VERSION => {
@@ -40,6 +34,14 @@ pub fn run(db: &Database, now_ms: u64) -> Result<(), StoreError> {
     }
     txn.commit()?;
     Ok(())
+}
+
+/// The stored schema version: a little-endian u32.
+pub(super) fn decode_version(bytes: &[u8]) -> u32 {
+    let mut word = [0u8; 4];
+    let n = bytes.len().min(4);
+    word[..n].copy_from_slice(&bytes[..n]);
+    u32::from_le_bytes(word)
 }
 
 /// A new file: every table exists from the start (so readers never meet a missing

@@ -6,11 +6,15 @@
 mod codec;
 mod error;
 mod index;
+mod maintenance;
 mod migrate;
 mod ops;
+mod purge;
 pub mod records;
 mod tables;
 pub mod tenancy;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use std::path::Path;
@@ -25,7 +29,9 @@ use tokio::sync::{mpsc, oneshot};
 pub use error::StoreError;
 pub use index::SubscriptionIndex;
 pub use index::{ALL_SCOPES, pattern_matches};
+pub use maintenance::{BackupInfo, CompactReport, compact, place_backup, read_info};
 pub use ops::MAX_REPLAY;
+pub use purge::{PurgeCursor, PurgeOutcome, Scan};
 pub use writer::{
     AttemptReport, EntityOutcome, IDEMPOTENCY_WINDOW_MS, IdempotencyKey, IngestOutcome, NewEvent,
     NextStep, PutOutcome, ReplayOutcome, RetryOutcome, WriterSettings,
@@ -73,6 +79,28 @@ pub trait DueSink: Send + Sync {
     fn forget(&self, subscriptions: &[u128]);
 }
 
+/// What one group commit did, told to the `StoreObserver` after it succeeded.
+#[derive(Debug, Default, Clone)]
+pub struct CommitReport {
+    /// Commands applied in the batch.
+    pub commands: usize,
+    /// From opening the transaction to the end of the commit (fsync included).
+    pub took: Duration,
+    /// Producer events stored (not idempotent repeats, not hookd's own events).
+    pub events_ingested: u64,
+    /// Deliveries that reached each final state in this commit.
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub events_purged: u64,
+}
+
+/// Told about every successful commit, on the writer thread (so it must not block).
+/// Implemented by `metrics::Metrics`; keeps the store free of any metrics library.
+pub trait StoreObserver: Send + Sync {
+    fn committed(&self, report: &CommitReport);
+}
+
 /// Running totals of group commits, for benchmarks and metrics.
 #[derive(Debug, Default)]
 pub struct CommitStats {
@@ -116,6 +144,19 @@ pub struct Store {
     commits: Arc<CommitStats>,
 }
 
+/// Reads the subscriptions snapshot the writer publishes.
+#[derive(Clone)]
+pub struct SubscriptionsView(Arc<RwLock<Arc<SubscriptionIndex>>>);
+
+impl SubscriptionsView {
+    pub fn current(&self) -> Arc<SubscriptionIndex> {
+        match self.0.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
 /// Joins the writer thread once every `Store` handle is gone.
 pub struct WriterHandle(JoinHandle<()>);
 
@@ -138,6 +179,7 @@ impl Store {
         settings: WriterSettings,
         catalog: std::collections::HashMap<String, String>,
         sink: Arc<dyn DueSink>,
+        observer: Arc<dyn StoreObserver>,
     ) -> Result<(Store, WriterHandle), StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
@@ -157,6 +199,7 @@ impl Store {
             rx,
             index: index.clone(),
             sink,
+            observer,
             commits: commits.clone(),
             settings,
         };
@@ -271,6 +314,43 @@ impl Store {
             Outcome::Replayed(outcome) => Ok(outcome),
             other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
         }
+    }
+
+    /// Removes up to `limit` events older than `before_ms` (with their deliveries,
+    /// attempts and index rows, when every delivery has ended and none changed since
+    /// `before_ms`) and up to `limit` idempotency records older than
+    /// `idempotency_before_ms`, continuing from `cursor`. One small transaction, so
+    /// ingest waits at most for one such step.
+    pub async fn purge(
+        &self,
+        before_ms: u64,
+        idempotency_before_ms: u64,
+        cursor: PurgeCursor,
+        limit: usize,
+    ) -> Result<PurgeOutcome, StoreError> {
+        let op = Op::Purge {
+            before_ms,
+            idempotency_before_ms,
+            cursor,
+            limit,
+        };
+        match self.command(op).await? {
+            Outcome::Purged(outcome) => Ok(outcome),
+            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
+        }
+    }
+
+    /// Copies every table, as of one read transaction, into a new database file at
+    /// `dest` (which must not exist). Blocking work runs off the async threads.
+    pub async fn backup(&self, dest: std::path::PathBuf) -> Result<BackupInfo, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || maintenance::backup(&db, &dest)).await?
+    }
+
+    /// A handle on the subscriptions snapshot that, unlike a `Store`, does not keep the
+    /// writer running (for `/metrics`, which outlives the store at shutdown).
+    pub fn subscriptions_view(&self) -> SubscriptionsView {
+        SubscriptionsView(self.index.clone())
     }
 
     /// The current subscriptions snapshot (no disk read).

@@ -28,7 +28,7 @@ use super::writer::{
     AttemptReport, EntityOutcome, IDEMPOTENCY_WINDOW_MS, IngestOutcome, NewEvent, NextStep, Op,
     Outcome, PutOutcome, ReplayOutcome, RetryOutcome, WriterSettings,
 };
-use super::{DueEntry, Fresh};
+use super::{CommitReport, DueEntry, Fresh};
 use crate::ids::{DeliveryId, EventId, SubscriptionId, uuid_v7};
 use crate::payload;
 
@@ -37,17 +37,17 @@ use crate::payload;
 pub const MAX_REPLAY: u32 = 10_000;
 
 pub(super) struct Tables<'t> {
-    events: Table<'t, u128, &'static [u8]>,
-    subscriptions: Table<'t, u128, &'static [u8]>,
-    deliveries: Table<'t, u128, &'static [u8]>,
-    event_deliveries: Table<'t, (u128, u128), ()>,
-    subscription_deliveries: Table<'t, (u128, u128), ()>,
-    attempts: Table<'t, (u128, u32), &'static [u8]>,
-    due: Table<'t, (u64, u128), u128>,
-    idempotency: Table<'t, &'static [u8; 32], &'static [u8]>,
-    health: Table<'t, u128, u64>,
-    entities: Table<'t, &'static str, &'static [u8]>,
-    api_keys: Table<'t, u128, &'static [u8]>,
+    pub events: Table<'t, u128, &'static [u8]>,
+    pub subscriptions: Table<'t, u128, &'static [u8]>,
+    pub deliveries: Table<'t, u128, &'static [u8]>,
+    pub event_deliveries: Table<'t, (u128, u128), ()>,
+    pub subscription_deliveries: Table<'t, (u128, u128), ()>,
+    pub attempts: Table<'t, (u128, u32), &'static [u8]>,
+    pub due: Table<'t, (u64, u128), u128>,
+    pub idempotency: Table<'t, &'static [u8; 32], &'static [u8]>,
+    pub health: Table<'t, u128, u64>,
+    pub entities: Table<'t, &'static str, &'static [u8]>,
+    pub api_keys: Table<'t, u128, &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -75,14 +75,16 @@ pub(super) struct Effects {
     pub fresh: Vec<Fresh>,
     /// Subscriptions whose in-memory queue must be dropped (deleted, paused, resumed).
     pub forget: Vec<u128>,
+    /// Counts for the observer (metrics); the writer adds the batch size and time.
+    pub report: CommitReport,
 }
 
 pub(super) struct Batch<'t, 'i> {
-    t: Tables<'t>,
+    pub(super) t: Tables<'t>,
     current: &'i SubscriptionIndex,
     /// The subscriptions as changed by this batch so far; published after the commit.
     changed: Option<SubscriptionIndex>,
-    effects: Effects,
+    pub(super) effects: Effects,
     settings: WriterSettings,
     now: u64,
 }
@@ -144,6 +146,12 @@ impl<'t, 'i> Batch<'t, 'i> {
                 self.changed_mut().keys_mut().remove(id);
                 Outcome::Deleted(existed)
             }
+            Op::Purge {
+                before_ms,
+                idempotency_before_ms,
+                cursor,
+                limit,
+            } => Outcome::Purged(self.purge(before_ms, idempotency_before_ms, cursor, limit)?),
         })
     }
 
@@ -256,6 +264,10 @@ impl<'t, 'i> Batch<'t, 'i> {
                     .matching(&event.record.entity, &event.record.event_type),
             };
             let deliveries = self.insert_event(event.id, &event.record, &targets)?;
+            if event.targets.is_none() {
+                // A test ping is not a producer's event.
+                self.effects.report.events_ingested += 1;
+            }
             if let Some(key) = &event.idempotency {
                 let record = IdempotencyRecord {
                     body_sha256: key.body_sha256,
@@ -489,6 +501,7 @@ impl<'t, 'i> Batch<'t, 'i> {
             }
             self.unschedule(delivery, &mut record)?;
             record.state = DeliveryState::Cancelled;
+            self.effects.report.cancelled += 1;
             record.updated_ms = self.now;
             self.save(delivery, &record)?;
         }
@@ -554,6 +567,7 @@ impl<'t, 'i> Batch<'t, 'i> {
         match report.next {
             NextStep::Succeeded => {
                 record.state = DeliveryState::Succeeded;
+                self.effects.report.succeeded += 1;
                 self.t.health.insert(subscription, attempted_ms)?;
             }
             NextStep::RetryAt(at) if !ended_before => {
@@ -592,6 +606,7 @@ impl<'t, 'i> Batch<'t, 'i> {
             }
             NextStep::RetryAt(_) | NextStep::Failed => {
                 record.state = DeliveryState::Failed;
+                self.effects.report.failed += 1;
                 if report.gone {
                     self.disable(subscription, "the endpoint answered 410 Gone".into())?;
                 }
@@ -613,6 +628,7 @@ impl<'t, 'i> Batch<'t, 'i> {
         }
         self.unschedule(id, &mut record)?;
         record.state = DeliveryState::Failed;
+        self.effects.report.failed += 1;
         record.last_error = Some(
             "expired: not delivered within delivery.max_age while the subscription was not ACTIVE"
                 .into(),

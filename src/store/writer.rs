@@ -14,8 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::error::StoreError;
 use super::index::SubscriptionIndex;
 use super::ops::{Batch, Effects, Tables};
+use super::purge::{PurgeCursor, PurgeOutcome};
 use super::records::{AttemptRecord, DeliveryRecord, EventRecord, SubscriptionRecord};
-use super::{CommitStats, DueSink, now_ms};
+use super::{CommitStats, DueSink, StoreObserver, now_ms};
 
 /// Most commands applied in one transaction: bounds the latency one commit adds to the
 /// first command of a batch and the memory a batch holds.
@@ -143,6 +144,12 @@ pub(super) enum Op {
         record: super::tenancy::ApiKeyRecord,
     },
     RevokeKey(u128),
+    Purge {
+        before_ms: u64,
+        idempotency_before_ms: u64,
+        cursor: PurgeCursor,
+        limit: usize,
+    },
 }
 
 /// Each op's answer; `Store` unpacks the variant its op produces.
@@ -155,6 +162,7 @@ pub(super) enum Outcome {
     Retried(RetryOutcome),
     Replayed(ReplayOutcome),
     Entity(EntityOutcome),
+    Purged(PurgeOutcome),
 }
 
 pub(super) struct Command {
@@ -167,6 +175,7 @@ pub(super) struct Writer {
     pub rx: mpsc::Receiver<Command>,
     pub index: Arc<RwLock<Arc<SubscriptionIndex>>>,
     pub sink: Arc<dyn DueSink>,
+    pub observer: Arc<dyn StoreObserver>,
     pub commits: Arc<CommitStats>,
     pub settings: WriterSettings,
 }
@@ -218,11 +227,15 @@ impl Writer {
         })();
 
         match result {
-            Ok((index, effects)) => {
+            Ok((index, mut effects)) => {
                 if let Some(index) = index {
                     self.publish(index);
                 }
-                self.commits.record(size, started.elapsed());
+                let took = started.elapsed();
+                self.commits.record(size, took);
+                effects.report.commands = size;
+                effects.report.took = took;
+                self.observer.committed(&effects.report);
                 // Forget before scheduling: a batch may reset a subscription's queue and
                 // then queue new entries for it.
                 if !effects.forget.is_empty() {

@@ -76,6 +76,8 @@ pub struct Options {
     pub server: String,
     /// TOML appended at the end (`[auth.jwt]`, `[[event_types]]`).
     pub tail: String,
+    /// Extra TOML appended to the `[storage]` section.
+    pub storage: String,
 }
 
 /// A running hookd and what a test needs to talk to it.
@@ -83,6 +85,10 @@ pub struct Hookd {
     pub api: Api,
     pub dir: tempfile::TempDir,
     pub ca: Arc<TestCa>,
+    /// `http://127.0.0.1:PORT` of the monitoring listener (/metrics, /healthz, /readyz).
+    pub metrics_url: String,
+    /// What SIGHUP does in the binary.
+    pub reload: hookd::reload::Reload,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<Result<(), hookd::RunError>>>,
 }
@@ -110,12 +116,22 @@ impl Hookd {
         let config = Config::from_toml(&text, dir.path()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_url = format!("http://{}", metrics_listener.local_addr().unwrap());
+        let (reload, requests) = hookd::reload::channel();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(hookd::run(config, listener, shutdown.clone()));
+        let options = hookd::RunOptions {
+            metrics_listener: Some(metrics_listener),
+            reload: Some(requests),
+            log: None,
+        };
+        let task = tokio::spawn(hookd::run_with(config, listener, shutdown.clone(), options));
         Self {
             api: Api::new(port, &ca),
             dir,
             ca,
+            metrics_url,
+            reload,
             shutdown,
             task: Some(task),
         }
@@ -138,6 +154,50 @@ impl Hookd {
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("data/hookd.redb")
     }
+
+    /// Begins a graceful shutdown without waiting for it (what SIGTERM does).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A scrape of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = http_get(&format!("{}/metrics", self.metrics_url)).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+/// GET over plain HTTP/1.1 (the monitoring listener): (status, body).
+pub async fn http_get(url: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        String::from_utf8(raw).unwrap()
+    };
+    let raw = tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("answered in time");
+    let status = raw[9..12].parse().unwrap();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// The value of the sample named exactly `series` (with its labels) in a scrape.
+pub fn metric(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.split(' ').next()?.parse().ok()
+    })
 }
 
 /// Writes the certificate, keys and token a test hookd uses into `root` (once) and
@@ -161,6 +221,7 @@ tls_key = "key.pem"
 
 [storage]
 path = "data/hookd.redb"
+{storage}
 
 [secrets]
 master_key_file = "master.key"
@@ -173,7 +234,15 @@ extra_ca_file = "ca.pem"
 {tail}
 "#,
         tail = options.tail,
-        server = with_defaults(&options.server, &[("shutdown_grace", "\"2s\"")]),
+        server = with_defaults(
+            &options.server,
+            &[
+                ("shutdown_grace", "\"2s\""),
+                // Tests run side by side: never the fixed default port.
+                ("metrics_listen", "\"127.0.0.1:0\""),
+            ]
+        ),
+        storage = options.storage,
         delivery = with_defaults(
             &options.delivery,
             &[

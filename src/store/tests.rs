@@ -1,0 +1,260 @@
+//! Store-level tests of the whole-file work: purge removes every row of an ended event
+//! and nothing of an unfinished one, freed pages are reused so the file stops growing,
+//! compact shrinks the file and refuses an open one, and a backup holds every table.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
+
+use super::records::SubscriptionStatus;
+use super::records::{AttemptRecord, EndpointAuthRecord, EventRecord, SubscriptionRecord};
+use super::tables::*;
+use super::*;
+use crate::dispatch::queues::Queues;
+use crate::ids::uuid_v7;
+
+struct Quiet;
+
+impl StoreObserver for Quiet {
+    fn committed(&self, _: &CommitReport) {}
+}
+
+fn open(path: &Path) -> (Store, WriterHandle) {
+    let settings = WriterSettings {
+        max_age_ms: 3_600_000,
+        disable_after_ms: 3_600_000,
+    };
+    Store::open(
+        path,
+        4 << 20,
+        settings,
+        std::collections::HashMap::new(),
+        Arc::new(Queues::new(16)),
+        Arc::new(Quiet),
+    )
+    .unwrap()
+}
+
+fn subscription() -> SubscriptionRecord {
+    SubscriptionRecord {
+        entity: "root".into(),
+        status: SubscriptionStatus::Active,
+        disabled_reason: None,
+        event_types: vec!["*".into()],
+        endpoint_url: "https://example.com/".into(),
+        endpoint_auth: EndpointAuthRecord::None,
+        custom_headers: vec![],
+        rate_limit: None,
+        description: None,
+        signing_secrets: vec![],
+        created_ms: 0,
+        updated_ms: 0,
+        active_since_ms: 0,
+        scopes: vec![ALL_SCOPES.into()],
+    }
+}
+
+fn event(n: u32, key: Option<u8>) -> NewEvent {
+    NewEvent {
+        id: uuid_v7(),
+        record: EventRecord {
+            entity: "root".into(),
+            event_type: "job.created".into(),
+            created_ms: now_ms(),
+            body: format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(300)).into_bytes(),
+        },
+        idempotency: key.map(|k| IdempotencyKey {
+            key_hash: [k; 32],
+            body_sha256: [0; 32],
+        }),
+        targets: None,
+    }
+}
+
+async fn succeed(store: &Store, delivery: u128) {
+    let attempt = AttemptRecord {
+        attempted_ms: now_ms(),
+        url: "https://example.com/".into(),
+        status: Some(200),
+        error: None,
+        duration_ms: 1,
+        response_body: vec![b'y'; 200],
+        response_headers: vec![],
+    };
+    store
+        .record_attempt(AttemptReport {
+            delivery,
+            attempt,
+            next: NextStep::Succeeded,
+            gone: false,
+        })
+        .await
+        .unwrap();
+}
+
+/// Ingests `count` events for the one subscription and ends each delivery SUCCEEDED.
+async fn round(store: &Store, count: u32) -> Vec<u128> {
+    let events: Vec<NewEvent> = (0..count).map(|n| event(n, None)).collect();
+    let mut deliveries = Vec::new();
+    for outcome in store.ingest(events).await.unwrap() {
+        let IngestOutcome::Accepted { deliveries: d } = outcome else {
+            panic!("{outcome:?}");
+        };
+        deliveries.extend(d);
+    }
+    for &delivery in &deliveries {
+        succeed(store, delivery).await;
+    }
+    deliveries
+}
+
+async fn purge_all(store: &Store, before_ms: u64, idempotency_before_ms: u64) -> PurgeOutcome {
+    let token = tokio_util::sync::CancellationToken::new();
+    crate::retention::pass(store, before_ms, idempotency_before_ms, &token)
+        .await
+        .unwrap()
+}
+
+fn rows<K: redb::Key + 'static, V: redb::Value + 'static>(
+    store: &Store,
+    table: TableDefinition<K, V>,
+) -> u64 {
+    let txn = store.db.begin_read().unwrap();
+    txn.open_table(table).unwrap().len().unwrap()
+}
+
+#[tokio::test]
+async fn purge_removes_every_row_of_an_ended_event_and_keeps_an_unfinished_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookd.redb");
+    let (store, writer) = open(&path);
+    store
+        .put_subscription(uuid_v7(), subscription(), None)
+        .await
+        .unwrap();
+    let outcomes = store
+        .ingest(vec![event(1, Some(1)), event(2, Some(2))])
+        .await
+        .unwrap();
+    let IngestOutcome::Accepted { deliveries: ended } = &outcomes[0] else {
+        panic!()
+    };
+    succeed(&store, ended[0]).await;
+    // The second event's delivery is still pending.
+
+    let later = now_ms() + 1000;
+    let purged = purge_all(&store, later, later).await;
+    assert_eq!(
+        (
+            purged.events,
+            purged.deliveries,
+            purged.attempts,
+            purged.idempotency,
+            purged.kept
+        ),
+        (1, 1, 1, 2, 1)
+    );
+    assert!(purged.next.is_done());
+    assert_eq!(rows(&store, EVENTS), 1);
+    assert_eq!(rows(&store, DELIVERIES), 1);
+    assert_eq!(rows(&store, EVENT_DELIVERIES), 1);
+    assert_eq!(rows(&store, SUBSCRIPTION_DELIVERIES), 1);
+    assert_eq!(rows(&store, ATTEMPTS), 0);
+    assert_eq!(rows(&store, DUE), 1, "the pending delivery is still due");
+    assert_eq!(rows(&store, IDEMPOTENCY), 0);
+    assert!(store.delivery(ended[0]).await.unwrap().is_none());
+
+    // A cutoff before everything removes nothing.
+    let none = purge_all(&store, 1, 1).await;
+    assert_eq!(none.events + none.idempotency + none.kept, 0);
+    drop(store);
+    writer.join();
+}
+
+#[tokio::test]
+async fn with_purging_the_file_stops_growing_and_compact_shrinks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookd.redb");
+    let (store, writer) = open(&path);
+    store
+        .put_subscription(uuid_v7(), subscription(), None)
+        .await
+        .unwrap();
+    // Each round keeps the previous round and purges the one before: about two rounds
+    // of records are live at any time, however many rounds run.
+    let mut starts = Vec::new();
+    let mut sizes = Vec::new();
+    for _ in 0..24 {
+        starts.push(now_ms());
+        round(&store, 300).await;
+        if starts.len() >= 2 {
+            let cutoff = starts[starts.len() - 2];
+            purge_all(&store, cutoff, cutoff).await;
+        }
+        sizes.push(std::fs::metadata(&path).unwrap().len());
+        // Rounds must not share a millisecond: the cutoff is a UUIDv7 time.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let warm = sizes[5];
+    let last = *sizes.last().unwrap();
+    assert!(
+        last <= warm + warm / 5,
+        "the file kept growing under steady load: {sizes:?}"
+    );
+    assert!(rows(&store, EVENTS) <= 600);
+
+    // Offline only: refused while the store has it open.
+    assert!(matches!(compact(&path), Err(StoreError::Locked(_))));
+    purge_all(&store, now_ms() + 1000, now_ms() + 1000).await;
+    drop(store);
+    writer.join();
+    let report = compact(&path).unwrap();
+    assert!(
+        report.after_bytes < report.before_bytes,
+        "compact gives freed space back: {report:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_backup_holds_every_table_and_restores_in_place_of_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookd.redb");
+    let (store, writer) = open(&path);
+    store
+        .put_subscription(uuid_v7(), subscription(), None)
+        .await
+        .unwrap();
+    round(&store, 10).await;
+    store.ingest(vec![event(99, Some(7))]).await.unwrap();
+    let copy = dir.path().join("copy.redb");
+    let info = store.backup(copy.clone()).await.unwrap();
+    assert_eq!(
+        (info.events, info.deliveries, info.subscriptions),
+        (11, 11, 1)
+    );
+    assert!(
+        store.backup(copy.clone()).await.is_err(),
+        "never overwrites"
+    );
+    // The database is open: a restore is refused and changes nothing.
+    assert!(matches!(
+        place_backup(&copy, &path),
+        Err(StoreError::Locked(_))
+    ));
+    drop(store);
+    writer.join();
+
+    let previous = place_backup(&copy, &path).unwrap().unwrap();
+    assert!(previous.ends_with("hookd.redb.bak"));
+    let (store, writer) = open(&path);
+    assert_eq!(rows(&store, EVENTS), 11);
+    assert_eq!(rows(&store, DUE), 1);
+    assert_eq!(rows(&store, IDEMPOTENCY), 1);
+    assert_eq!(store.load_due().await.unwrap().len(), 1);
+    drop(store);
+    writer.join();
+
+    std::fs::write(dir.path().join("junk"), b"not a database").unwrap();
+    assert!(place_backup(&dir.path().join("junk"), &path).is_err());
+}
