@@ -103,8 +103,14 @@ async fn round(store: &Store, count: u32) -> Vec<u128> {
         };
         deliveries.extend(d);
     }
+    // Concurrently, so the writer groups them into a few commits as it does in service.
+    let mut reports = tokio::task::JoinSet::new();
     for &delivery in &deliveries {
-        succeed(store, delivery).await;
+        let store = store.clone();
+        reports.spawn(async move { succeed(&store, delivery).await });
+    }
+    while let Some(done) = reports.join_next().await {
+        done.unwrap();
     }
     deliveries
 }
