@@ -237,7 +237,9 @@ async fn serve(
         .await??
     };
 
-    let tokens = Arc::new(delivery::oauth2::Tokens::default());
+    let tokens = Arc::new(delivery::oauth2::Tokens::counted(
+        metrics.oauth_token_fetches.clone(),
+    ));
     let dispatcher = dispatch::Dispatcher::new(
         queues.clone(),
         store.clone(),

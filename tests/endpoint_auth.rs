@@ -125,6 +125,11 @@ async fn client_credentials_get_one_token_for_many_deliveries() {
     }
     let request = tokens.next().await;
     tokens.assert_quiet(Duration::from_millis(200)).await;
+    let scrape = hookd.metrics().await;
+    assert!(
+        scrape.contains("hookd_oauth_token_fetches_total 1"),
+        "{scrape}"
+    );
 
     // The token request, as a strict RFC 6749 server decodes it.
     assert_eq!(

@@ -55,9 +55,19 @@ struct Slot {
 pub struct Tokens {
     slots: Mutex<HashMap<u128, Arc<tokio::sync::Mutex<Slot>>>>,
     fetches: AtomicU64,
+    /// `hookd_oauth_token_fetches_total`, when metrics are on.
+    counter: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl Tokens {
+    /// A cache that also counts its token requests in `counter`.
+    pub fn counted(counter: prometheus_client::metrics::counter::Counter) -> Self {
+        Self {
+            counter: Some(counter),
+            ..Self::default()
+        }
+    }
+
     /// Token requests made so far (for metrics and tests).
     pub fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
@@ -88,6 +98,9 @@ impl Tokens {
             }
         }
         self.fetches.fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = &self.counter {
+            counter.inc();
+        }
         let (token, lifetime) = fetch(client, credentials, timeout).await?;
         slot.fingerprint = credentials.fingerprint;
         slot.token = Some((token.clone(), Instant::now() + lifetime));
