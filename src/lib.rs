@@ -18,6 +18,7 @@ pub mod ids;
 pub mod init;
 pub mod listen;
 pub mod metrics;
+pub mod notify;
 pub mod payload;
 pub mod reload;
 pub mod retention;
@@ -302,6 +303,7 @@ async fn serve(
         "hookd is serving"
     );
 
+    notify::ready(); // Type=notify: the listener is bound and the store open.
     server::serve(
         listener,
         acceptor,

@@ -25,6 +25,7 @@ pub fn shutdown_on_signal() -> Result<CancellationToken, CliError> {
                     signal = name,
                     "shutting down; a second signal exits at once"
                 );
+                crate::notify::stopping();
                 cancel.cancel();
             } else {
                 tracing::warn!(signal = name, "second signal: exiting without waiting");
