@@ -151,18 +151,24 @@ step "rpm: install into a root with rpm --root, verify with rpm -V"
 root=$cache/run-rpm
 rm -rf "$root"
 cp -a "$base" "$root"
-# --nodeps: the root's libraries belong to dpkg, which rpm's database does not know.
+# --nodeps (install and verify): the root's libraries belong to dpkg, which rpm's
+# database does not know; everything else rpm -V checks (digests, sizes, owners,
+# modes, config flags) is checked.
 rpm --root "$root" --install --nodeps "$rpm"
-verify=$(rpm --root "$root" -V hookd 2>&1) || fail "rpm -V: $verify"
+verify=$(rpm --root "$root" -V --nodeps hookd 2>&1) || fail "rpm -V: $verify"
 [ -z "$verify" ] || fail "rpm -V printed: $verify"
-stat -c '%U:%G %a %n' "$root/etc/hookd" "$root/etc/hookd/hookd.toml" "$root/etc/hookd/master.key" \
-    "$root/etc/hookd/tls/key.pem" "$root/var/lib/hookd" | tee "$out/rpm-modes"
+# Names as the root's own /etc/passwd and /etc/group give them.
+chroot "$root" stat -c '%U:%G %a %n' /etc/hookd /etc/hookd/hookd.toml /etc/hookd/master.key \
+    /etc/hookd/admin.token /etc/hookd/tls/key.pem /etc/hookd/tls/ca.key /var/lib/hookd |
+    tee "$out/rpm-modes"
 diff -u - "$out/rpm-modes" <<EOF || fail "unexpected owners or modes after the rpm install"
-root:hookd 750 $root/etc/hookd
-root:hookd 640 $root/etc/hookd/hookd.toml
-root:hookd 640 $root/etc/hookd/master.key
-root:hookd 640 $root/etc/hookd/tls/key.pem
-hookd:hookd 750 $root/var/lib/hookd
+root:hookd 750 /etc/hookd
+root:hookd 640 /etc/hookd/hookd.toml
+root:hookd 640 /etc/hookd/master.key
+root:hookd 640 /etc/hookd/admin.token
+root:hookd 640 /etc/hookd/tls/key.pem
+root:root 600 /etc/hookd/tls/ca.key
+hookd:hookd 750 /var/lib/hookd
 EOF
 chroot "$root" /usr/bin/hookd check-config --config /etc/hookd/hookd.toml
 # An upgrade keeps a changed config (noreplace) and the generated keys.
