@@ -77,8 +77,8 @@ echo "created $subscription"
 step "systemctl reload keeps the same process running"
 systemctl reload hookd.service
 sleep 1
-expect_prop ActiveState active
-expect_prop MainPID "$pid"
+[ "$(prop ActiveState)" = active ] && [ "$(prop MainPID)" = "$pid" ] ||
+    fail "hookd did not survive the reload's SIGHUP (does hookd handle SIGHUP?)"
 healthy
 
 step "a broken config makes the reload fail; the service stays up and healthy"

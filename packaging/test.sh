@@ -20,6 +20,8 @@ fail() {
     exit 1
 }
 
+[ "$(id -u)" = 0 ] || fail "run as root: it installs tools, debootstraps and boots a container"
+
 step "tools"
 missing=()
 for pair in debootstrap:debootstrap systemd-nspawn:systemd-container lintian:lintian \
@@ -77,6 +79,7 @@ grep -qx 'cn -rw-r----- root:hookd /etc/hookd/hookd.toml' "$out/rpm-files" ||
 step "Debian root"
 # The host's own release and mirror, so the root gets the glibc the binary was built
 # against and packages come from where apt already gets them.
+# shellcheck source=/dev/null
 . /etc/os-release
 suite=$VERSION_CODENAME
 mirror=$(awk -v suite="$suite" '
