@@ -30,7 +30,7 @@ for pair in debootstrap:debootstrap systemd-nspawn:systemd-container lintian:lin
 done
 if ((${#missing[@]})); then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
 
