@@ -1,0 +1,365 @@
+//! What each write command does inside the writer's transaction. Everything here runs
+//! on the writer thread against tables opened once per batch; side effects for the
+//! dispatcher are collected in `Effects` and released only after the commit.
+//!
+//! Invariants kept here:
+//! - a delivery has an entry in `due` exactly while it is not final, keyed by its
+//!   `next_attempt_ms` (for a parked delivery that is its expiry time);
+//! - a subscription that is not ACTIVE has all its unfinished deliveries parked;
+//! - `hookd.delivery.failed` is never emitted for a delivery of a `hookd.*` event, so
+//!   operational events cannot feed themselves.
+
+use bytes::Bytes;
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::codec::{decode, encode};
+use super::error::StoreError;
+use super::index::SubscriptionIndex;
+use super::records::{
+    DeliveryRecord, DeliveryState, EntityRecord, EventRecord, IdempotencyRecord,
+    SubscriptionRecord, SubscriptionStatus,
+};
+use super::tables::{
+    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, HEALTH, IDEMPOTENCY,
+    SUBSCRIPTION_DELIVERIES, SUBSCRIPTIONS,
+};
+use super::tenancy::MAX_DEPTH;
+use super::writer::{
+    AttemptReport, EntityOutcome, IDEMPOTENCY_WINDOW_MS, IngestOutcome, NewEvent, NextStep, Op,
+    Outcome, PutOutcome, ReplayOutcome, RetryOutcome, WriterSettings,
+};
+use super::{CommitReport, DueEntry, Fresh};
+use crate::ids::{DeliveryId, EventId, SubscriptionId, uuid_v7};
+use crate::payload;
+
+/// Most deliveries one replay request queues: keeps one command from holding the
+/// writer (and every producer behind it) for long.
+mod outcomes;
+mod subscriptions;
+mod tenancy;
+
+pub const MAX_REPLAY: u32 = 10_000;
+
+pub(super) struct Tables<'t> {
+    pub events: Table<'t, u128, &'static [u8]>,
+    pub subscriptions: Table<'t, u128, &'static [u8]>,
+    pub deliveries: Table<'t, u128, &'static [u8]>,
+    pub event_deliveries: Table<'t, (u128, u128), ()>,
+    pub subscription_deliveries: Table<'t, (u128, u128), ()>,
+    pub attempts: Table<'t, (u128, u32), &'static [u8]>,
+    pub due: Table<'t, (u64, u128), u128>,
+    pub idempotency: Table<'t, &'static [u8; 32], &'static [u8]>,
+    pub health: Table<'t, u128, u64>,
+    pub entities: Table<'t, &'static str, &'static [u8]>,
+    pub api_keys: Table<'t, u128, &'static [u8]>,
+}
+
+impl<'t> Tables<'t> {
+    pub fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            events: txn.open_table(EVENTS)?,
+            subscriptions: txn.open_table(SUBSCRIPTIONS)?,
+            deliveries: txn.open_table(DELIVERIES)?,
+            event_deliveries: txn.open_table(EVENT_DELIVERIES)?,
+            subscription_deliveries: txn.open_table(SUBSCRIPTION_DELIVERIES)?,
+            attempts: txn.open_table(ATTEMPTS)?,
+            due: txn.open_table(DUE)?,
+            idempotency: txn.open_table(IDEMPOTENCY)?,
+            health: txn.open_table(HEALTH)?,
+            entities: txn.open_table(ENTITIES)?,
+            api_keys: txn.open_table(API_KEYS)?,
+        })
+    }
+}
+
+/// Side effects released only after a successful commit.
+#[derive(Default)]
+pub(super) struct Effects {
+    pub due: Vec<DueEntry>,
+    pub fresh: Vec<Fresh>,
+    /// Subscriptions whose in-memory queue must be dropped (deleted, paused, resumed).
+    pub forget: Vec<u128>,
+    /// Counts for the observer (metrics); the writer adds the batch size and time.
+    pub report: CommitReport,
+}
+
+pub(super) struct Batch<'t, 'i> {
+    pub(super) t: Tables<'t>,
+    current: &'i SubscriptionIndex,
+    /// The subscriptions as changed by this batch so far; published after the commit.
+    changed: Option<SubscriptionIndex>,
+    pub(super) effects: Effects,
+    settings: WriterSettings,
+    now: u64,
+}
+
+impl<'t, 'i> Batch<'t, 'i> {
+    pub fn new(
+        t: Tables<'t>,
+        current: &'i SubscriptionIndex,
+        settings: WriterSettings,
+        now: u64,
+    ) -> Self {
+        Self {
+            t,
+            current,
+            changed: None,
+            effects: Effects::default(),
+            settings,
+            now,
+        }
+    }
+
+    pub fn finish(self) -> (Option<SubscriptionIndex>, Effects) {
+        (self.changed, self.effects)
+    }
+
+    pub fn apply(&mut self, op: Op) -> Result<Outcome, StoreError> {
+        Ok(match op {
+            Op::Ingest(events) => Outcome::Ingested(self.ingest(events)?),
+            Op::PutSubscription {
+                id,
+                record,
+                expected_updated_ms,
+            } => Outcome::Put(self.put_subscription(id, *record, expected_updated_ms)?),
+            Op::DeleteSubscription(id) => Outcome::Deleted(self.delete_subscription(id)?),
+            Op::RecordAttempt(report) => {
+                self.record_attempt(report)?;
+                Outcome::Done
+            }
+            Op::Expire(delivery) => {
+                self.expire(delivery)?;
+                Outcome::Done
+            }
+            Op::Retry(delivery) => Outcome::Retried(self.retry(delivery)?),
+            Op::Replay {
+                subscription,
+                since_ms,
+                until_ms,
+                only_failed,
+            } => Outcome::Replayed(self.replay(subscription, since_ms, until_ms, only_failed)?),
+            Op::CreateEntity { id, record } => Outcome::Entity(self.create_entity(id, record)?),
+            Op::DeleteEntity(id) => Outcome::Entity(self.delete_entity(&id)?),
+            Op::CreateKey { id, record } => {
+                self.t.api_keys.insert(id, encode(&record)?.as_slice())?;
+                self.changed_mut().keys_mut().insert(id, record);
+                Outcome::Done
+            }
+            Op::RevokeKey(id) => {
+                let existed = self.t.api_keys.remove(id)?.is_some();
+                self.changed_mut().keys_mut().remove(id);
+                Outcome::Deleted(existed)
+            }
+            Op::Purge {
+                before_ms,
+                idempotency_before_ms,
+                cursor,
+                limit,
+            } => Outcome::Purged(self.purge(before_ms, idempotency_before_ms, cursor, limit)?),
+        })
+    }
+
+    fn changed_mut(&mut self) -> &mut SubscriptionIndex {
+        let current = self.current;
+        self.changed.get_or_insert_with(|| current.clone())
+    }
+
+    fn subs(&self) -> &SubscriptionIndex {
+        self.changed.as_ref().unwrap_or(self.current)
+    }
+
+    fn subscription(&self, id: u128) -> Option<SubscriptionRecord> {
+        self.subs().get(id).map(|s| (**s).clone())
+    }
+
+    // ---- events and deliveries -------------------------------------------------
+
+    /// Stores a request's events atomically: every Idempotency-Key is checked first, and
+    /// if any was used with another body nothing is stored (the outcomes say which).
+    fn ingest(&mut self, events: Vec<NewEvent>) -> Result<Vec<IngestOutcome>, StoreError> {
+        let mut seen = Vec::with_capacity(events.len());
+        for event in &events {
+            let Some(key) = &event.idempotency else {
+                seen.push(None);
+                continue;
+            };
+            let record = self
+                .t
+                .idempotency
+                .get(&key.key_hash)?
+                .map(|guard| decode::<IdempotencyRecord>(guard.value()))
+                .transpose()?
+                .filter(|s| self.now < s.created_ms + IDEMPOTENCY_WINDOW_MS);
+            seen.push(record.map(|s| {
+                if s.body_sha256 == key.body_sha256 {
+                    IngestOutcome::Duplicate {
+                        event: s.event,
+                        deliveries: s.deliveries,
+                    }
+                } else {
+                    IngestOutcome::Conflict
+                }
+            }));
+        }
+        if seen.contains(&Some(IngestOutcome::Conflict)) {
+            return Ok(seen
+                .into_iter()
+                .map(|s| {
+                    s.unwrap_or(IngestOutcome::Accepted {
+                        deliveries: Vec::new(),
+                    })
+                })
+                .collect());
+        }
+        let mut outcomes = Vec::with_capacity(events.len());
+        for (event, seen) in events.into_iter().zip(seen) {
+            if let Some(duplicate) = seen {
+                outcomes.push(duplicate);
+                continue;
+            }
+            let targets = match &event.targets {
+                Some(targets) => targets.clone(),
+                None => self
+                    .subs()
+                    .matching(&event.record.entity, &event.record.event_type),
+            };
+            let deliveries = self.insert_event(event.id, &event.record, &targets)?;
+            if event.targets.is_none() {
+                // A test ping is not a producer's event.
+                self.effects.report.events_ingested += 1;
+            }
+            if let Some(key) = &event.idempotency {
+                let record = IdempotencyRecord {
+                    body_sha256: key.body_sha256,
+                    created_ms: self.now,
+                    event: event.id,
+                    deliveries: u32::try_from(deliveries.len()).unwrap_or(u32::MAX),
+                };
+                self.t
+                    .idempotency
+                    .insert(&key.key_hash, encode(&record)?.as_slice())?;
+            }
+            outcomes.push(IngestOutcome::Accepted { deliveries });
+        }
+        Ok(outcomes)
+    }
+
+    /// Stores an event and one delivery per target, each due now.
+    fn insert_event(
+        &mut self,
+        id: u128,
+        record: &EventRecord,
+        targets: &[u128],
+    ) -> Result<Vec<u128>, StoreError> {
+        self.t.events.insert(id, encode(record)?.as_slice())?;
+        let body = if targets.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::from(record.body.clone())
+        };
+        targets
+            .iter()
+            .map(|&subscription| self.new_delivery(id, subscription, &body))
+            .collect()
+    }
+
+    fn new_delivery(
+        &mut self,
+        event: u128,
+        subscription: u128,
+        body: &Bytes,
+    ) -> Result<u128, StoreError> {
+        let delivery = uuid_v7();
+        let active = self
+            .subs()
+            .get(subscription)
+            .is_some_and(|s| s.status == SubscriptionStatus::Active);
+        let mut record = DeliveryRecord {
+            event,
+            subscription,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            next_attempt_ms: None,
+            last_status: None,
+            last_error: None,
+            created_ms: self.now,
+            updated_ms: self.now,
+            parked: false,
+            retry_once: false,
+        };
+        self.t.event_deliveries.insert((event, delivery), ())?;
+        self.t
+            .subscription_deliveries
+            .insert((subscription, delivery), ())?;
+        if active {
+            self.schedule(delivery, &mut record, self.now)?;
+            self.effects.fresh.push(Fresh {
+                delivery,
+                event,
+                created_ms: self.now,
+                body: body.clone(),
+            });
+        } else {
+            self.park(delivery, &mut record)?;
+        }
+        self.save(delivery, &record)?;
+        Ok(delivery)
+    }
+
+    fn load(&self, delivery: u128) -> Result<Option<DeliveryRecord>, StoreError> {
+        self.t
+            .deliveries
+            .get(delivery)?
+            .map(|g| decode(g.value()))
+            .transpose()
+    }
+
+    fn save(&mut self, delivery: u128, record: &DeliveryRecord) -> Result<(), StoreError> {
+        self.t
+            .deliveries
+            .insert(delivery, encode(record)?.as_slice())?;
+        Ok(())
+    }
+
+    /// Removes a delivery's `due` entry, if it has one.
+    fn unschedule(
+        &mut self,
+        delivery: u128,
+        record: &mut DeliveryRecord,
+    ) -> Result<(), StoreError> {
+        if let Some(at) = record.next_attempt_ms.take() {
+            self.t.due.remove((at, delivery))?;
+        }
+        record.parked = false;
+        Ok(())
+    }
+
+    fn schedule(
+        &mut self,
+        delivery: u128,
+        record: &mut DeliveryRecord,
+        at: u64,
+    ) -> Result<(), StoreError> {
+        self.unschedule(delivery, record)?;
+        record.next_attempt_ms = Some(at);
+        self.t.due.insert((at, delivery), record.subscription)?;
+        self.effects.due.push(DueEntry {
+            due_ms: at,
+            delivery,
+            subscription: record.subscription,
+        });
+        Ok(())
+    }
+
+    /// Waits for the subscription to be ACTIVE again; its `due` entry becomes the
+    /// expiry time, when the dispatcher ends it FAILED.
+    fn park(&mut self, delivery: u128, record: &mut DeliveryRecord) -> Result<(), StoreError> {
+        let expires = record
+            .created_ms
+            .saturating_add(self.settings.max_age_ms)
+            .max(self.now);
+        self.schedule(delivery, record, expires)?;
+        record.parked = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,252 @@
+//! What follows an attempt inside the writer's transaction: recording it, scheduling
+//! the retry or ending the delivery, expiry, manual retry, replay, and the operational
+//! events (`hookd.delivery.failed`) that endings emit.
+
+use super::*;
+
+impl Batch<'_, '_> {
+    // ---- attempts and their outcomes ---------------------------------------------
+
+    pub(super) fn record_attempt(&mut self, report: AttemptReport) -> Result<(), StoreError> {
+        let id = report.delivery;
+        let Some(mut record) = self.load(id)? else {
+            return Ok(()); // purged while in flight: nothing to record against
+        };
+        self.unschedule(id, &mut record)?;
+        record.attempts += 1;
+        let attempted_ms = report.attempt.attempted_ms;
+        self.t
+            .attempts
+            .insert((id, record.attempts), encode(&report.attempt)?.as_slice())?;
+        record.last_status = report.attempt.status;
+        record.last_error = report.attempt.error.clone();
+        record.updated_ms = self.now;
+        if record.state == DeliveryState::Cancelled {
+            return self.save(id, &record);
+        }
+        let subscription = record.subscription;
+        let sub = self.subscription(subscription);
+        let ended_before = std::mem::take(&mut record.retry_once);
+
+        match report.next {
+            NextStep::Succeeded => {
+                record.state = DeliveryState::Succeeded;
+                self.effects.report.succeeded += 1;
+                self.t.health.insert(subscription, attempted_ms)?;
+            }
+            NextStep::RetryAt(at) if !ended_before => {
+                record.state = DeliveryState::Retrying;
+                let last_ok = self
+                    .t
+                    .health
+                    .get(subscription)?
+                    .map(|g| g.value())
+                    .unwrap_or(0);
+                let overdue = sub.as_ref().is_some_and(|s| {
+                    s.status == SubscriptionStatus::Active
+                        && attempted_ms
+                            > last_ok.max(s.active_since_ms) + self.settings.disable_after_ms
+                });
+                if overdue {
+                    let since = payload::timestamp(
+                        last_ok.max(sub.as_ref().map_or(0, |s| s.active_since_ms)),
+                    );
+                    self.disable(
+                        subscription,
+                        format!(
+                            "no successful delivery since {since}; delivery.disable_after passed"
+                        ),
+                    )?;
+                }
+                let active = self
+                    .subs()
+                    .get(subscription)
+                    .is_some_and(|s| s.status == SubscriptionStatus::Active);
+                if active {
+                    self.schedule(id, &mut record, at)?;
+                } else {
+                    self.park(id, &mut record)?;
+                }
+            }
+            NextStep::RetryAt(_) | NextStep::Failed => {
+                record.state = DeliveryState::Failed;
+                self.effects.report.failed += 1;
+                if report.gone {
+                    self.disable(subscription, "the endpoint answered 410 Gone".into())?;
+                }
+                if !ended_before {
+                    self.delivery_failed(id, &record)?;
+                }
+            }
+        }
+        self.save(id, &record)
+    }
+
+    /// A parked delivery reached `delivery.max_age`.
+    pub(super) fn expire(&mut self, id: u128) -> Result<(), StoreError> {
+        let Some(mut record) = self.load(id)? else {
+            return Ok(());
+        };
+        if record.state.is_final() || !record.parked {
+            return Ok(());
+        }
+        self.unschedule(id, &mut record)?;
+        record.state = DeliveryState::Failed;
+        self.effects.report.failed += 1;
+        record.last_error = Some(
+            "expired: not delivered within delivery.max_age while the subscription was not ACTIVE"
+                .into(),
+        );
+        record.updated_ms = self.now;
+        self.delivery_failed(id, &record)?;
+        self.save(id, &record)
+    }
+
+    pub(super) fn retry(&mut self, id: u128) -> Result<RetryOutcome, StoreError> {
+        let Some(mut record) = self.load(id)? else {
+            return Ok(RetryOutcome::NotFound);
+        };
+        if record.state == DeliveryState::Cancelled {
+            return Ok(RetryOutcome::Cancelled);
+        }
+        let active = self
+            .subs()
+            .get(record.subscription)
+            .is_some_and(|s| s.status == SubscriptionStatus::Active);
+        if !active {
+            return Ok(RetryOutcome::SubscriptionInactive);
+        }
+        if record.state.is_final() {
+            record.retry_once = true;
+            record.state = DeliveryState::Retrying;
+        }
+        let now = self.now;
+        self.schedule(id, &mut record, now)?;
+        record.updated_ms = now;
+        self.save(id, &record)?;
+        Ok(RetryOutcome::Queued(record))
+    }
+
+    /// New deliveries to one subscription for the events of a time range that it
+    /// matches now; with `only_failed`, only events whose delivery to it ended FAILED.
+    pub(super) fn replay(
+        &mut self,
+        subscription: u128,
+        since_ms: u64,
+        until_ms: u64,
+        only_failed: bool,
+    ) -> Result<ReplayOutcome, StoreError> {
+        let Some(sub) = self.subscription(subscription) else {
+            return Ok(ReplayOutcome::NotFound);
+        };
+        if sub.status != SubscriptionStatus::Active {
+            return Ok(ReplayOutcome::SubscriptionInactive);
+        }
+        let from = u128::from(since_ms) << 80;
+        let to = u128::from(until_ms) << 80;
+        let mut picked: Vec<(u128, Bytes)> = Vec::new();
+        let mut resume_ms = None;
+        for entry in self.t.events.range(from..to)? {
+            let (key, value) = entry?;
+            let event = key.value();
+            let record: EventRecord = decode(value.value())?;
+            if !self
+                .subs()
+                .receives(&sub, &record.entity, &record.event_type)
+            {
+                continue;
+            }
+            if only_failed && !self.failed_for(event, subscription)? {
+                continue;
+            }
+            if picked.len() as u32 == MAX_REPLAY {
+                resume_ms = Some(crate::ids::uuid_v7_millis(event));
+                break;
+            }
+            picked.push((event, Bytes::from(record.body)));
+        }
+        let queued = picked.len() as u32;
+        for (event, body) in picked {
+            self.new_delivery(event, subscription, &body)?;
+        }
+        Ok(ReplayOutcome::Queued { queued, resume_ms })
+    }
+
+    /// Whether the latest delivery of `event` to `subscription` ended FAILED.
+    pub(super) fn failed_for(&self, event: u128, subscription: u128) -> Result<bool, StoreError> {
+        let mut latest = None;
+        for entry in self
+            .t
+            .event_deliveries
+            .range((event, 0)..=(event, u128::MAX))?
+        {
+            let delivery = entry?.0.value().1;
+            if let Some(record) = self.load(delivery)? {
+                if record.subscription == subscription {
+                    latest = Some(record.state);
+                }
+            }
+        }
+        Ok(latest == Some(DeliveryState::Failed))
+    }
+
+    // ---- operational events ----------------------------------------------------
+
+    pub(super) fn delivery_failed(
+        &mut self,
+        id: u128,
+        record: &DeliveryRecord,
+    ) -> Result<(), StoreError> {
+        let Some(event) = self
+            .t
+            .events
+            .get(record.event)?
+            .map(|g| decode::<EventRecord>(g.value()))
+        else {
+            return Ok(());
+        };
+        let event = event?;
+        if event.event_type.starts_with("hookd.") {
+            return Ok(());
+        }
+        let entity = self
+            .subscription(record.subscription)
+            .map_or(event.entity.clone(), |s| s.entity);
+        let data = serde_json::json!({
+            "deliveryId": DeliveryId(id).to_string(),
+            "eventId": EventId(record.event).to_string(),
+            "eventType": event.event_type,
+            "subscriptionId": SubscriptionId(record.subscription).to_string(),
+            "attempts": record.attempts,
+            "lastStatus": record.last_status,
+            "lastError": record.last_error,
+        });
+        self.emit(&entity, "hookd.delivery.failed", &data)
+    }
+
+    /// An event hookd emits itself, fanned out like any other.
+    pub(super) fn emit(
+        &mut self,
+        entity: &str,
+        event_type: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let id = uuid_v7();
+        let created_ms = crate::ids::uuid_v7_millis(id);
+        let record = EventRecord {
+            entity: entity.to_owned(),
+            event_type: event_type.to_owned(),
+            created_ms,
+            body: payload::render(
+                EventId(id),
+                event_type,
+                entity,
+                created_ms,
+                &data.to_string(),
+            ),
+        };
+        let targets = self.subs().matching(entity, event_type);
+        self.insert_event(id, &record, &targets)?;
+        Ok(())
+    }
+}
