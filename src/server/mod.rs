@@ -14,9 +14,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +33,32 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Slow-loris guard: request headers must arrive within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Waits for a connection slot, then for a connection. `None` once `stop` fires. An
+/// accept error (EMFILE and friends) backs off briefly instead of spinning.
+pub(super) async fn next_connection(
+    listener: &TcpListener,
+    limit: &Arc<Semaphore>,
+    stop: &CancellationToken,
+    name: &str,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let permit = tokio::select! {
+        _ = stop.cancelled() => return None,
+        permit = limit.clone().acquire_owned() => permit.ok()?,
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => return Some((stream, peer, permit)),
+                Err(error) => {
+                    tracing::warn!(%error, listener = name, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 /// Serves until `shutdown`, then lets open connections finish their current request
 /// for up to `drain`, and drops whatever is still open after that.
 pub async fn serve(
@@ -44,24 +72,10 @@ pub async fn serve(
     let connections = TaskTracker::new();
     let hard_stop = CancellationToken::new();
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer, permit)) =
+            next_connection(&listener, &limit, &shutdown, "api").await
+        else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();

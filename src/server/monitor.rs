@@ -41,23 +41,10 @@ pub async fn serve(listener: TcpListener, monitor: Monitor, stop: CancellationTo
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let connections = TaskTracker::new();
     loop {
-        let permit = tokio::select! {
-            _ = stop.cancelled() => break,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let stream = tokio::select! {
-            _ = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "metrics listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, _, permit)) =
+            super::next_connection(&listener, &limit, &stop, "metrics").await
+        else {
+            break;
         };
         let monitor = monitor.clone();
         let stop = stop.clone();
