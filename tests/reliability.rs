@@ -202,7 +202,9 @@ async fn manual_retry_sends_once_more_and_ends_the_delivery_again() {
     .await;
     let mut receiver = Receiver::start(&hookd.ca).await;
     receiver.reply_with(&[500, 500, 500, 500]);
-    let (sub, secret) = hookd.subscribe(&receiver.url, &["*"]).await;
+    // Not `*`: the delivery's own hookd.delivery.failed event must not reach this
+    // receiver and take a reply queued for the manual retry.
+    let (sub, secret) = hookd.subscribe(&receiver.url, &["job.*"]).await;
     let accepted = hookd.post_event("job.created", json!({})).await;
     let delivery = hookd.first_delivery(&accepted).await;
     let failed = hookd.wait_for_delivery_state(&delivery, "FAILED").await;
