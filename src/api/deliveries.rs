@@ -63,9 +63,7 @@ pub async fn retry(
         RetryOutcome::Cancelled => Err(ApiError::Conflict(
             "the delivery was cancelled with its subscription and cannot be retried".into(),
         )),
-        RetryOutcome::SubscriptionInactive => Err(ApiError::Conflict(
-            "the subscription is not ACTIVE; set its status to ACTIVE first".into(),
-        )),
+        RetryOutcome::SubscriptionInactive => Err(ApiError::inactive_subscription()),
     }
 }
 

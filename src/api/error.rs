@@ -123,6 +123,13 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The action needs the subscription ACTIVE (retry, replay, test).
+    pub fn inactive_subscription() -> Self {
+        Self::Conflict("the subscription is not ACTIVE; set its status to ACTIVE first".into())
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
         Self::internal(error)

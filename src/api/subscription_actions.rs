@@ -18,8 +18,7 @@ pub async fn secret(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
-    caller.require(SUBSCRIPTIONS_WRITE)?;
-    let (id, record) = find(state, caller, raw_id)?;
+    let (id, record) = find(state, caller, raw_id, SUBSCRIPTIONS_WRITE)?;
     let newest = record
         .signing_secrets
         .first()
@@ -40,8 +39,7 @@ pub async fn deliveries(
     raw_id: &str,
     query: Option<&str>,
 ) -> Result<ApiResponse, ApiError> {
-    caller.require(SUBSCRIPTIONS_READ)?;
-    let (id, _) = find(state, caller, raw_id)?;
+    let (id, _) = find(state, caller, raw_id, SUBSCRIPTIONS_READ)?;
     let page = Page::parse(query)?;
     let mut wanted = None;
     for (key, value) in super::query_pairs(query) {
@@ -88,8 +86,7 @@ pub async fn replay(
     raw_id: &str,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
-    caller.require(SUBSCRIPTIONS_WRITE)?;
-    let (id, _) = find(state, caller, raw_id)?;
+    let (id, _) = find(state, caller, raw_id, SUBSCRIPTIONS_WRITE)?;
     let value = read_object(state, request).await?;
     let fields = Fields::new(&value, "")?;
     fields.only(&["since", "until", "onlyFailed"])?;
@@ -117,9 +114,7 @@ pub async fn replay(
             Ok(data(StatusCode::ACCEPTED, body))
         }
         ReplayOutcome::NotFound => Err(ApiError::NotFound("subscription")),
-        ReplayOutcome::SubscriptionInactive => Err(ApiError::Conflict(
-            "the subscription is not ACTIVE; set its status to ACTIVE first".into(),
-        )),
+        ReplayOutcome::SubscriptionInactive => Err(ApiError::inactive_subscription()),
     }
 }
 
@@ -129,12 +124,9 @@ pub async fn test(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
-    caller.require(SUBSCRIPTIONS_WRITE)?;
-    let (id, record) = find(state, caller, raw_id)?;
+    let (id, record) = find(state, caller, raw_id, SUBSCRIPTIONS_WRITE)?;
     if record.status != SubscriptionStatus::Active {
-        return Err(ApiError::Conflict(
-            "the subscription is not ACTIVE; set its status to ACTIVE first".into(),
-        ));
+        return Err(ApiError::inactive_subscription());
     }
     let event = EventId::generate();
     let created_ms = event.millis();
@@ -181,8 +173,7 @@ pub async fn rotate(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
-    caller.require(SUBSCRIPTIONS_WRITE)?;
-    let (id, current) = find(state, caller, raw_id)?;
+    let (id, current) = find(state, caller, raw_id, SUBSCRIPTIONS_WRITE)?;
     let owner = id.to_string();
     let now = now_ms();
     let overlap = state.config.delivery.rotation_overlap.as_millis() as u64;

@@ -124,8 +124,7 @@ pub async fn list(
 }
 
 pub async fn get(state: &AppState, caller: &Caller, raw_id: &str) -> Result<ApiResponse, ApiError> {
-    caller.require(SUBSCRIPTIONS_READ)?;
-    let (id, record) = find(state, caller, raw_id)?;
+    let (id, record) = find(state, caller, raw_id, SUBSCRIPTIONS_READ)?;
     Ok(data(StatusCode::OK, view(state, id, &record)?))
 }
 
@@ -135,8 +134,7 @@ pub async fn patch(
     raw_id: &str,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
-    caller.require(SUBSCRIPTIONS_WRITE)?;
-    let (id, current) = find(state, caller, raw_id)?;
+    let (id, current) = find(state, caller, raw_id, SUBSCRIPTIONS_WRITE)?;
     let value = read_object(state, request).await?;
     let fields = Fields::new(&value, "")?;
     fields.only(FIELDS)?;
@@ -205,8 +203,7 @@ pub async fn delete(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
-    caller.require(SUBSCRIPTIONS_WRITE)?;
-    let (id, _) = find(state, caller, raw_id)?;
+    let (id, _) = find(state, caller, raw_id, SUBSCRIPTIONS_WRITE)?;
     if !state.store.delete_subscription(id.0).await? {
         return Err(ApiError::NotFound("subscription"));
     }
@@ -221,13 +218,15 @@ pub(super) async fn read_object(state: &AppState, request: Request) -> Result<Va
     parse_json(&body)
 }
 
-/// A subscription the caller may see; anything else (absent, malformed, another
+/// A subscription the caller may see, with `scope` required first; anything else (absent, malformed, another
 /// tenant's) is the same 404.
 pub(super) fn find(
     state: &AppState,
     caller: &Caller,
     raw_id: &str,
+    scope: &str,
 ) -> Result<(SubscriptionId, std::sync::Arc<SubscriptionRecord>), ApiError> {
+    caller.require(scope)?;
     let id = SubscriptionId::parse(raw_id).ok_or(ApiError::NotFound("subscription"))?;
     let index = state.store.subscriptions();
     let record = index
