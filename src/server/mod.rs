@@ -127,11 +127,30 @@ where
         let state = state.clone();
         async move { Ok::<Response<api::Body>, Infallible>(api::respond(&state, request).await) }
     });
+    serve_http1(stream, service, HEADER_TIMEOUT, &shutdown, None).await;
+}
+
+/// Serves one HTTP/1.1 connection (request headers must arrive within
+/// `header_timeout`) until it ends. When `stop` fires, the request in progress may
+/// finish, for at most `drain` if given, and the connection closes.
+pub(super) async fn serve_http1<I, S, B>(
+    io: I,
+    service: S,
+    header_timeout: Duration,
+    stop: &CancellationToken,
+    drain: Option<Duration>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut builder = http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
@@ -139,9 +158,12 @@ where
                 tracing::debug!(%error, "connection ended with an error");
             }
         }
-        _ = shutdown.cancelled() => {
+        _ = stop.cancelled() => {
             connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            match drain {
+                Some(limit) => drop(tokio::time::timeout(limit, connection).await),
+                None => drop(connection.await),
+            }
         }
     }
 }

@@ -11,9 +11,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -53,19 +51,7 @@ pub async fn serve(listener: TcpListener, monitor: Monitor, stop: CancellationTo
                 let response = answer(&monitor, request.method(), request.uri().path());
                 async move { Ok::<_, Infallible>(response) }
             });
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(HEADER_TIMEOUT, connection).await;
-                }
-            }
+            super::serve_http1(stream, service, HEADER_TIMEOUT, &stop, Some(HEADER_TIMEOUT)).await;
             drop(permit);
         });
     }
