@@ -145,7 +145,7 @@ async fn idempotency_keys_replay_the_first_answer_and_refuse_a_changed_body() {
     let got = receiver.next().await;
     assert_eq!(
         got.header("webhook-id"),
-        first["data"]["eventId"].as_str().unwrap()
+        first["data"]["id"].as_str().unwrap()
     );
     receiver
         .assert_quiet(std::time::Duration::from_millis(300))
@@ -315,7 +315,7 @@ async fn subscriptions_can_be_listed_read_patched_and_their_secrets_stay_hidden(
     assert_eq!(patched["data"]["rateLimit"], 50);
     let accepted = hookd.post_event("job.created", json!({})).await;
     assert_eq!(
-        accepted["deliveries"], 0,
+        accepted["deliveryCount"], 0,
         "a deactivated subscription gets no new events"
     );
     let (status, problem) = hookd

@@ -134,7 +134,7 @@ async fn the_admin_commands_drive_a_running_server() {
             r#"{"n": 7}"#,
         ])
         .await;
-    assert_eq!(sent["data"]["deliveries"], 1);
+    assert_eq!(sent["data"]["deliveryCount"], 1);
     let got = receiver.next().await;
     assert_eq!(got.json()["data"]["n"], 7);
     let delivery = hookd.first_delivery(&sent["data"]).await;

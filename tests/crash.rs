@@ -101,7 +101,7 @@ async fn no_accepted_event_is_lost_to_kill_9_under_load() {
                         accepted
                             .lock()
                             .await
-                            .insert(value["data"]["eventId"].as_str().unwrap().to_string());
+                            .insert(value["data"]["id"].as_str().unwrap().to_string());
                     }
                     // The process was killed: this request was not acknowledged.
                     _ => return,

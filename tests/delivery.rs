@@ -23,8 +23,8 @@ async fn an_event_is_delivered_signed_with_the_exact_stored_body() {
             json!({"jobId": 42, "note": "héllo"}),
         )
         .await;
-    assert_eq!(accepted["deliveries"], 1);
-    let event_id = accepted["eventId"].as_str().unwrap();
+    assert_eq!(accepted["deliveryCount"], 1);
+    let event_id = accepted["id"].as_str().unwrap();
 
     let got = receiver.next().await;
     assert!(
@@ -70,7 +70,7 @@ async fn events_fan_out_to_every_matching_subscription_and_only_those() {
     hookd.subscribe(&other.url, &["invoice.paid"]).await;
 
     let accepted = hookd.post_event("job.created", json!({"n": 1})).await;
-    assert_eq!(accepted["deliveries"], 2);
+    assert_eq!(accepted["deliveryCount"], 2);
     let a = created.next().await;
     let b = family.next().await;
     assert!(verify(&a, &created_secret));
@@ -85,11 +85,11 @@ async fn events_fan_out_to_every_matching_subscription_and_only_those() {
     );
 
     let accepted = hookd.post_event("job.deleted", json!({"n": 2})).await;
-    assert_eq!(accepted["deliveries"], 1);
+    assert_eq!(accepted["deliveryCount"], 1);
     assert_eq!(family.next().await.json()["eventType"], "job.deleted");
 
     let accepted = hookd.post_event("unrelated.type", json!({})).await;
-    assert_eq!(accepted["deliveries"], 0);
+    assert_eq!(accepted["deliveryCount"], 0);
     created.assert_quiet(Duration::from_millis(300)).await;
     other.assert_quiet(Duration::from_millis(1)).await;
 }
@@ -176,7 +176,7 @@ async fn subscriptions_and_undelivered_events_survive_a_restart() {
     let accepted = hookd
         .post_event("job.created", json!({"survives": true}))
         .await;
-    let event_id = accepted["eventId"].as_str().unwrap().to_string();
+    let event_id = accepted["id"].as_str().unwrap().to_string();
     let delivery = hookd.first_delivery(&accepted).await;
     hookd.wait_for_delivery_state(&delivery, "RETRYING").await;
 

@@ -228,9 +228,7 @@ async fn client_secret_post_and_token_errors() {
     let accepted = hookd.post_event("refused.one", json!({})).await;
     refusing.next().await;
     // The event also goes to the first subscription ("*"): pick this one's delivery.
-    let deliveries = hookd
-        .deliveries_of(accepted["eventId"].as_str().unwrap())
-        .await;
+    let deliveries = hookd.deliveries_of(accepted["id"].as_str().unwrap()).await;
     let delivery = deliveries
         .iter()
         .find(|d| d["subscriptionId"] == sub.as_str())

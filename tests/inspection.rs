@@ -48,7 +48,7 @@ async fn a_batch_is_validated_whole_and_committed_together() {
     assert_eq!(results.len(), 3);
     let fanned: Vec<_> = results
         .iter()
-        .map(|r| r["deliveries"].as_u64().unwrap())
+        .map(|r| r["deliveryCount"].as_u64().unwrap())
         .collect();
     assert_eq!(fanned, vec![1, 1, 0]);
     let mut ids: Vec<String> = vec![
@@ -58,7 +58,7 @@ async fn a_batch_is_validated_whole_and_committed_together() {
     ids.sort();
     let mut expected: Vec<String> = results[..2]
         .iter()
-        .map(|r| r["eventId"].as_str().unwrap().to_string())
+        .map(|r| r["id"].as_str().unwrap().to_string())
         .collect();
     expected.sort();
     assert_eq!(ids, expected);
@@ -119,13 +119,13 @@ async fn events_and_deliveries_can_be_listed_and_filtered() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["eventId"].as_str().unwrap())
+        .map(|e| e["id"].as_str().unwrap())
         .collect();
     assert_eq!(
         first,
         vec![
-            posted[4]["eventId"].as_str().unwrap(),
-            posted[3]["eventId"].as_str().unwrap()
+            posted[4]["id"].as_str().unwrap(),
+            posted[3]["id"].as_str().unwrap()
         ]
     );
     assert_eq!(page["data"][0]["data"], json!({"i": 4}));
@@ -146,7 +146,7 @@ async fn events_and_deliveries_can_be_listed_and_filtered() {
     let (status, problem) = hookd.call("GET", "/v1/events?since=yesterday", None).await;
     assert_eq!((status, problem["field"].as_str()), (422, Some("since")));
 
-    let event_id = posted[0]["eventId"].as_str().unwrap();
+    let event_id = posted[0]["id"].as_str().unwrap();
     let (_, deliveries) = hookd
         .call("GET", &format!("/v1/events/{event_id}/deliveries"), None)
         .await;
@@ -198,10 +198,7 @@ async fn operational_events_never_feed_themselves() {
             let (_, deliveries) = hookd
                 .call(
                     "GET",
-                    &format!(
-                        "/v1/events/{}/deliveries",
-                        first["eventId"].as_str().unwrap()
-                    ),
+                    &format!("/v1/events/{}/deliveries", first["id"].as_str().unwrap()),
                     None,
                 )
                 .await;

@@ -76,7 +76,7 @@ async fn the_reference_python_library_verifies_a_delivery() {
     );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
-        accepted["eventId"].as_str().unwrap()
+        accepted["id"].as_str().unwrap()
     );
 
     // A wrong secret must fail, so the check above is not vacuous.

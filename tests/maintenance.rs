@@ -47,7 +47,7 @@ async fn retention_purges_ended_events_and_keys_but_not_an_unfinished_delivery()
     let mut ended = Vec::new();
     for i in 0..10 {
         let accepted = hookd.post_event("fast.done", json!({"i": i})).await;
-        ended.push(accepted["eventId"].as_str().unwrap().to_string());
+        ended.push(accepted["id"].as_str().unwrap().to_string());
     }
     let body = json!({"eventType": "fast.done", "data": {"keyed": true}});
     let auth = format!("Bearer {}", hookd.token);
@@ -58,9 +58,9 @@ async fn retention_purges_ended_events_and_keys_but_not_an_unfinished_delivery()
         .await;
     assert_eq!(status, 202, "{first}");
     // Its event is purged too (the 11th counted below): wait for it like the others.
-    ended.push(first["data"]["eventId"].as_str().unwrap().to_string());
+    ended.push(first["data"]["id"].as_str().unwrap().to_string());
     let pending = hookd.post_event("slow.running", json!({})).await;
-    let pending = pending["eventId"].as_str().unwrap().to_string();
+    let pending = pending["id"].as_str().unwrap().to_string();
     for _ in 0..11 {
         fast.next().await;
     }
@@ -82,7 +82,7 @@ async fn retention_purges_ended_events_and_keys_but_not_an_unfinished_delivery()
         .call_raw("POST", "/v1/events", Some(raw), &headers)
         .await;
     assert_eq!(status, 202, "{again}");
-    assert_ne!(again["data"]["eventId"], first["data"]["eventId"]);
+    assert_ne!(again["data"]["id"], first["data"]["id"]);
     let scrape = hookd.metrics().await;
     assert!(
         metric(&scrape, "hookd_purged_events_total").unwrap() >= 11.0,
@@ -135,7 +135,7 @@ async fn backup_while_events_flow_restores_into_a_fresh_hookd_that_delivers_the_
     let mut before_backup = HashSet::new();
     for i in 0..20 {
         let accepted = hookd.post_event("job.created", json!({"i": i})).await;
-        before_backup.insert(accepted["eventId"].as_str().unwrap().to_string());
+        before_backup.insert(accepted["id"].as_str().unwrap().to_string());
     }
 
     // Producers keep posting while the backup is made.
@@ -203,7 +203,7 @@ async fn backup_while_events_flow_restores_into_a_fresh_hookd_that_delivers_the_
         let (status, listed) = hookd.call("GET", &path, None).await;
         assert_eq!(status, 200, "{listed}");
         for event in listed["data"].as_array().unwrap() {
-            in_backup.insert(event["eventId"].as_str().unwrap().to_string());
+            in_backup.insert(event["id"].as_str().unwrap().to_string());
         }
         match listed["nextCursor"].as_str() {
             Some(next) => cursor = format!("&cursor={next}"),

@@ -1,7 +1,8 @@
 //! The route table against a running daemon: every route `ROUTES` lists (and so
 //! `openapi.json` documents) is dispatched to a handler, every other method on those
-//! paths is 405 naming the listed ones, and `GET /openapi.json` serves the document.
-//! The document's paths equal `ROUTES` exactly (unit tests in `src/api/routes.rs`).
+//! paths is 405 naming the listed ones, each route's access is enforced as the table
+//! declares it, and `GET /openapi.json` serves the document. The document's paths and
+//! `security` equal `ROUTES` exactly (unit tests in `src/api/routes.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test's failure report
 
 mod common;
@@ -11,13 +12,8 @@ use common::{Hookd, Options, WAIT};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
-use hookd::api::{OPENAPI_JSON, ROUTES};
+use hookd::api::{Access, OPENAPI_JSON, ROUTES};
 use hookd::delivery::client::BoundedResponse;
-
-/// Routes in the contract whose handlers are being written on another branch (issue 5).
-/// They must still answer "route not found" here; the test fails once one is routed, so
-/// whoever lands it deletes its line (and, with the last one, this list).
-const NOT_YET_ROUTED: &[(&str, &str, &str)] = &[];
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
@@ -67,49 +63,78 @@ fn json_of(response: &BoundedResponse) -> Value {
 #[tokio::test]
 async fn every_listed_route_reaches_a_handler() {
     let hookd = Hookd::start(Options::default()).await;
-    for (method, template, _) in NOT_YET_ROUTED {
-        assert!(
-            ROUTES.contains(&(*method, *template)),
-            "{method} {template} is skipped but not in ROUTES"
-        );
-    }
-    let mut checked = 0;
-    for &(method, template) in ROUTES {
-        let path = concrete(template);
+    for route in ROUTES {
+        let (method, path) = (route.method, concrete(route.path));
         // An empty object: enough to get past body parsing to the handler's own checks.
         let body = matches!(method, "POST" | "PATCH").then(|| json!({}));
         let (status, answer) = hookd.call(method, &path, body).await;
-        let skipped = NOT_YET_ROUTED
-            .iter()
-            .find(|(m, t, _)| (*m, *t) == (method, template));
-        if let Some((_, _, reason)) = skipped {
-            assert!(
-                is_route_not_found(status, &answer),
-                "{method} {template} is routed now ({status} {answer}); delete it from \
-                 NOT_YET_ROUTED ({reason})"
-            );
-            continue;
-        }
         assert!(
             !is_route_not_found(status, &answer) && status != 405,
             "{method} {path} is in ROUTES but not dispatched: {status} {answer}"
         );
-        checked += 1;
     }
-    assert_eq!(checked, ROUTES.len() - NOT_YET_ROUTED.len());
+}
+
+/// Walks the whole table: a route that needs a scope is 403 to a key holding every
+/// other scope and to a key holding none; an admin route is 403 to a tenant key holding
+/// every scope; a route open to any token answers a key holding none. Nothing is
+/// dispatched when access fails, so the ids need not exist.
+#[tokio::test]
+async fn every_route_enforces_the_access_the_table_declares() {
+    const SCOPES: &[&str] = &["events:write", "subscriptions:read", "subscriptions:write"];
+    let hookd = Hookd::start(Options::default()).await;
+    hookd.create_entity("acme", None).await;
+    let every = hookd.create_key("acme", SCOPES).await;
+    let none = hookd.create_key("acme", &[]).await;
+    let mut walked = 0;
+    for route in ROUTES {
+        let (method, path) = (route.method, concrete(route.path));
+        let body = matches!(method, "POST" | "PATCH").then(|| json!({}));
+        let at = format!("{method} {}", route.path);
+        match route.access {
+            Access::Public => continue,
+            Access::Token => {
+                let (status, answer) = hookd.call_as(&none, method, &path, body).await;
+                assert!(status != 401 && status != 403, "{at}: {status} {answer}");
+            }
+            Access::Admin => {
+                let (status, answer) = hookd.call_as(&every, method, &path, body).await;
+                assert_eq!(status, 403, "{at}: a tenant key with every scope: {answer}");
+            }
+            Access::Scope(scope) => {
+                let others: Vec<&str> = SCOPES.iter().copied().filter(|s| *s != scope).collect();
+                let lacking = hookd.create_key("acme", &others).await;
+                for token in [&lacking, &none] {
+                    let (status, answer) = hookd.call_as(token, method, &path, body.clone()).await;
+                    assert_eq!(status, 403, "{at} without {scope}: {answer}");
+                    assert!(
+                        answer["detail"].as_str().unwrap().contains(scope),
+                        "{answer}"
+                    );
+                }
+                let (status, answer) = hookd.call_as(&every, method, &path, body).await;
+                assert_ne!(status, 403, "{at} with {scope}: {answer}");
+            }
+        }
+        walked += 1;
+    }
+    assert_eq!(
+        walked,
+        ROUTES.iter().filter(|r| r.access != Access::Public).count()
+    );
 }
 
 #[tokio::test]
 async fn other_methods_on_listed_paths_are_405_with_allow() {
     let hookd = Hookd::start(Options::default()).await;
-    let mut templates: Vec<&str> = ROUTES.iter().map(|(_, t)| *t).collect();
+    let mut templates: Vec<&str> = ROUTES.iter().map(|r| r.path).collect();
     templates.sort_unstable();
     templates.dedup();
     for template in templates {
         let listed: Vec<&str> = ROUTES
             .iter()
-            .filter(|(_, t)| *t == template)
-            .map(|(m, _)| *m)
+            .filter(|r| r.path == template)
+            .map(|r| r.method)
             .collect();
         let path = concrete(template);
         for method in METHODS.iter().filter(|m| !listed.contains(m)) {
@@ -150,7 +175,8 @@ async fn the_document_is_served_without_a_token() {
 #[tokio::test]
 async fn public_routes_need_no_token_and_v1_routes_do() {
     let hookd = Hookd::start(Options::default()).await;
-    for &(method, template) in ROUTES {
+    for route in ROUTES {
+        let (method, template) = (route.method, route.path);
         let (status, body) = hookd.call_raw(method, &concrete(template), None, &[]).await;
         if template.starts_with("/v1/") {
             assert_eq!(status, 401, "{method} {template}: {body}");

@@ -223,7 +223,7 @@ async fn with_a_proxy_ip_literals_still_meet_the_guard_and_names_are_left_to_the
     let (named, secret) = hookd.subscribe(&receiver.url, &["*"]).await;
 
     let accepted = hookd.post_event("job.created", json!({})).await;
-    let event_id = accepted["eventId"].as_str().unwrap();
+    let event_id = accepted["id"].as_str().unwrap();
     let deliveries = hookd.deliveries_of(event_id).await;
     let of = |sub: &str| {
         deliveries

@@ -52,14 +52,14 @@ async fn a_410_fails_the_delivery_disables_the_subscription_and_tells_hookd_subs
     assert!(body["data"]["reason"].as_str().unwrap().contains("410"));
     assert_eq!(failed_event["eventType"], "hookd.delivery.failed");
     assert_eq!(failed_event["data"]["deliveryId"], delivery.as_str());
-    assert_eq!(failed_event["data"]["eventId"], accepted["eventId"]);
+    assert_eq!(failed_event["data"]["eventId"], accepted["id"]);
 
     let shown = subscription(&hookd, &sub).await;
     assert_eq!(shown["status"], "DISABLED");
     assert!(shown["disabledReason"].as_str().unwrap().contains("410"));
     let again = hookd.post_event("order.paid", json!({})).await;
     assert_eq!(
-        again["deliveries"], 0,
+        again["deliveryCount"], 0,
         "a disabled subscription gets no new events"
     );
 }
@@ -124,10 +124,7 @@ async fn a_paused_subscription_holds_its_deliveries_until_it_is_active_again() {
     patch(&hookd, &sub, json!({"status": "ACTIVE"})).await;
     let got = receiver.next().await;
     assert!(verify(&got, &secret));
-    assert_eq!(
-        got.header("webhook-id"),
-        accepted["eventId"].as_str().unwrap()
-    );
+    assert_eq!(got.header("webhook-id"), accepted["id"].as_str().unwrap());
     hookd.wait_for_delivery_state(&delivery, "SUCCEEDED").await;
 }
 
@@ -143,7 +140,7 @@ async fn a_paused_delivery_still_expires_at_max_age_and_can_be_replayed() {
     patch(&hookd, &sub, json!({"status": "DEACTIVATED"})).await;
     // Deactivated: new events do not fan out to it.
     let skipped = hookd.post_event("job.created", json!({})).await;
-    assert_eq!(skipped["deliveries"], 0);
+    assert_eq!(skipped["deliveryCount"], 0);
 
     patch(&hookd, &sub, json!({"status": "ACTIVE"})).await;
     receiver.hang_for(Duration::from_millis(300));
@@ -188,7 +185,7 @@ async fn a_paused_delivery_still_expires_at_max_age_and_can_be_replayed() {
     let replayed = receiver.next().await;
     assert_eq!(
         replayed.header("webhook-id"),
-        second["eventId"].as_str().unwrap()
+        second["id"].as_str().unwrap()
     );
     assert_eq!(replayed.json()["data"]["n"], 3);
 }

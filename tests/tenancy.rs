@@ -113,7 +113,7 @@ async fn a_tenant_never_sees_another_tenants_objects() {
     )
     .await;
     assert_eq!(status, 202, "{accepted}");
-    let event = accepted["data"]["eventId"].as_str().unwrap().to_string();
+    let event = accepted["data"]["id"].as_str().unwrap().to_string();
     receiver.next().await;
     let delivery = hookd.first_delivery(&accepted["data"]).await;
 
@@ -216,7 +216,7 @@ async fn an_organisation_receives_the_events_of_its_companies() {
     )
     .await;
     assert_eq!(
-        (status, accepted["data"]["deliveries"].as_u64()),
+        (status, accepted["data"]["deliveryCount"].as_u64()),
         (202, Some(2))
     );
     assert_eq!(org_receiver.next().await.json()["entityId"], "co1");
@@ -356,7 +356,7 @@ async fn scopes_are_enforced_on_posting_subscribing_and_reading() {
         Some(json!({"eventType": "invoice.paid", "data": {}})),
     )
     .await;
-    assert_eq!(sent["data"]["deliveries"], 0);
+    assert_eq!(sent["data"]["deliveryCount"], 0);
     let (_, sent) = as_key(
         &hookd,
         &exports,
@@ -365,7 +365,7 @@ async fn scopes_are_enforced_on_posting_subscribing_and_reading() {
         Some(json!({"eventType": "export.done", "data": {}})),
     )
     .await;
-    assert_eq!(sent["data"]["deliveries"], 1);
+    assert_eq!(sent["data"]["deliveryCount"], 1);
     // And it reads only the events whose scope it holds.
     let (_, page) = as_key(&hookd, &exports, "GET", "/v1/events", None).await;
     let types: Vec<&str> = page["data"]

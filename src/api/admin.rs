@@ -3,14 +3,14 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use ring::digest::{SHA256, digest};
 use ring::rand::SecureRandom;
 use serde_json::{Value, json};
 
 use super::auth::{EVENTS_WRITE, SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE};
-use super::validate::Fields;
-use super::{ApiError, ApiResponse, AppState, Caller, Request, data};
+use super::validate::{self, Fields};
+use super::{ApiError, ApiResponse, AppState, Caller, Page, Request, data};
 use crate::ids::{ApiKeyId, EntityId};
 use crate::store::records::EntityRecord;
 use crate::store::tenancy::{ApiKeyRecord, KeyView};
@@ -29,30 +29,6 @@ pub const BUILT_IN_TYPES: &[(&str, &str)] = &[
     ),
 ];
 
-pub async fn route(
-    state: &AppState,
-    caller: &Caller,
-    rest: &[&str],
-    method: &Method,
-    request: Request,
-) -> Result<ApiResponse, ApiError> {
-    if !caller.is_admin() {
-        return Err(ApiError::Forbidden(
-            "admin routes need the admin token".into(),
-        ));
-    }
-    match (rest, method) {
-        (["entities"], &Method::POST) => create_entity(state, request).await,
-        (["entities"], &Method::GET) => Ok(list_entities(caller)),
-        (["entities", id], &Method::GET) => get_entity(caller, id),
-        (["entities", id], &Method::DELETE) => delete_entity(state, id).await,
-        (["api-keys"], &Method::POST) => create_key(state, caller, request).await,
-        (["api-keys"], &Method::GET) => Ok(list_keys(caller)),
-        (["api-keys", id], &Method::DELETE) => revoke_key(state, id).await,
-        _ => Err(ApiError::NotFound("route")),
-    }
-}
-
 fn entity_view(id: &str, record: &EntityRecord) -> Value {
     json!({
         "id": id,
@@ -62,7 +38,10 @@ fn entity_view(id: &str, record: &EntityRecord) -> Value {
     })
 }
 
-async fn create_entity(state: &AppState, request: Request) -> Result<ApiResponse, ApiError> {
+pub(super) async fn create_entity(
+    state: &AppState,
+    request: Request,
+) -> Result<ApiResponse, ApiError> {
     let value = super::subscriptions::read_object(state, request).await?;
     let fields = Fields::new(&value, "")?;
     fields.only(&["id", "name", "parentId"])?;
@@ -74,10 +53,7 @@ async fn create_entity(state: &AppState, request: Request) -> Result<ApiResponse
             })?,
         None => EntityId::generate(),
     };
-    let name = fields.required_str("name")?;
-    if name.trim().is_empty() || name.len() > 256 {
-        return Err(ApiError::invalid("name", "must be 1-256 characters"));
-    }
+    let name = validate::name(&fields, "name")?;
     let parent = fields.str("parentId")?.map(str::to_owned);
     let record = EntityRecord {
         name: name.to_owned(),
@@ -96,17 +72,16 @@ async fn create_entity(state: &AppState, request: Request) -> Result<ApiResponse
     }
 }
 
-fn list_entities(caller: &Caller) -> ApiResponse {
-    let items = caller
-        .view()
-        .entities
-        .iter()
-        .map(|(id, record)| entity_view(id, record))
-        .collect();
-    super::list(items, None)
+pub(super) fn list_entities(caller: &Caller, query: Option<&str>) -> Result<ApiResponse, ApiError> {
+    let page = Page::parse(query)?;
+    let after = page.after_name()?;
+    let entities = caller.view().entities.after(after.as_deref());
+    let (found, next) = super::take_page(entities.map(|(id, r)| (id.as_str(), r)), page.limit);
+    let items = found.iter().map(|(id, r)| entity_view(id, r)).collect();
+    Ok(super::list_from(items, next.map(super::name_cursor)))
 }
 
-fn get_entity(caller: &Caller, id: &str) -> Result<ApiResponse, ApiError> {
+pub(super) fn get_entity(caller: &Caller, id: &str) -> Result<ApiResponse, ApiError> {
     let record = caller
         .view()
         .entities
@@ -115,7 +90,7 @@ fn get_entity(caller: &Caller, id: &str) -> Result<ApiResponse, ApiError> {
     Ok(data(StatusCode::OK, entity_view(id, record)))
 }
 
-async fn delete_entity(state: &AppState, id: &str) -> Result<ApiResponse, ApiError> {
+pub(super) async fn delete_entity(state: &AppState, id: &str) -> Result<ApiResponse, ApiError> {
     match state.store.delete_entity(id.to_owned()).await? {
         EntityOutcome::Done => Ok(super::no_content()),
         EntityOutcome::NotFound | EntityOutcome::Exists => Err(ApiError::NotFound("entity")),
@@ -131,7 +106,7 @@ fn known_scope(state: &AppState, scope: &str) -> bool {
         || state.config.event_types.iter().any(|t| t.scope == scope)
 }
 
-async fn create_key(
+pub(super) async fn create_key(
     state: &AppState,
     caller: &Caller,
     request: Request,
@@ -143,10 +118,7 @@ async fn create_key(
     if !caller.view().entities.exists(entity) {
         return Err(ApiError::invalid("entityId", "names no existing entity"));
     }
-    let name = fields.required_str("name")?;
-    if name.trim().is_empty() || name.len() > 256 {
-        return Err(ApiError::invalid("name", "must be 1-256 characters"));
-    }
+    let name = validate::name(&fields, "name")?;
     let scopes = fields.string_list("scopes")?.ok_or_else(|| {
         ApiError::invalid("scopes", "is required (for example [\"events:write\"])")
     })?;
@@ -191,14 +163,19 @@ fn key_view(key: &KeyView) -> Value {
     })
 }
 
-fn list_keys(caller: &Caller) -> ApiResponse {
-    super::list(
-        caller.view().keys.iter().map(|k| key_view(k)).collect(),
-        None,
-    )
+pub(super) fn list_keys(caller: &Caller, query: Option<&str>) -> Result<ApiResponse, ApiError> {
+    let page = Page::parse(query)?;
+    let keys = caller
+        .view()
+        .keys
+        .after(page.after_id()?)
+        .map(|k| (k.id, k));
+    let (found, next) = super::take_page(keys, page.limit);
+    let items = found.iter().map(|(_, k)| key_view(k)).collect();
+    Ok(super::list(items, next))
 }
 
-async fn revoke_key(state: &AppState, raw_id: &str) -> Result<ApiResponse, ApiError> {
+pub(super) async fn revoke_key(state: &AppState, raw_id: &str) -> Result<ApiResponse, ApiError> {
     let id = ApiKeyId::parse(raw_id).ok_or(ApiError::NotFound("API key"))?;
     if !state.store.revoke_key(id.0).await? {
         return Err(ApiError::NotFound("API key"));
@@ -207,20 +184,34 @@ async fn revoke_key(state: &AppState, raw_id: &str) -> Result<ApiResponse, ApiEr
     Ok(super::no_content())
 }
 
-/// `GET /v1/event-types`: the configured catalog and hookd's own types.
-pub fn event_types(state: &AppState, _caller: &Caller) -> ApiResponse {
-    let mut items: Vec<Value> = state
+/// `GET /v1/event-types`: the configured catalog and hookd's own types, by name.
+pub(super) fn event_types(state: &AppState, query: Option<&str>) -> Result<ApiResponse, ApiError> {
+    let page = Page::parse(query)?;
+    let after = page.after_name()?;
+    let mut types: Vec<(&str, &str, &str)> = state
         .config
         .event_types
         .iter()
-        .map(|t| json!({"name": t.name, "description": t.description, "scope": t.scope}))
+        .map(|t| (t.name.as_str(), t.description.as_str(), t.scope.as_str()))
+        .chain(
+            BUILT_IN_TYPES
+                .iter()
+                .map(|(name, description)| (*name, *description, SUBSCRIPTIONS_READ)),
+        )
         .collect();
-    items.extend(
-        BUILT_IN_TYPES
-            .iter()
-            .map(|(name, description)| json!({"name": name, "description": description, "scope": SUBSCRIPTIONS_READ})),
-    );
-    super::list(items, None)
+    types.sort_unstable();
+    let listed = types
+        .into_iter()
+        .filter(|(name, _, _)| after.as_deref().is_none_or(|a| *name > a))
+        .map(|t| (t.0, t));
+    let (found, next) = super::take_page(listed, page.limit);
+    let items = found
+        .iter()
+        .map(|(_, (name, description, scope))| {
+            json!({"name": name, "description": description, "scope": scope})
+        })
+        .collect();
+    Ok(super::list_from(items, next.map(super::name_cursor)))
 }
 
 /// The scope map the store matches with: the catalog plus the built-in types.

@@ -67,14 +67,15 @@ impl Caller {
             .is_none_or(|s| s.iter().any(|x| x == scope))
     }
 
-    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
-        if self.has(scope) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "this credential lacks the scope {scope}"
-            )))
-        }
+    /// Whether the caller sees a delivery (and its attempts) to this subscription: only
+    /// when it sees the subscription's entity, whoever posted the event (API.md). The
+    /// admin token also sees the deliveries of deleted subscriptions.
+    pub fn sees_subscription(&self, subscription: u128) -> bool {
+        self.is_admin()
+            || self
+                .view
+                .get(subscription)
+                .is_some_and(|s| self.sees(&s.entity))
     }
 
     /// Whether the caller may read (and subscribe to) events of this type.

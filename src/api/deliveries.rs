@@ -1,11 +1,11 @@
-//! `/v1/deliveries/{id}` and its attempts. A delivery is visible to a caller who sees
-//! the event it carries.
+//! `/v1/deliveries/{id}` and its attempts. A delivery is visible only to a caller who
+//! sees its subscription's entity (API.md), not to whoever posted the event: a company
+//! never sees its parent's or the operator's endpoints and their answers.
 
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::auth::{SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE};
-use super::{ApiError, ApiResponse, AppState, Caller, data};
+use super::{ApiError, ApiResponse, AppState, Caller, Page, data};
 use crate::ids::{DeliveryId, EventId, SubscriptionId};
 use crate::store::RetryOutcome;
 use crate::store::records::DeliveryRecord;
@@ -15,18 +15,24 @@ pub async fn get(state: &AppState, caller: &Caller, raw_id: &str) -> Result<ApiR
     Ok(data(StatusCode::OK, view(id, &record)))
 }
 
+/// `GET /v1/deliveries/{id}/attempts`: oldest first, paginated.
 pub async fn attempts(
     state: &AppState,
     caller: &Caller,
     raw_id: &str,
+    query: Option<&str>,
 ) -> Result<ApiResponse, ApiError> {
+    let page = Page::parse(query)?;
+    let after = match page.after_id()? {
+        None => 0,
+        Some(n) => u32::try_from(n).map_err(|_| super::bad_cursor())?,
+    };
     let (id, _) = find(state, caller, raw_id).await?;
-    let attempts: Vec<Value> = state
-        .store
-        .attempts(id.0)
-        .await?
+    let found = state.store.attempts(id.0, after, page.limit).await?;
+    let attempts: Vec<Value> = found
+        .items
         .into_iter()
-        .map(|a| {
+        .map(|(_, a)| {
             let headers: serde_json::Map<String, Value> = a
                 .response_headers
                 .into_iter()
@@ -43,10 +49,7 @@ pub async fn attempts(
             })
         })
         .collect();
-    Ok(super::json(
-        StatusCode::OK,
-        &json!({"data": attempts, "nextCursor": null}),
-    ))
+    Ok(super::list(attempts, found.next))
 }
 
 /// `POST /v1/deliveries/{id}/retry`: one attempt now.
@@ -55,7 +58,6 @@ pub async fn retry(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
-    caller.require(SUBSCRIPTIONS_WRITE)?;
     let (id, _) = find(state, caller, raw_id).await?;
     match state.store.retry(id.0).await? {
         RetryOutcome::Queued(record) => Ok(data(StatusCode::ACCEPTED, view(id, &record))),
@@ -72,19 +74,19 @@ async fn find(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<(DeliveryId, DeliveryRecord), ApiError> {
-    caller.require(SUBSCRIPTIONS_READ)?;
     let id = DeliveryId::parse(raw_id).ok_or(ApiError::NotFound("delivery"))?;
     let record = state
         .store
         .delivery(id.0)
         .await?
+        .filter(|r| caller.sees_subscription(r.subscription))
         .ok_or(ApiError::NotFound("delivery"))?;
     if !caller.is_admin() {
         let event = state.store.event(record.event).await?;
-        let Some(event) = event.filter(|e| caller.sees(&e.record.entity)) else {
+        let Some(event) = event else {
             return Err(ApiError::NotFound("delivery"));
         };
-        if !caller.reads_type(&event.record.event_type) {
+        if !caller.reads_type(&event.event_type) {
             return Err(ApiError::Forbidden(
                 "this delivery's event type needs a scope this credential lacks".into(),
             ));

@@ -10,7 +10,6 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::auth::{EVENTS_WRITE, SUBSCRIPTIONS_READ};
 use super::validate;
 use super::{ApiError, ApiResponse, AppState, Caller, Page, Request, data, read_body};
 use crate::ids::{DeliveryId, EntityId, EventId};
@@ -50,7 +49,6 @@ pub async fn create(
     caller: &Caller,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
-    caller.require(EVENTS_WRITE)?;
     let key = match request.headers().get("idempotency-key") {
         None => None,
         Some(value) => Some(idempotency_key("Idempotency-Key", value.to_str().ok())?),
@@ -135,10 +133,17 @@ pub async fn create_batch(
         );
     }
     let results = store(state, prepared).await?;
-    Ok(data(
-        StatusCode::ACCEPTED,
-        results.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
-    ))
+    let shown: Vec<Value> = results
+        .into_iter()
+        .map(|(status, mut result)| {
+            // A repeated key answers the original event (200 alone would say so).
+            if status == StatusCode::OK {
+                result["duplicate"] = Value::Bool(true);
+            }
+            result
+        })
+        .collect();
+    Ok(data(StatusCode::ACCEPTED, shown))
 }
 
 /// Validates one event (fields named under `at`) and renders its body.
@@ -299,7 +304,7 @@ pub async fn list(
     let caller = caller.clone();
     let found = state
         .store
-        .events_page(since, until, page.cursor, page.limit, move |e| {
+        .events_page(since, until, page.after_id()?, page.limit, move |e| {
             caller.sees(&e.entity)
                 && caller.reads_type(&e.event_type)
                 && event_type.as_deref().is_none_or(|t| t == e.event_type)
@@ -308,43 +313,47 @@ pub async fn list(
     let items: Vec<Value> = found
         .items
         .iter()
-        .map(|(id, record)| view(*id, record, None))
+        .map(|(id, record)| view(*id, record))
         .collect();
     Ok(super::list(items, found.next))
 }
 
+/// `GET /v1/events/{id}`: the event and how many of its deliveries the caller sees
+/// (the deliveries themselves are a paginated list of their own).
 pub async fn get(state: &AppState, caller: &Caller, raw_id: &str) -> Result<ApiResponse, ApiError> {
-    let (id, found) = visible_event(state, caller, raw_id).await?;
-    let summary: Vec<Value> = found
-        .deliveries
-        .iter()
-        .map(|(dlv, record)| {
-            json!({
-                "id": DeliveryId(*dlv).to_string(),
-                "subscriptionId": crate::ids::SubscriptionId(record.subscription).to_string(),
-                "state": record.state.as_str(),
-                "attempts": record.attempts,
-            })
-        })
-        .collect();
-    Ok(data(
-        StatusCode::OK,
-        view(id.0, &found.record, Some(summary)),
-    ))
+    let (id, record) = visible_event(state, caller, raw_id).await?;
+    let who = caller.clone();
+    let count = state
+        .store
+        .count_event_deliveries(id.0, move |d| who.sees_subscription(d.subscription))
+        .await?;
+    let mut shown = view(id.0, &record);
+    shown["deliveryCount"] = json!(count);
+    Ok(data(StatusCode::OK, shown))
 }
 
+/// `GET /v1/events/{id}/deliveries`: only deliveries to subscriptions the caller sees.
 pub async fn deliveries(
     state: &AppState,
     caller: &Caller,
     raw_id: &str,
+    query: Option<&str>,
 ) -> Result<ApiResponse, ApiError> {
-    let (_, found) = visible_event(state, caller, raw_id).await?;
+    let page = Page::parse(query)?;
+    let (id, _) = visible_event(state, caller, raw_id).await?;
+    let who = caller.clone();
+    let found = state
+        .store
+        .event_deliveries(id.0, page.after_id()?, page.limit, move |d| {
+            who.sees_subscription(d.subscription)
+        })
+        .await?;
     let items = found
-        .deliveries
+        .items
         .iter()
         .map(|(dlv, record)| super::deliveries::view(DeliveryId(*dlv), record))
         .collect();
-    Ok(super::list(items, None))
+    Ok(super::list(items, found.next))
 }
 
 /// An event the caller may read: in its subtree (else 404) and of a type whose scope
@@ -353,38 +362,35 @@ async fn visible_event(
     state: &AppState,
     caller: &Caller,
     raw_id: &str,
-) -> Result<(EventId, crate::store::EventView), ApiError> {
-    caller.require(SUBSCRIPTIONS_READ)?;
+) -> Result<(EventId, EventRecord), ApiError> {
     let id = EventId::parse(raw_id).ok_or(ApiError::NotFound("event"))?;
-    let found = state
+    let record = state
         .store
         .event(id.0)
         .await?
-        .filter(|v| caller.sees(&v.record.entity))
+        .filter(|r| caller.sees(&r.entity))
         .ok_or(ApiError::NotFound("event"))?;
-    if !caller.reads_type(&found.record.event_type) {
+    if !caller.reads_type(&record.event_type) {
         return Err(ApiError::Forbidden(format!(
             "events of type {} need a scope this credential lacks",
-            found.record.event_type
+            record.event_type
         )));
     }
-    Ok((id, found))
+    Ok((id, record))
 }
 
 /// An event as the API shows it, with `data` parsed back out of the stored body.
-fn view(id: u128, record: &EventRecord, deliveries: Option<Vec<Value>>) -> Value {
+/// (In the API an event's id is `id`, like every object's; the delivered body names it
+/// `eventId`.)
+fn view(id: u128, record: &EventRecord) -> Value {
     let body: Value = serde_json::from_slice(&record.body).unwrap_or(Value::Null);
-    let mut shown = json!({
-        "eventId": EventId(id).to_string(),
+    json!({
+        "id": EventId(id).to_string(),
         "eventType": record.event_type,
         "entityId": record.entity,
         "createdAt": super::timestamp(record.created_ms),
         "data": body.get("data").cloned().unwrap_or(Value::Null),
-    });
-    if let Some(deliveries) = deliveries {
-        shown["deliveries"] = Value::Array(deliveries);
-    }
-    shown
+    })
 }
 
 fn accepted(
@@ -395,11 +401,11 @@ fn accepted(
     deliveries: u32,
 ) -> Value {
     json!({
-        "eventId": id.to_string(),
+        "id": id.to_string(),
         "eventType": event_type,
         "entityId": entity.to_string(),
         "createdAt": super::timestamp(created_ms),
-        "deliveries": deliveries,
+        "deliveryCount": deliveries,
     })
 }
 

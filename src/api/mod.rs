@@ -18,7 +18,7 @@ mod validate;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
@@ -26,7 +26,7 @@ use serde::Serialize;
 pub use admin::catalog_scopes;
 pub use auth::Caller;
 pub use error::ApiError;
-pub use routes::{OPENAPI_JSON, ROUTES};
+pub use routes::{Access, OPENAPI_JSON, ROUTES, Route};
 
 use crate::config::Config;
 use crate::health::Health;
@@ -88,102 +88,126 @@ impl AppState {
 /// A response body: a buffered one, or a file streamed from disk (a backup).
 pub type Body = http_body_util::Either<Full<Bytes>, backup::FileBody>;
 
-/// Answers one request: the streamed backup route, or any other through `handle`.
+/// Answers one request: finds its route in `ROUTES`, enforces the route's access once,
+/// then dispatches to the handler (none of which checks a scope itself).
 pub async fn respond(state: &AppState, request: Request) -> Response<Body> {
-    if request.uri().path().trim_end_matches('/') == backup::PATH {
-        return match backup::get(state, request).await {
-            Ok(response) => response.map(http_body_util::Either::Right),
-            Err(error) => error.into_response().map(http_body_util::Either::Left),
-        };
-    }
-    handle(state, request)
-        .await
-        .map(http_body_util::Either::Left)
+    let buffered = |r: ApiResponse| r.map(http_body_util::Either::Left);
+    let (route, caller) = match authorize(state, &request) {
+        Ok(found) => found,
+        Err(error) => return buffered(error.into_response()),
+    };
+    let result = match caller {
+        None => public(state, route),
+        Some(caller) if route.path == backup::PATH => {
+            match backup::get(state, &caller, request).await {
+                Ok(response) => return response.map(http_body_util::Either::Right),
+                Err(error) => Err(error),
+            }
+        }
+        Some(caller) => dispatch(state, route, &caller, request).await,
+    };
+    buffered(result.unwrap_or_else(ApiError::into_response))
 }
 
-pub async fn handle(state: &AppState, request: Request) -> ApiResponse {
-    match route(state, request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
-}
-
-async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiError> {
-    let path = request.uri().path().to_owned();
+/// The route a request names and, unless it is public, the caller, who holds what the
+/// route's access asks for. Under `/v1` the token is checked before the table's
+/// 404/405, so a caller without one learns nothing about `/v1` but that it needs one.
+fn authorize(
+    state: &AppState,
+    request: &Request,
+) -> Result<(&'static Route, Option<Caller>), ApiError> {
+    let path = request.uri().path();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let method = request.method().clone();
-    // Only what `ROUTES` lists is dispatched; the table also answers 404 and 405.
-    let found = routes::lookup(&method, &segments);
-    match segments.as_slice() {
-        ["healthz"] | ["readyz"] => {
-            found?;
-            return Ok(state
-                .health
-                .respond(&path)
-                .unwrap_or_else(|| json(StatusCode::OK, &serde_json::json!({"status": "ok"}))));
-        }
-        ["openapi.json"] => {
-            found?;
-            return Ok(openapi());
-        }
-        ["v1", ..] => {}
-        _ => return Err(ApiError::NotFound("route")),
+    let caller = match segments.first() {
+        Some(&"v1") => Some(auth::authenticate(state, request)?),
+        _ => None,
+    };
+    let route = routes::lookup(request.method(), &segments)?;
+    let caller = match (route.access, caller) {
+        (Access::Public, _) => return Ok((route, None)),
+        // Unreachable while every non-public route is under /v1 (a test holds it).
+        (_, None) => return Err(ApiError::NotFound("route")),
+        (_, Some(caller)) => caller,
+    };
+    match route.access {
+        Access::Admin if !caller.is_admin() => Err(ApiError::Forbidden(
+            "this route needs the admin token".into(),
+        )),
+        Access::Scope(scope) if !caller.has(scope) => Err(ApiError::Forbidden(format!(
+            "this credential lacks the scope {scope}"
+        ))),
+        _ => Ok((route, Some(caller))),
     }
-    // The token is checked before the table's 404/405, so a caller without one learns
-    // nothing about /v1 but that it needs one.
-    let caller = auth::authenticate(state, &request)?;
-    found?;
-    if let ["v1", "admin", rest @ ..] = segments.as_slice() {
-        return admin::route(state, &caller, rest, &method, request).await;
+}
+
+fn public(state: &AppState, route: &Route) -> Result<ApiResponse, ApiError> {
+    match route.path {
+        "/openapi.json" => Ok(openapi()),
+        path => Ok(state
+            .health
+            .respond(path)
+            .unwrap_or_else(|| json(StatusCode::OK, &serde_json::json!({"status": "ok"})))),
     }
-    match (segments.as_slice(), &method) {
-        (["v1", "event-types"], &Method::GET) => Ok(admin::event_types(state, &caller)),
-        (["v1", "events"], &Method::POST) => events::create(state, &caller, request).await,
-        (["v1", "events"], &Method::GET) => {
-            events::list(state, &caller, request.uri().query()).await
+}
+
+/// Calls the handler of an authorized route; `id` is the template's `{id}` segment.
+async fn dispatch(
+    state: &AppState,
+    route: &Route,
+    caller: &Caller,
+    request: Request,
+) -> Result<ApiResponse, ApiError> {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let query = query.as_deref();
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    // The segment where the template has `{id}` (at most one per template).
+    let id = route
+        .path
+        .split('/')
+        .skip(1)
+        .zip(&segments)
+        .find(|(template, _)| *template == "{id}")
+        .map_or("", |(_, segment)| *segment);
+    match (route.method, route.path) {
+        ("GET", "/v1/event-types") => admin::event_types(state, query),
+        ("POST", "/v1/events") => events::create(state, caller, request).await,
+        ("GET", "/v1/events") => events::list(state, caller, query).await,
+        ("POST", "/v1/events/batch") => events::create_batch(state, caller, request).await,
+        ("GET", "/v1/events/{id}") => events::get(state, caller, id).await,
+        ("GET", "/v1/events/{id}/deliveries") => events::deliveries(state, caller, id, query).await,
+        ("POST", "/v1/subscriptions") => subscriptions::create(state, caller, request).await,
+        ("GET", "/v1/subscriptions") => subscriptions::list(state, caller, query),
+        ("GET", "/v1/subscriptions/{id}") => subscriptions::get(state, caller, id),
+        ("PATCH", "/v1/subscriptions/{id}") => {
+            subscriptions::patch(state, caller, id, request).await
         }
-        (["v1", "events", "batch"], &Method::POST) => {
-            events::create_batch(state, &caller, request).await
+        ("DELETE", "/v1/subscriptions/{id}") => subscriptions::delete(state, caller, id).await,
+        ("GET", "/v1/subscriptions/{id}/secret") => subscription_actions::secret(state, caller, id),
+        ("POST", "/v1/subscriptions/{id}/secret/rotate") => {
+            subscription_actions::rotate(state, caller, id).await
         }
-        (["v1", "events", id], &Method::GET) => events::get(state, &caller, id).await,
-        (["v1", "events", id, "deliveries"], &Method::GET) => {
-            events::deliveries(state, &caller, id).await
+        ("GET", "/v1/subscriptions/{id}/deliveries") => {
+            subscription_actions::deliveries(state, caller, id, query).await
         }
-        (["v1", "subscriptions"], &Method::POST) => {
-            subscriptions::create(state, &caller, request).await
+        ("POST", "/v1/subscriptions/{id}/replay") => {
+            subscription_actions::replay(state, caller, id, request).await
         }
-        (["v1", "subscriptions"], &Method::GET) => {
-            subscriptions::list(state, &caller, request.uri().query()).await
+        ("POST", "/v1/subscriptions/{id}/test") => {
+            subscription_actions::test(state, caller, id).await
         }
-        (["v1", "subscriptions", id], &Method::GET) => subscriptions::get(state, &caller, id).await,
-        (["v1", "subscriptions", id], &Method::PATCH) => {
-            subscriptions::patch(state, &caller, id, request).await
+        ("GET", "/v1/deliveries/{id}") => deliveries::get(state, caller, id).await,
+        ("GET", "/v1/deliveries/{id}/attempts") => {
+            deliveries::attempts(state, caller, id, query).await
         }
-        (["v1", "subscriptions", id], &Method::DELETE) => {
-            subscriptions::delete(state, &caller, id).await
-        }
-        (["v1", "subscriptions", id, "secret"], &Method::GET) => {
-            subscription_actions::secret(state, &caller, id).await
-        }
-        (["v1", "subscriptions", id, "secret", "rotate"], &Method::POST) => {
-            subscription_actions::rotate(state, &caller, id).await
-        }
-        (["v1", "subscriptions", id, "deliveries"], &Method::GET) => {
-            subscription_actions::deliveries(state, &caller, id, request.uri().query()).await
-        }
-        (["v1", "subscriptions", id, "replay"], &Method::POST) => {
-            subscription_actions::replay(state, &caller, id, request).await
-        }
-        (["v1", "subscriptions", id, "test"], &Method::POST) => {
-            subscription_actions::test(state, &caller, id).await
-        }
-        (["v1", "deliveries", id], &Method::GET) => deliveries::get(state, &caller, id).await,
-        (["v1", "deliveries", id, "attempts"], &Method::GET) => {
-            deliveries::attempts(state, &caller, id).await
-        }
-        (["v1", "deliveries", id, "retry"], &Method::POST) => {
-            deliveries::retry(state, &caller, id).await
-        }
+        ("POST", "/v1/deliveries/{id}/retry") => deliveries::retry(state, caller, id).await,
+        ("POST", "/v1/admin/entities") => admin::create_entity(state, request).await,
+        ("GET", "/v1/admin/entities") => admin::list_entities(caller, query),
+        ("GET", "/v1/admin/entities/{id}") => admin::get_entity(caller, id),
+        ("DELETE", "/v1/admin/entities/{id}") => admin::delete_entity(state, id).await,
+        ("POST", "/v1/admin/api-keys") => admin::create_key(state, caller, request).await,
+        ("GET", "/v1/admin/api-keys") => admin::list_keys(caller, query),
+        ("DELETE", "/v1/admin/api-keys/{id}") => admin::revoke_key(state, id).await,
         _ => Err(ApiError::NotFound("route")),
     }
 }
@@ -265,10 +289,12 @@ fn no_content() -> ApiResponse {
 
 pub use crate::payload::timestamp;
 
-/// `?limit=` (1..=500, default 50) and `?cursor=`.
+/// `?limit=` (1..=500, default 50) and `?cursor=` (opaque; empty is the same as none),
+/// the same on every list. A cursor is what the previous page returned as `nextCursor`:
+/// the last item's key, as hex.
 struct Page {
     limit: usize,
-    cursor: Option<u128>,
+    cursor: Option<String>,
 }
 
 const DEFAULT_LIMIT: usize = 50;
@@ -291,16 +317,76 @@ impl Page {
                             ApiError::invalid("limit", "must be an integer from 1 to 500")
                         })?;
                 }
-                "cursor" => {
-                    page.cursor = Some(u128::from_str_radix(&value, 16).map_err(|_| {
-                        ApiError::invalid("cursor", "is not a cursor this API returned")
-                    })?);
-                }
+                "cursor" if value.is_empty() => page.cursor = None,
+                "cursor" => page.cursor = Some(value),
                 _ => {}
             }
         }
         Ok(page)
     }
+
+    /// The cursor of a list keyed by id (events, subscriptions, deliveries, keys,
+    /// attempts).
+    fn after_id(&self) -> Result<Option<u128>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|c| {
+                (c.len() == 32)
+                    .then(|| u128::from_str_radix(c, 16).ok())
+                    .flatten()
+                    .ok_or_else(bad_cursor)
+            })
+            .transpose()
+    }
+
+    /// The cursor of a list keyed by name (entities).
+    fn after_name(&self) -> Result<Option<String>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|c| {
+                let bytes: Option<Vec<u8>> = (c.len() % 2 == 0 && c.len() <= 256)
+                    .then(|| {
+                        (0..c.len())
+                            .step_by(2)
+                            .map(|i| u8::from_str_radix(c.get(i..i + 2)?, 16).ok())
+                            .collect()
+                    })
+                    .flatten();
+                bytes
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .filter(|name| !name.is_empty())
+                    .ok_or_else(bad_cursor)
+            })
+            .transpose()
+    }
+}
+
+/// One page from `items` (already past the cursor and filtered): at most `limit` of
+/// them, and the key of the last one when more follow.
+fn take_page<K, T>(items: impl Iterator<Item = (K, T)>, limit: usize) -> (Vec<(K, T)>, Option<K>)
+where
+    K: Copy,
+{
+    let mut out = Vec::with_capacity(limit.min(64));
+    for item in items {
+        if out.len() == limit {
+            let last = out.last().map(|(key, _): &(K, T)| *key);
+            return (out, last);
+        }
+        out.push(item);
+    }
+    (out, None)
+}
+
+fn bad_cursor() -> ApiError {
+    ApiError::invalid(
+        "cursor",
+        "is not a cursor this API returned (use nextCursor)",
+    )
+}
+
+fn name_cursor(name: &str) -> String {
+    name.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `key=value` pairs of a query string, values percent-decoded (`+` is a space).
@@ -354,9 +440,13 @@ fn parse_time(field: &'static str, value: &str) -> Result<u64, ApiError> {
 
 /// A list body: `{"data": [...], "nextCursor": ...}`.
 fn list(items: Vec<serde_json::Value>, next: Option<u128>) -> ApiResponse {
+    list_from(items, next.map(cursor))
+}
+
+fn list_from(items: Vec<serde_json::Value>, next: Option<String>) -> ApiResponse {
     json(
         StatusCode::OK,
-        &serde_json::json!({"data": items, "nextCursor": next.map(cursor)}),
+        &serde_json::json!({"data": items, "nextCursor": next}),
     )
 }
 

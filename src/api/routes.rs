@@ -11,77 +11,109 @@
 use http::Method;
 
 use super::ApiError;
+use super::auth::{EVENTS_WRITE, SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE};
 
-/// Every route the API listener answers, as (method, path template). A `{id}`
-/// segment matches any one path segment; a literal segment wins over `{id}`
-/// (`/v1/events/batch` is not the event `batch`), as OpenAPI's path matching says.
+/// Who may call a route. The router checks it once, before any handler runs, so a
+/// handler never checks its own scope; `openapi.json` states the same for every
+/// operation (`security`), and a test holds the two together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token (load balancers, readiness probes, client generators).
+    Public,
+    /// Any valid token, whatever its scopes.
+    Token,
+    /// The admin token only.
+    Admin,
+    /// A token holding this scope (the admin token holds every scope).
+    Scope(&'static str),
+}
+
+/// One route: method, path template and access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
+    Route {
+        method,
+        path,
+        access,
+    }
+}
+
+const READ: Access = Access::Scope(SUBSCRIPTIONS_READ);
+const WRITE: Access = Access::Scope(SUBSCRIPTIONS_WRITE);
+const POST_EVENTS: Access = Access::Scope(EVENTS_WRITE);
+
+/// Every route the API listener answers. A `{id}` segment matches any one path
+/// segment; a literal segment wins over `{id}` (`/v1/events/batch` is not the event
+/// `batch`), as OpenAPI's path matching says.
 ///
 /// `/metrics` is not here: it is served on `server.metrics_listen`, another listener
 /// with its own router.
-pub const ROUTES: &[(&str, &str)] = &[
-    // Public: no token (load balancers, readiness probes, client generators).
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/openapi.json"),
+pub const ROUTES: &[Route] = &[
+    route("GET", "/healthz", Access::Public),
+    route("GET", "/readyz", Access::Public),
+    route("GET", "/openapi.json", Access::Public),
     // Events.
-    ("POST", "/v1/events"),
-    ("GET", "/v1/events"),
-    ("POST", "/v1/events/batch"),
-    ("GET", "/v1/events/{id}"),
-    ("GET", "/v1/events/{id}/deliveries"),
+    route("POST", "/v1/events", POST_EVENTS),
+    route("GET", "/v1/events", READ),
+    route("POST", "/v1/events/batch", POST_EVENTS),
+    route("GET", "/v1/events/{id}", READ),
+    route("GET", "/v1/events/{id}/deliveries", READ),
     // Subscriptions.
-    ("POST", "/v1/subscriptions"),
-    ("GET", "/v1/subscriptions"),
-    ("GET", "/v1/subscriptions/{id}"),
-    ("PATCH", "/v1/subscriptions/{id}"),
-    ("DELETE", "/v1/subscriptions/{id}"),
-    ("GET", "/v1/subscriptions/{id}/secret"),
-    ("POST", "/v1/subscriptions/{id}/secret/rotate"),
-    ("GET", "/v1/subscriptions/{id}/deliveries"),
-    ("POST", "/v1/subscriptions/{id}/replay"),
-    ("POST", "/v1/subscriptions/{id}/test"),
+    route("POST", "/v1/subscriptions", WRITE),
+    route("GET", "/v1/subscriptions", READ),
+    route("GET", "/v1/subscriptions/{id}", READ),
+    route("PATCH", "/v1/subscriptions/{id}", WRITE),
+    route("DELETE", "/v1/subscriptions/{id}", WRITE),
+    // Whoever can read a signing secret can forge webhooks: write, not read.
+    route("GET", "/v1/subscriptions/{id}/secret", WRITE),
+    route("POST", "/v1/subscriptions/{id}/secret/rotate", WRITE),
+    route("GET", "/v1/subscriptions/{id}/deliveries", READ),
+    route("POST", "/v1/subscriptions/{id}/replay", WRITE),
+    route("POST", "/v1/subscriptions/{id}/test", WRITE),
     // Deliveries.
-    ("GET", "/v1/deliveries/{id}"),
-    ("GET", "/v1/deliveries/{id}/attempts"),
-    ("POST", "/v1/deliveries/{id}/retry"),
-    // Tenancy (issue 5): in the contract and the document, handlers still being
-    // written on another branch. Until their arms land they answer "route not found".
-    ("GET", "/v1/event-types"),
-    ("POST", "/v1/admin/entities"),
-    ("GET", "/v1/admin/entities"),
-    ("GET", "/v1/admin/entities/{id}"),
-    ("DELETE", "/v1/admin/entities/{id}"),
-    ("POST", "/v1/admin/api-keys"),
-    ("GET", "/v1/admin/api-keys"),
-    ("DELETE", "/v1/admin/api-keys/{id}"),
-    ("GET", "/v1/admin/backup"),
+    route("GET", "/v1/deliveries/{id}", READ),
+    route("GET", "/v1/deliveries/{id}/attempts", READ),
+    route("POST", "/v1/deliveries/{id}/retry", WRITE),
+    // The catalog is public knowledge to any tenant.
+    route("GET", "/v1/event-types", Access::Token),
+    // Tenancy and maintenance.
+    route("POST", "/v1/admin/entities", Access::Admin),
+    route("GET", "/v1/admin/entities", Access::Admin),
+    route("GET", "/v1/admin/entities/{id}", Access::Admin),
+    route("DELETE", "/v1/admin/entities/{id}", Access::Admin),
+    route("POST", "/v1/admin/api-keys", Access::Admin),
+    route("GET", "/v1/admin/api-keys", Access::Admin),
+    route("DELETE", "/v1/admin/api-keys/{id}", Access::Admin),
+    route("GET", "/v1/admin/backup", Access::Admin),
 ];
 
 /// The OpenAPI 3.1 document, compiled in so the binary serves the document of its own
 /// version.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
 
-/// Finds the route for a request: `Ok(template)` when `ROUTES` lists the method at
-/// this path, 405 naming the methods it does list, or 404 when no template matches.
-pub fn lookup(method: &Method, segments: &[&str]) -> Result<&'static str, ApiError> {
+/// Finds the route for a request: `Ok(route)` when `ROUTES` lists the method at this
+/// path, 405 naming the methods it does list, or 404 when no template matches.
+pub fn lookup(method: &Method, segments: &[&str]) -> Result<&'static Route, ApiError> {
     let best = ROUTES
         .iter()
-        .map(|(_, template)| *template)
+        .map(|r| r.path)
         .filter(|template| matches(template, segments))
         .max_by_key(|template| specificity(template));
     let Some(best) = best else {
         return Err(ApiError::NotFound("route"));
     };
-    let allowed: Vec<&str> = ROUTES
-        .iter()
-        .filter(|(_, template)| *template == best)
-        .map(|(m, _)| *m)
-        .collect();
-    if allowed.contains(&method.as_str()) {
-        Ok(best)
-    } else {
-        Err(ApiError::MethodNotAllowed(allowed.join(", ")))
+    let mut at_path = ROUTES.iter().filter(|r| r.path == best);
+    if let Some(found) = at_path.clone().find(|r| r.method == method.as_str()) {
+        return Ok(found);
     }
+    let allowed: Vec<&str> = at_path.by_ref().map(|r| r.method).collect();
+    Err(ApiError::MethodNotAllowed(allowed.join(", ")))
 }
 
 fn template_segments(template: &str) -> impl Iterator<Item = &str> {
@@ -109,7 +141,7 @@ fn is_param(segment: &str) -> bool {
 mod tests {
     use std::collections::BTreeSet;
 
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -147,7 +179,7 @@ mod tests {
         }
         let routed: BTreeSet<(String, String)> = ROUTES
             .iter()
-            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .map(|r| (r.method.to_owned(), r.path.to_owned()))
             .collect();
         assert_eq!(routed.len(), ROUTES.len(), "ROUTES lists a route twice");
         let undocumented: Vec<_> = routed.difference(&documented).collect();
@@ -219,37 +251,53 @@ mod tests {
                     });
                     assert!(declared, "{at}: path parameter {name} not declared");
                 }
-                let security = &op["security"];
-                if path.starts_with("/v1/") {
-                    // Absent (any valid token) or the scopes needed, as bearer roles.
-                    let requirements = security.as_array().map_or(&[][..], Vec::as_slice);
-                    assert!(
-                        requirements.iter().all(|r| r
-                            .as_object()
-                            .unwrap()
-                            .keys()
-                            .eq(["bearerAuth"])),
-                        "{at}: only bearerAuth"
-                    );
-                    assert!(
-                        security.is_null() || !requirements.is_empty(),
-                        "{at}: needs a token"
-                    );
-                } else {
-                    assert_eq!(security, &serde_json::json!([]), "{at}: public route");
-                }
             }
+        }
+    }
+
+    /// Each operation's `security` says what the route table enforces: `[]` for a
+    /// public route, absent (the document's default: any valid token) for `Token`,
+    /// the bearer role `admin` for `Admin`, and the one scope for `Scope`.
+    #[test]
+    fn the_document_security_is_the_table() {
+        let doc = document();
+        assert_eq!(doc["security"], json!([{"bearerAuth": []}]));
+        for route in ROUTES {
+            let op = &doc["paths"][route.path][route.method.to_lowercase()];
+            let expected = match route.access {
+                Access::Public => json!([]),
+                Access::Token => Value::Null,
+                Access::Admin => json!([{"bearerAuth": ["admin"]}]),
+                Access::Scope(scope) => json!([{"bearerAuth": [scope]}]),
+            };
+            assert_eq!(
+                op["security"], expected,
+                "{} {}: security",
+                route.method, route.path
+            );
+            // Public routes live outside /v1, where the router authenticates first.
+            assert_eq!(
+                route.access == Access::Public,
+                !route.path.starts_with("/v1/"),
+                "{} {}",
+                route.method,
+                route.path
+            );
         }
     }
 
     #[test]
     fn literal_segments_win_over_ids() {
         assert_eq!(
-            lookup(&Method::POST, &segments("/v1/events/batch")).ok(),
+            lookup(&Method::POST, &segments("/v1/events/batch"))
+                .ok()
+                .map(|r| r.path),
             Some("/v1/events/batch")
         );
         assert_eq!(
-            lookup(&Method::GET, &segments("/v1/events/evt_1")).ok(),
+            lookup(&Method::GET, &segments("/v1/events/evt_1"))
+                .ok()
+                .map(|r| r.path),
             Some("/v1/events/{id}")
         );
         match lookup(&Method::GET, &segments("/v1/events/batch")) {
@@ -285,14 +333,10 @@ mod tests {
 
     #[test]
     fn every_route_finds_itself() {
-        for (method, path) in ROUTES {
-            let method = Method::from_bytes(method.as_bytes()).unwrap();
-            let concrete = path.replace("{id}", "x_1");
-            assert_eq!(
-                lookup(&method, &segments(&concrete)).ok(),
-                Some(*path),
-                "{method} {path}"
-            );
+        for route in ROUTES {
+            let method = Method::from_bytes(route.method.as_bytes()).unwrap();
+            let concrete = route.path.replace("{id}", "x_1");
+            assert_eq!(lookup(&method, &segments(&concrete)).ok(), Some(route));
         }
     }
 }

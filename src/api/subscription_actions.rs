@@ -4,7 +4,6 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::auth::{SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE};
 use super::subscriptions::{find, read_object};
 use super::validate::Fields;
 use super::{ApiError, ApiResponse, AppState, Caller, Page, Request, data};
@@ -13,12 +12,8 @@ use crate::ids::{DeliveryId, EventId};
 use crate::store::records::{DeliveryState, EventRecord, SigningSecretRecord, SubscriptionStatus};
 use crate::store::{IngestOutcome, NewEvent, PutOutcome, ReplayOutcome, now_ms};
 
-pub async fn secret(
-    state: &AppState,
-    caller: &Caller,
-    raw_id: &str,
-) -> Result<ApiResponse, ApiError> {
-    let (id, record) = find(state, caller, raw_id, SUBSCRIPTIONS_WRITE)?;
+pub fn secret(state: &AppState, caller: &Caller, raw_id: &str) -> Result<ApiResponse, ApiError> {
+    let (id, record) = find(state, caller, raw_id)?;
     let newest = record
         .signing_secrets
         .first()
@@ -39,7 +34,7 @@ pub async fn deliveries(
     raw_id: &str,
     query: Option<&str>,
 ) -> Result<ApiResponse, ApiError> {
-    let (id, _) = find(state, caller, raw_id, SUBSCRIPTIONS_READ)?;
+    let (id, _) = find(state, caller, raw_id)?;
     let page = Page::parse(query)?;
     let mut wanted = None;
     for (key, value) in super::query_pairs(query) {
@@ -59,7 +54,7 @@ pub async fn deliveries(
     }
     let found = state
         .store
-        .subscription_deliveries(id.0, page.cursor, page.limit, move |d| {
+        .subscription_deliveries(id.0, page.after_id()?, page.limit, move |d| {
             wanted.is_none_or(|w| w == d.state)
         })
         .await?;
@@ -86,7 +81,7 @@ pub async fn replay(
     raw_id: &str,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
-    let (id, _) = find(state, caller, raw_id, SUBSCRIPTIONS_WRITE)?;
+    let (id, _) = find(state, caller, raw_id)?;
     let value = read_object(state, request).await?;
     let fields = Fields::new(&value, "")?;
     fields.only(&["since", "until", "onlyFailed"])?;
@@ -124,7 +119,7 @@ pub async fn test(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
-    let (id, record) = find(state, caller, raw_id, SUBSCRIPTIONS_WRITE)?;
+    let (id, record) = find(state, caller, raw_id)?;
     if record.status != SubscriptionStatus::Active {
         return Err(ApiError::inactive_subscription());
     }
@@ -173,7 +168,7 @@ pub async fn rotate(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
-    let (id, current) = find(state, caller, raw_id, SUBSCRIPTIONS_WRITE)?;
+    let (id, current) = find(state, caller, raw_id)?;
     let owner = id.to_string();
     let now = now_ms();
     let overlap = state.config.delivery.rotation_overlap.as_millis() as u64;

@@ -5,7 +5,6 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::auth::{SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE};
 use super::endpoint_auth::{self, AuthInput};
 use super::validate::{self, Fields};
 use super::{ApiError, ApiResponse, AppState, Caller, Page, Request, data, parse_json, read_body};
@@ -34,7 +33,6 @@ pub async fn create(
     caller: &Caller,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
-    caller.require(SUBSCRIPTIONS_WRITE)?;
     let value = read_object(state, request).await?;
     let fields = Fields::new(&value, "")?;
     fields.only(FIELDS)?;
@@ -93,38 +91,26 @@ pub async fn create(
     Ok(data(StatusCode::CREATED, view))
 }
 
-pub async fn list(
+pub fn list(
     state: &AppState,
     caller: &Caller,
     query: Option<&str>,
 ) -> Result<ApiResponse, ApiError> {
-    caller.require(SUBSCRIPTIONS_READ)?;
     let page = Page::parse(query)?;
     let index = state.store.subscriptions();
-    let after = page.cursor.unwrap_or(0);
-    let mut items = Vec::with_capacity(page.limit);
-    let mut next = None;
-    for (&id, record) in index.iter() {
-        if (page.cursor.is_some() && id <= after) || !caller.sees(&record.entity) {
-            continue;
-        }
-        if items.len() == page.limit {
-            next = items
-                .last()
-                .map(|(id, _): &(u128, Value)| super::cursor(*id));
-            break;
-        }
-        items.push((id, view(state, SubscriptionId(id), record)?));
-    }
-    let data: Vec<Value> = items.into_iter().map(|(_, v)| v).collect();
-    Ok(super::json(
-        StatusCode::OK,
-        &json!({"data": data, "nextCursor": next}),
-    ))
+    let visible = index
+        .after(page.after_id()?)
+        .filter(|(_, record)| caller.sees(&record.entity));
+    let (found, next) = super::take_page(visible, page.limit);
+    let items = found
+        .into_iter()
+        .map(|(id, record)| view(state, SubscriptionId(id), record))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(super::list(items, next))
 }
 
-pub async fn get(state: &AppState, caller: &Caller, raw_id: &str) -> Result<ApiResponse, ApiError> {
-    let (id, record) = find(state, caller, raw_id, SUBSCRIPTIONS_READ)?;
+pub fn get(state: &AppState, caller: &Caller, raw_id: &str) -> Result<ApiResponse, ApiError> {
+    let (id, record) = find(state, caller, raw_id)?;
     Ok(data(StatusCode::OK, view(state, id, &record)?))
 }
 
@@ -134,7 +120,7 @@ pub async fn patch(
     raw_id: &str,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
-    let (id, current) = find(state, caller, raw_id, SUBSCRIPTIONS_WRITE)?;
+    let (id, current) = find(state, caller, raw_id)?;
     let value = read_object(state, request).await?;
     let fields = Fields::new(&value, "")?;
     fields.only(FIELDS)?;
@@ -203,7 +189,7 @@ pub async fn delete(
     caller: &Caller,
     raw_id: &str,
 ) -> Result<ApiResponse, ApiError> {
-    let (id, _) = find(state, caller, raw_id, SUBSCRIPTIONS_WRITE)?;
+    let (id, _) = find(state, caller, raw_id)?;
     if !state.store.delete_subscription(id.0).await? {
         return Err(ApiError::NotFound("subscription"));
     }
@@ -218,15 +204,13 @@ pub(super) async fn read_object(state: &AppState, request: Request) -> Result<Va
     parse_json(&body)
 }
 
-/// A subscription the caller may see, with `scope` required first; anything else (absent, malformed, another
+/// A subscription the caller may see; anything else (absent, malformed, another
 /// tenant's) is the same 404.
 pub(super) fn find(
     state: &AppState,
     caller: &Caller,
     raw_id: &str,
-    scope: &str,
 ) -> Result<(SubscriptionId, std::sync::Arc<SubscriptionRecord>), ApiError> {
-    caller.require(scope)?;
     let id = SubscriptionId::parse(raw_id).ok_or(ApiError::NotFound("subscription"))?;
     let index = state.store.subscriptions();
     let record = index
@@ -328,7 +312,8 @@ fn description(fields: &Fields<'_>) -> Result<Option<String>, ApiError> {
         Some(d) if d.len() > validate::MAX_DESCRIPTION => {
             Err(ApiError::invalid("description", "at most 1024 bytes"))
         }
-        other => Ok(other.map(str::to_owned)),
+        Some(d) => validate::printable("description", d).map(|()| Some(d.to_owned())),
+        None => Ok(None),
     }
 }
 

@@ -13,6 +13,7 @@ pub const MAX_EVENT_TYPE_LEN: usize = 255;
 pub const MAX_EVENT_TYPES: usize = 100;
 pub const MAX_DESCRIPTION: usize = 1024;
 pub const MAX_RATE_LIMIT: u64 = 100_000;
+pub const MAX_NAME: usize = 256;
 
 /// Header names hookd sets or that would break HTTP framing.
 const RESERVED_HEADERS: &[&str] = &[
@@ -126,6 +127,31 @@ impl<'a> Fields<'a> {
                 .map(Some)
                 .ok_or_else(|| ApiError::invalid(self.name(field), "must be a positive integer")),
         }
+    }
+}
+
+/// A name (entity, API key): required, 1-256 bytes, not blank, no control characters.
+pub fn name<'a>(fields: &Fields<'a>, field: &str) -> Result<&'a str, ApiError> {
+    let name = fields.required_str(field)?;
+    if name.trim().is_empty() || name.len() > MAX_NAME {
+        return Err(ApiError::invalid(
+            fields.name(field),
+            "must be 1-256 bytes, not only spaces",
+        ));
+    }
+    printable(&fields.name(field), name)?;
+    Ok(name)
+}
+
+/// Text that names or describes something is shown in tables, logs and pages: a control
+/// character (newline, tab, escape, C1) there could forge a line or a terminal sequence.
+pub fn printable(field: &str, text: &str) -> Result<(), ApiError> {
+    match text.chars().position(char::is_control) {
+        Some(at) => Err(ApiError::invalid(
+            field,
+            format!("must not contain control characters (character {at})"),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -318,6 +344,20 @@ mod tests {
         assert!(event_type_pattern("t", "v2.*.created").is_err());
         assert!(event_type_name("t", "").is_err());
         assert!(event_type_name("t", "has space").is_err());
+    }
+
+    #[test]
+    fn names_refuse_control_characters() {
+        assert!(printable("n", "Acme GmbH – Zürich").is_ok());
+        for bad in [
+            "a\nb",
+            "tab\there",
+            "esc\u{1b}[31m",
+            "c1\u{85}",
+            "del\u{7f}",
+        ] {
+            assert!(printable("n", bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! readers never see a change that was not durably stored.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use super::records::{SubscriptionRecord, SubscriptionStatus};
@@ -100,6 +101,17 @@ impl SubscriptionIndex {
 
     pub fn iter(&self) -> impl Iterator<Item = (&u128, &Arc<SubscriptionRecord>)> {
         self.all.iter()
+    }
+
+    /// Subscriptions in id order, after `cursor` (exclusive) when given.
+    pub fn after(
+        &self,
+        cursor: Option<u128>,
+    ) -> impl Iterator<Item = (u128, &Arc<SubscriptionRecord>)> {
+        let from = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        self.all
+            .range((from, Bound::Unbounded))
+            .map(|(id, r)| (*id, r))
     }
 
     pub fn len(&self) -> usize {

@@ -129,13 +129,6 @@ pub struct Page<T> {
     pub next: Option<u128>,
 }
 
-/// An event with the deliveries it fanned out to.
-#[derive(Debug, Clone)]
-pub struct EventView {
-    pub record: EventRecord,
-    pub deliveries: Vec<(u128, DeliveryRecord)>,
-}
-
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
@@ -361,28 +354,36 @@ impl Store {
         }
     }
 
-    pub async fn event(&self, id: u128) -> Result<Option<EventView>, StoreError> {
+    pub async fn event(&self, id: u128) -> Result<Option<EventRecord>, StoreError> {
         self.read(move |txn| {
-            let events = txn.open_table(EVENTS)?;
-            let Some(record) = events.get(id)?.map(|g| decode::<EventRecord>(g.value())) else {
-                return Ok(None);
-            };
-            let record = record?;
+            txn.open_table(EVENTS)?
+                .get(id)?
+                .map(|g| decode(g.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    /// How many deliveries of an event `keep` accepts (it fans out to at most one per
+    /// subscription, so this is bounded by the subscriptions there are).
+    pub async fn count_event_deliveries(
+        &self,
+        event: u128,
+        keep: impl Fn(&DeliveryRecord) -> bool + Send + 'static,
+    ) -> Result<u32, StoreError> {
+        self.read(move |txn| {
             let deliveries = txn.open_table(DELIVERIES)?;
-            let mut found = Vec::new();
+            let mut count = 0;
             for entry in txn
                 .open_table(EVENT_DELIVERIES)?
-                .range((id, 0)..=(id, u128::MAX))?
+                .range((event, 0)..=(event, u128::MAX))?
             {
                 let delivery = entry?.0.value().1;
                 if let Some(g) = deliveries.get(delivery)? {
-                    found.push((delivery, decode::<DeliveryRecord>(g.value())?));
+                    count += u32::from(keep(&decode::<DeliveryRecord>(g.value())?));
                 }
             }
-            Ok(Some(EventView {
-                record,
-                deliveries: found,
-            }))
+            Ok(count)
         })
         .await
     }
@@ -421,16 +422,31 @@ impl Store {
         .await
     }
 
-    pub async fn attempts(&self, delivery: u128) -> Result<Vec<AttemptRecord>, StoreError> {
+    /// A delivery's attempts oldest first, numbered from 1, after attempt `after`.
+    pub async fn attempts(
+        &self,
+        delivery: u128,
+        after: u32,
+        limit: usize,
+    ) -> Result<Page<(u32, AttemptRecord)>, StoreError> {
         self.read(move |txn| {
-            let mut out = Vec::new();
+            let mut page = Page {
+                items: Vec::new(),
+                next: None,
+            };
+            let first = after.saturating_add(1);
             for entry in txn
                 .open_table(ATTEMPTS)?
-                .range((delivery, 0)..=(delivery, u32::MAX))?
+                .range((delivery, first)..=(delivery, u32::MAX))?
             {
-                out.push(decode(entry?.1.value())?);
+                let (key, value) = entry?;
+                if page.items.len() == limit {
+                    page.next = page.items.last().map(|(n, _)| u128::from(*n));
+                    break;
+                }
+                page.items.push((key.value().1, decode(value.value())?));
             }
-            Ok(out)
+            Ok(page)
         })
         .await
     }
@@ -477,34 +493,22 @@ impl Store {
         limit: usize,
         keep: impl Fn(&DeliveryRecord) -> bool + Send + 'static,
     ) -> Result<Page<(u128, DeliveryRecord)>, StoreError> {
-        self.read(move |txn| {
-            let deliveries = txn.open_table(DELIVERIES)?;
-            let high = cursor.unwrap_or(u128::MAX);
-            let mut page = Page {
-                items: Vec::new(),
-                next: None,
-            };
-            let owned = txn.open_table(SUBSCRIPTION_DELIVERIES)?;
-            for (scanned, entry) in owned
-                .range((subscription, 0)..(subscription, high))?
-                .rev()
-                .enumerate()
-            {
-                let delivery = entry?.0.value().1;
-                if page.items.len() == limit || scanned == MAX_SCAN {
-                    page.next = Some(page.items.last().map_or(delivery + 1, |(last, _)| *last));
-                    break;
-                }
-                if let Some(guard) = deliveries.get(delivery)? {
-                    let record: DeliveryRecord = decode(guard.value())?;
-                    if keep(&record) {
-                        page.items.push((delivery, record));
-                    }
-                }
-            }
-            Ok(page)
-        })
-        .await
+        let table = SUBSCRIPTION_DELIVERIES;
+        self.read(move |txn| deliveries_page(txn, table, subscription, cursor, limit, keep))
+            .await
+    }
+
+    /// An event's deliveries newest first, before `cursor`, that `keep` accepts.
+    pub async fn event_deliveries(
+        &self,
+        event: u128,
+        cursor: Option<u128>,
+        limit: usize,
+        keep: impl Fn(&DeliveryRecord) -> bool + Send + 'static,
+    ) -> Result<Page<(u128, DeliveryRecord)>, StoreError> {
+        let table = EVENT_DELIVERIES;
+        self.read(move |txn| deliveries_page(txn, table, event, cursor, limit, keep))
+            .await
     }
 
     /// Every entry of the due queue, oldest first: what the dispatcher starts from.
@@ -555,6 +559,39 @@ impl Store {
             other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
         }
     }
+}
+
+/// One page of the deliveries an index table (`(owner, delivery)`) lists for `owner`,
+/// newest first, examining at most `MAX_SCAN` rows.
+fn deliveries_page(
+    txn: &ReadTransaction,
+    table: redb::TableDefinition<(u128, u128), ()>,
+    owner: u128,
+    cursor: Option<u128>,
+    limit: usize,
+    keep: impl Fn(&DeliveryRecord) -> bool,
+) -> Result<Page<(u128, DeliveryRecord)>, StoreError> {
+    let deliveries = txn.open_table(DELIVERIES)?;
+    let high = cursor.unwrap_or(u128::MAX);
+    let mut page = Page {
+        items: Vec::new(),
+        next: None,
+    };
+    let owned = txn.open_table(table)?;
+    for (scanned, entry) in owned.range((owner, 0)..(owner, high))?.rev().enumerate() {
+        let delivery = entry?.0.value().1;
+        if page.items.len() == limit || scanned == MAX_SCAN {
+            page.next = Some(page.items.last().map_or(delivery + 1, |(last, _)| *last));
+            break;
+        }
+        if let Some(guard) = deliveries.get(delivery)? {
+            let record: DeliveryRecord = decode(guard.value())?;
+            if keep(&record) {
+                page.items.push((delivery, record));
+            }
+        }
+    }
+    Ok(page)
 }
 
 fn load_index(

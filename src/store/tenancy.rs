@@ -3,6 +3,7 @@
 //! a request and deciding what a caller sees cost no disk read.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,12 @@ impl EntityTree {
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &EntityRecord)> {
         self.entities.iter()
+    }
+
+    /// Entities in id order, after `cursor` (exclusive) when given.
+    pub fn after(&self, cursor: Option<&str>) -> impl Iterator<Item = (&String, &EntityRecord)> {
+        let from = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        self.entities.range::<str, _>((from, Bound::Unbounded))
     }
 
     /// Whether `entity` is `ancestor` or below it. Every entity is below the root.
@@ -119,9 +126,15 @@ impl KeyIndex {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<KeyView>> {
+        self.after(None)
+    }
+
+    /// Keys in id order, after `cursor` (exclusive) when given.
+    pub fn after(&self, cursor: Option<u128>) -> impl Iterator<Item = &Arc<KeyView>> {
+        let from = cursor.map_or(Bound::Unbounded, Bound::Excluded);
         self.by_id
-            .values()
-            .filter_map(|hash| self.by_hash.get(hash))
+            .range((from, Bound::Unbounded))
+            .filter_map(|(_, hash)| self.by_hash.get(hash))
     }
 
     pub fn owned_by(&self, entity: &str) -> bool {

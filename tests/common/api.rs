@@ -72,6 +72,35 @@ impl Api {
         (response.status, value)
     }
 
+    /// Creates an entity (`parent` None: a top-level organisation).
+    pub async fn create_entity(&self, id: &str, parent: Option<&str>) {
+        let body = serde_json::json!({"id": id, "name": id, "parentId": parent});
+        let (status, body) = self.call("POST", "/v1/admin/entities", Some(body)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// Creates an API key for `entity` and returns the key itself (`hk_...`).
+    pub async fn create_key(&self, entity: &str, scopes: &[&str]) -> String {
+        let body = serde_json::json!({"entityId": entity, "name": "k", "scopes": scopes});
+        let (status, body) = self.call("POST", "/v1/admin/api-keys", Some(body)).await;
+        assert_eq!(status, 201, "{body}");
+        body["data"]["key"].as_str().unwrap().to_string()
+    }
+
+    /// The same call made with another token.
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let body = body.map(|b| b.to_string().into_bytes());
+        let auth = format!("Bearer {token}");
+        self.call_raw(method, path, body, &[("authorization", &auth)])
+            .await
+    }
+
     /// Creates a subscription and returns (id, signing secret).
     pub async fn subscribe(&self, url: &str, types: &[&str]) -> (String, String) {
         let (status, body) = self
@@ -121,18 +150,19 @@ impl Api {
 
     /// The id of the (only or first) delivery of an accepted event.
     pub async fn first_delivery(&self, accepted: &Value) -> String {
-        let event_id = accepted["eventId"].as_str().unwrap();
+        let event_id = accepted["id"].as_str().unwrap();
         self.deliveries_of(event_id).await[0]["id"]
             .as_str()
             .unwrap()
             .to_string()
     }
 
+    /// Every delivery of an event (the first page of 500 is all a test makes).
     pub async fn deliveries_of(&self, event_id: &str) -> Vec<Value> {
-        let (status, body) = self
-            .call("GET", &format!("/v1/events/{event_id}"), None)
-            .await;
+        let path = format!("/v1/events/{event_id}/deliveries?limit=500");
+        let (status, body) = self.call("GET", &path, None).await;
         assert_eq!(status, 200, "{body}");
-        body["data"]["deliveries"].as_array().unwrap().clone()
+        assert!(body["nextCursor"].is_null(), "{body}");
+        body["data"].as_array().unwrap().clone()
     }
 }
