@@ -145,13 +145,55 @@ async fn a_delivery_ends_failed_when_retries_would_pass_max_age() {
 
 #[tokio::test]
 async fn loopback_endpoints_are_refused_without_an_allow_list() {
-    let hookd = Hookd::start(Options {
+    let closed = || Options {
         delivery: "allow_networks = []\n".into(),
         ..Options::default()
-    })
-    .await;
+    };
+    let hookd = Hookd::start(closed()).await;
     let mut receiver = Receiver::start(&hookd.ca).await;
+    let port = receiver.addr.port();
+    // Refused when the subscription is made, in every spelling a resolver accepts.
+    let hosts = [
+        "localhost",
+        "127.0.0.1",
+        "127.1",
+        "0x7f000001",
+        "2130706433",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "[fe80::1%25lo]",
+        "localhost..",
+    ];
+    for host in hosts {
+        let url = format!("https://{host}:{port}/hook");
+        let body = json!({"eventTypes": ["*"], "endpointUrl": url});
+        let (status, problem) = hookd.call("POST", "/v1/subscriptions", Some(body)).await;
+        assert_eq!(
+            (status, problem["field"].as_str()),
+            (422, Some("endpointUrl")),
+            "{url}: {problem}"
+        );
+    }
+    let (sub, _) = hookd
+        .subscribe("https://receiver.invalid/hook", &["*"])
+        .await;
+    let patch = json!({"endpointUrl": format!("https://127.1:{port}/hook")});
+    let (status, problem) = hookd
+        .call("PATCH", &format!("/v1/subscriptions/{sub}"), Some(patch))
+        .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (422, Some("endpointUrl"))
+    );
+    hookd
+        .call("DELETE", &format!("/v1/subscriptions/{sub}"), None)
+        .await;
+
+    // And when dialled: DNS can change after the check, so the connector's guard stays.
+    // A subscription made while loopback was allowed meets it after a restart without.
+    let hookd = hookd.restart(Options::default()).await;
     hookd.subscribe(&receiver.url, &["*"]).await;
+    let hookd = hookd.restart(closed()).await;
     let accepted = hookd.post_event("job.created", json!({})).await;
     let delivery = hookd.first_delivery(&accepted).await;
     let retrying = hookd.wait_for_delivery_state(&delivery, "RETRYING").await;

@@ -295,11 +295,11 @@ async fn new_credentials_drop_the_cached_token() {
 
 #[tokio::test]
 async fn the_token_url_follows_the_endpoint_rules() {
-    let hookd = Hookd::start(Options {
+    let closed = || Options {
         delivery: "allow_networks = []\n".into(),
         ..Options::default()
-    })
-    .await;
+    };
+    let hookd = Hookd::start(closed()).await;
     let (status, problem) = hookd
         .call(
             "POST",
@@ -314,10 +314,29 @@ async fn the_token_url_follows_the_endpoint_rules() {
         (422, Some("endpointAuth.credentials.tokenUrl"))
     );
 
-    // A loopback token URL with an empty allow-list is refused before any request.
+    // A loopback token URL with an empty allow-list is refused when it is given...
     let mut tokens = token_server(&hookd, 3600).await;
+    let (status, problem) = hookd
+        .call(
+            "POST",
+            "/v1/subscriptions",
+            Some(
+                json!({"eventTypes": ["*"], "endpointUrl": "https://example.com/", "endpointAuth": {
+                "type": "OAUTH2_CLIENT_CREDENTIALS",
+                "credentials": {"clientId": "a", "clientSecret": "b", "tokenUrl": tokens.url}}}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (422, Some("endpointAuth.credentials.tokenUrl")),
+        "{problem}"
+    );
+    // ...and, made while loopback was allowed, refused when dialled without it.
+    let hookd = hookd.restart(Options::default()).await;
     let sub_endpoint = "https://localhost:9/never";
     oauth_subscription(&hookd, sub_endpoint, &tokens.url, json!({})).await;
+    let hookd = hookd.restart(closed()).await;
     let accepted = hookd.post_event("job.done", json!({})).await;
     let delivery = hookd.first_delivery(&accepted).await;
     let failed = hookd.wait_for_delivery_state(&delivery, "RETRYING").await;

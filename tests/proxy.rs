@@ -213,13 +213,22 @@ async fn a_proxy_refusal_is_a_retryable_failure_naming_the_proxy_status() {
 #[tokio::test]
 async fn with_a_proxy_ip_literals_still_meet_the_guard_and_names_are_left_to_the_proxy() {
     let mut proxy = Proxy::start(Answer::Tunnel).await;
-    // Loopback is not allowed: hookd must refuse 127.0.0.1 itself, before any CONNECT.
-    let hookd = Hookd::start(proxied(&proxy, "allow_networks = []\n")).await;
+    let closed = proxied(&proxy, "allow_networks = []\n");
+    // Made while loopback was allowed; after a restart without it, hookd must refuse
+    // 127.0.0.1 itself when dialling, before any CONNECT.
+    let hookd = Hookd::start(proxied(&proxy, "")).await;
     let mut receiver = Receiver::start(&hookd.ca).await;
     let port = receiver.addr.port();
-    let (literal, _) = hookd
-        .subscribe(&format!("https://127.0.0.1:{port}/hook"), &["*"])
-        .await;
+    let literal_url = format!("https://127.0.0.1:{port}/hook");
+    let (literal, _) = hookd.subscribe(&literal_url, &["*"]).await;
+    let hookd = hookd.restart(closed).await;
+    // A literal is refused when given; a name is the proxy's to resolve, so it is not.
+    let body = json!({"eventTypes": ["*"], "endpointUrl": literal_url});
+    let (status, problem) = hookd.call("POST", "/v1/subscriptions", Some(body)).await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (422, Some("endpointUrl"))
+    );
     let (named, secret) = hookd.subscribe(&receiver.url, &["*"]).await;
 
     let accepted = hookd.post_event("job.created", json!({})).await;

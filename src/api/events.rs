@@ -414,7 +414,7 @@ fn accepted(
 /// accepted event reads back and every receiver can parse it. A full parse is needed:
 /// skipping the value (`IgnoredAny`) does not validate escapes.
 fn check_json(raw: &str) -> Result<(), String> {
-    serde_json::from_str::<Value>(raw)
+    super::strict::parse(raw.as_bytes())
         .map(drop)
         .map_err(|e| format!("is not valid JSON: {e}"))
 }

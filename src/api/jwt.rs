@@ -48,6 +48,9 @@ pub struct Claims {
 #[derive(Deserialize)]
 struct Header {
     alg: String,
+    /// Extensions the issuer says must be understood (RFC 7515 4.1.11). hookd
+    /// understands none, so a token carrying any is refused rather than half-honoured.
+    crit: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +105,11 @@ impl Verifier {
         // The configured algorithm decides; a token naming another is refused.
         if header.alg != self.algorithm() {
             return Err("the token's algorithm is not the configured one");
+        }
+        if header.crit.is_some() {
+            return Err(
+                "the token names critical header extensions (crit), which hookd does not support",
+            );
         }
         let signed = &token[..token.len() - sig.len() - 1];
         let sig = decode(sig)?;
@@ -283,6 +291,8 @@ mod tests {
         );
         assert!(v.verify(&sign(r#"{"alg":"HS256"}"#, early), 480).is_ok());
         assert!(v.verify("a.b", 0).is_err());
+        let critical = sign(r#"{"alg":"HS256","crit":["exp"]}"#, claims(1000));
+        assert!(v.verify(&critical, 1000).unwrap_err().contains("crit"));
     }
 
     #[test]

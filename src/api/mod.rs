@@ -10,7 +10,9 @@ mod endpoint_auth;
 mod error;
 mod events;
 mod jwt;
+mod reachable;
 mod routes;
+mod strict;
 mod subscription_actions;
 mod subscriptions;
 mod validate;
@@ -55,6 +57,8 @@ pub struct AppState {
     pub health: Health,
     /// Held by the one backup that may run at a time.
     backup_slot: Arc<tokio::sync::Semaphore>,
+    /// The delivery client's address rules, to refuse at once a URL it would refuse.
+    guard: crate::delivery::guard::AddressGuard,
 }
 
 impl AppState {
@@ -72,7 +76,10 @@ impl AppState {
             .as_ref()
             .map(jwt::Verifier::from_config)
             .transpose()?;
+        let guard =
+            crate::delivery::guard::AddressGuard::new(config.delivery.allow_networks.clone());
         Ok(Self {
+            guard,
             store,
             sealer,
             admin: auth::AdminToken::new(&rng, admin_token).map_err(|_| StartError::Random)?,
@@ -247,12 +254,22 @@ async fn read_body(request: Request, limit: usize, key: &'static str) -> Result<
     }
 }
 
-/// Parses JSON; syntax errors are 400, wrong shapes (unknown fields) 422.
+/// Parses JSON into a struct; syntax errors are 400, wrong shapes (unknown or
+/// duplicate fields) 422.
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
+    serde_json::from_slice(body).map_err(json_error)
+}
+
+/// Parses JSON into a value to be read field by field, refusing duplicate keys (422).
+fn parse_value(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    strict::parse(body).map_err(json_error)
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
+    match e.classify() {
         serde_json::error::Category::Data => ApiError::invalid("body", e.to_string()),
         _ => ApiError::BadRequest(format!("the body is not valid JSON: {e}")),
-    })
+    }
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> ApiResponse {

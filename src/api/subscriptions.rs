@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::endpoint_auth::{self, AuthInput};
 use super::validate::{self, Fields};
-use super::{ApiError, ApiResponse, AppState, Caller, Page, Request, data, parse_json, read_body};
+use super::{ApiError, ApiResponse, AppState, Caller, Page, Request, data, read_body};
 use crate::delivery::sign::generate_secret;
 use crate::ids::{EntityId, SubscriptionId};
 use crate::secret::Secret;
@@ -48,6 +48,7 @@ pub async fn create(
     )?;
     let auth =
         endpoint_auth::parse(&fields, state.config.delivery.allow_http)?.unwrap_or(AuthInput::None);
+    deliverable(state, Some(endpoint_url), Some(&auth)).await?;
     let headers =
         validate::custom_headers(&fields, "customHeaders", !matches!(auth, AuthInput::None))?;
     let rate_limit = rate_limit(&fields)?;
@@ -130,6 +131,14 @@ pub async fn patch(
             "cannot change; create a new subscription",
         ));
     }
+    for required in ["status", "eventTypes", "endpointUrl", "endpointAuth"] {
+        if fields.is_null(required) {
+            return Err(ApiError::invalid(
+                required,
+                "cannot be null; only customHeaders, rateLimit and description can be cleared",
+            ));
+        }
+    }
     let owner = id.to_string();
     let mut record = (*current).clone();
     if let Some(status) = status(&fields)? {
@@ -141,11 +150,14 @@ pub async fn patch(
     if let Some(types) = event_types(state, caller, &fields)? {
         record.event_types = types;
     }
-    if let Some(url) = fields.str("endpointUrl")? {
+    let url = fields.str("endpointUrl")?;
+    if let Some(url) = url {
         validate::endpoint_url("endpointUrl", url, state.config.delivery.allow_http)?;
         record.endpoint_url = url.to_owned();
     }
-    if let Some(auth) = endpoint_auth::parse(&fields, state.config.delivery.allow_http)? {
+    let auth = endpoint_auth::parse(&fields, state.config.delivery.allow_http)?;
+    deliverable(state, url, auth.as_ref()).await?;
+    if let Some(auth) = auth {
         record.endpoint_auth = endpoint_auth::seal(state, &owner, auth)?;
     }
     let has_auth = record.endpoint_auth != EndpointAuthRecord::None;
@@ -197,11 +209,29 @@ pub async fn delete(
     Ok(super::no_content())
 }
 
+/// Refuses, now, an endpoint or token URL being set that hookd could never deliver to
+/// (`reachable.rs`).
+async fn deliverable(
+    state: &AppState,
+    endpoint_url: Option<&str>,
+    auth: Option<&AuthInput>,
+) -> Result<(), ApiError> {
+    let resolve = state.config.delivery.proxy.is_none();
+    if let Some(url) = endpoint_url {
+        super::reachable::check(&state.guard, resolve, "endpointUrl", url).await?;
+    }
+    if let Some(AuthInput::OAuth2 { token_url, .. }) = auth {
+        let field = "endpointAuth.credentials.tokenUrl";
+        super::reachable::check(&state.guard, resolve, field, token_url).await?;
+    }
+    Ok(())
+}
+
 /// The request body as a JSON object, within `server.max_body_bytes`.
 pub(super) async fn read_object(state: &AppState, request: Request) -> Result<Value, ApiError> {
     let limit = state.config.server.max_body_bytes;
     let body = read_body(request, limit, "server.max_body_bytes").await?;
-    parse_json(&body)
+    super::parse_value(&body)
 }
 
 /// A subscription the caller may see; anything else (absent, malformed, another
@@ -264,11 +294,19 @@ fn event_types(
     for (i, pattern) in list.iter().enumerate() {
         let field = format!("eventTypes[{i}]");
         validate::event_type_pattern(&field, pattern)?;
-        if pattern.ends_with('*') {
-            let readable = catalog
+        if pattern.ends_with('*') && closed {
+            let mut scopes = catalog
                 .iter()
-                .any(|(name, scope)| pattern_matches(pattern, name) && caller.has(scope));
-            if closed && !readable {
+                .filter(|(name, _)| pattern_matches(pattern, name))
+                .map(|(_, scope)| scope)
+                .peekable();
+            if scopes.peek().is_none() {
+                return Err(ApiError::invalid(
+                    field,
+                    "matches no event type in the catalog (GET /v1/event-types)",
+                ));
+            }
+            if !scopes.any(|scope| caller.has(scope)) {
                 return Err(ApiError::Forbidden(format!(
                     "{field}: {pattern} matches no event type whose scope this credential holds"
                 )));

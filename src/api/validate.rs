@@ -81,6 +81,11 @@ impl<'a> Fields<'a> {
         self.map.contains_key(field)
     }
 
+    /// Whether the field is given as `null` (not merely absent).
+    pub fn is_null(&self, field: &str) -> bool {
+        self.map.get(field).is_some_and(Value::is_null)
+    }
+
     pub fn str(&self, field: &str) -> Result<Option<&'a str>, ApiError> {
         match self.get(field) {
             None => Ok(None),
@@ -299,6 +304,14 @@ pub fn custom_headers(
         let value = value
             .as_str()
             .ok_or_else(|| ApiError::invalid(at.clone(), "must be a string"))?;
+        // Deliveries are JSON: a custom content-type may only say so (integrations
+        // migrating from other senders set exactly this).
+        if lower == "content-type" && !value.trim().eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::invalid(
+                at,
+                "may only be application/json (the body hookd sends is JSON)",
+            ));
+        }
         if value.len() > MAX_HEADER_VALUE || !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
             return Err(ApiError::invalid(
                 at,

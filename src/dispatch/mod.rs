@@ -140,7 +140,7 @@ impl Dispatcher {
                 Ok(Some((delivery, event))) => {
                     let Some(at) = delivery
                         .next_attempt_ms
-                        .filter(|_| !delivery.state.is_final())
+                        .filter(|_| !delivery.state.is_final() || delivery.retry_once)
                     else {
                         return;
                     };

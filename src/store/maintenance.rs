@@ -16,8 +16,8 @@ use redb::{
 use super::error::StoreError;
 use super::migrate::{self, SCHEMA_VERSION};
 use super::tables::{
-    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, HEALTH, IDEMPOTENCY,
-    META, SUBSCRIPTION_DELIVERIES, SUBSCRIPTIONS,
+    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, FAILING, HEALTH,
+    IDEMPOTENCY, META, SUBSCRIPTION_DELIVERIES, SUBSCRIPTIONS,
 };
 
 /// Rows per write transaction of the copy: each commit lets redb write its dirty pages
@@ -83,6 +83,7 @@ pub(super) fn backup(db: &Database, dest: &Path) -> Result<BackupInfo, StoreErro
         copy_table(&source, &copy, ATTEMPTS)?,
         copy_table(&source, &copy, DUE)?,
         copy_table(&source, &copy, HEALTH)?,
+        copy_table(&source, &copy, FAILING)?,
         copy_table(&source, &copy, IDEMPOTENCY)?,
         copy_table(&source, &copy, ENTITIES)?,
         copy_table(&source, &copy, API_KEYS)?,

@@ -8,8 +8,8 @@ use super::codec::encode;
 use super::error::StoreError;
 use super::records::EntityRecord;
 use super::tables::{
-    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, HEALTH, IDEMPOTENCY,
-    META, SUBSCRIPTION_DELIVERIES, SUBSCRIPTIONS,
+    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, FAILING, HEALTH,
+    IDEMPOTENCY, META, SUBSCRIPTION_DELIVERIES, SUBSCRIPTIONS,
 };
 use crate::ids::EntityId;
 
@@ -56,6 +56,7 @@ fn create(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
     txn.open_table(DUE)?;
     txn.open_table(IDEMPOTENCY)?;
     txn.open_table(HEALTH)?;
+    txn.open_table(FAILING)?;
     txn.open_table(API_KEYS)?;
     let root = EntityRecord {
         name: "root".into(),

@@ -24,6 +24,10 @@ pub const DUE: TableDefinition<(u64, u128), u128> = TableDefinition::new("due_v1
 /// subscription id -> Unix ms of its latest successful attempt (for
 /// `delivery.disable_after`); kept apart so a success does not rewrite the subscription.
 pub const HEALTH: TableDefinition<u128, u64> = TableDefinition::new("subscription_health_v1");
+/// subscription id -> Unix ms of its first failed attempt since its latest success,
+/// creation or re-activation (for `delivery.disable_after`: continuous failure). Absent
+/// while the endpoint is not failing.
+pub const FAILING: TableDefinition<u128, u64> = TableDefinition::new("subscription_failing_v1");
 /// SHA-256(entity id, 0, Idempotency-Key) -> `IdempotencyRecord`.
 pub const IDEMPOTENCY: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("idempotency_v1");
 /// entity id -> `EntityRecord`.

@@ -137,6 +137,12 @@ impl Hookd {
         }
     }
 
+    /// Stops hookd gracefully and starts it again on the same state with `options`.
+    pub async fn restart(self, options: Options) -> Self {
+        let (dir, ca) = self.stop().await;
+        Self::start_in(dir, ca, options).await
+    }
+
     /// Stops hookd gracefully and returns its state folder for a restart.
     pub async fn stop(mut self) -> (tempfile::TempDir, Arc<TestCa>) {
         self.shutdown.cancel();

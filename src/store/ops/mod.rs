@@ -20,8 +20,8 @@ use super::records::{
     SubscriptionRecord, SubscriptionStatus,
 };
 use super::tables::{
-    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, HEALTH, IDEMPOTENCY,
-    SUBSCRIPTION_DELIVERIES, SUBSCRIPTIONS,
+    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, FAILING, HEALTH,
+    IDEMPOTENCY, SUBSCRIPTION_DELIVERIES, SUBSCRIPTIONS,
 };
 use super::tenancy::MAX_DEPTH;
 use super::writer::{
@@ -50,6 +50,7 @@ pub(super) struct Tables<'t> {
     pub due: Table<'t, (u64, u128), u128>,
     pub idempotency: Table<'t, &'static [u8; 32], &'static [u8]>,
     pub health: Table<'t, u128, u64>,
+    pub failing: Table<'t, u128, u64>,
     pub entities: Table<'t, &'static str, &'static [u8]>,
     pub api_keys: Table<'t, u128, &'static [u8]>,
 }
@@ -66,6 +67,7 @@ impl<'t> Tables<'t> {
             due: txn.open_table(DUE)?,
             idempotency: txn.open_table(IDEMPOTENCY)?,
             health: txn.open_table(HEALTH)?,
+            failing: txn.open_table(FAILING)?,
             entities: txn.open_table(ENTITIES)?,
             api_keys: txn.open_table(API_KEYS)?,
         })

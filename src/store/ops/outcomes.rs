@@ -33,30 +33,12 @@ impl Batch<'_, '_> {
                 record.state = DeliveryState::Succeeded;
                 self.effects.report.succeeded += 1;
                 self.t.health.insert(subscription, attempted_ms)?;
+                self.t.failing.remove(subscription)?;
             }
             NextStep::RetryAt(at) if !ended_before => {
                 record.state = DeliveryState::Retrying;
-                let last_ok = self
-                    .t
-                    .health
-                    .get(subscription)?
-                    .map(|g| g.value())
-                    .unwrap_or(0);
-                let overdue = sub.as_ref().is_some_and(|s| {
-                    s.status == SubscriptionStatus::Active
-                        && attempted_ms
-                            > last_ok.max(s.active_since_ms) + self.settings.disable_after_ms
-                });
-                if overdue {
-                    let since = payload::timestamp(
-                        last_ok.max(sub.as_ref().map_or(0, |s| s.active_since_ms)),
-                    );
-                    self.disable(
-                        subscription,
-                        format!(
-                            "no successful delivery since {since}; delivery.disable_after passed"
-                        ),
-                    )?;
+                if let Some(sub) = &sub {
+                    self.failed_attempt(subscription, sub, attempted_ms)?;
                 }
                 let active = self
                     .subs()
@@ -73,13 +55,49 @@ impl Batch<'_, '_> {
                 self.effects.report.failed += 1;
                 if report.gone {
                     self.disable(subscription, "the endpoint answered 410 Gone".into())?;
+                } else if let Some(sub) = sub.as_ref().filter(|_| !ended_before) {
+                    self.failed_attempt(subscription, sub, attempted_ms)?;
                 }
+                log_failed(id, &record);
                 if !ended_before {
                     self.delivery_failed(id, &record)?;
                 }
             }
         }
         self.save(id, &record)
+    }
+
+    /// Notes a failed attempt to an ACTIVE subscription and disables it once it has
+    /// failed continuously for `delivery.disable_after`: its latest attempt failed and its
+    /// first failure since the latest success, creation or re-activation is older than
+    /// that. An endpoint that was merely quiet is never disabled by one failure.
+    fn failed_attempt(
+        &mut self,
+        subscription: u128,
+        sub: &SubscriptionRecord,
+        attempted_ms: u64,
+    ) -> Result<(), StoreError> {
+        if sub.status != SubscriptionStatus::Active {
+            return Ok(());
+        }
+        let last_ok = self.t.health.get(subscription)?.map_or(0, |g| g.value());
+        let reset = last_ok.max(sub.active_since_ms);
+        let recorded = self.t.failing.get(subscription)?.map(|g| g.value());
+        let first = match recorded.filter(|&first| first >= reset) {
+            Some(first) => first,
+            None => {
+                self.t.failing.insert(subscription, attempted_ms)?;
+                attempted_ms
+            }
+        };
+        if attempted_ms > first.saturating_add(self.settings.disable_after_ms) {
+            let since = payload::timestamp(first);
+            self.disable(
+                subscription,
+                format!("failing continuously since {since}; delivery.disable_after passed"),
+            )?;
+        }
+        Ok(())
     }
 
     /// A parked delivery reached `delivery.max_age`.
@@ -98,6 +116,7 @@ impl Batch<'_, '_> {
                 .into(),
         );
         record.updated_ms = self.now;
+        log_failed(id, &record);
         self.delivery_failed(id, &record)?;
         self.save(id, &record)
     }
@@ -116,9 +135,10 @@ impl Batch<'_, '_> {
         if !active {
             return Ok(RetryOutcome::SubscriptionInactive);
         }
+        // An ended delivery keeps its state (a SUCCEEDED beside its 2xx, a FAILED beside
+        // its error) until the one attempt's outcome is recorded.
         if record.state.is_final() {
             record.retry_once = true;
-            record.state = DeliveryState::Retrying;
         }
         let now = self.now;
         self.schedule(id, &mut record, now)?;
@@ -249,4 +269,16 @@ impl Batch<'_, '_> {
         self.insert_event(id, &record, &targets)?;
         Ok(())
     }
+}
+
+/// A delivery that ended FAILED: worth an operator's attention, once per ending.
+fn log_failed(id: u128, record: &DeliveryRecord) {
+    tracing::warn!(
+        delivery = %DeliveryId(id),
+        subscription = %SubscriptionId(record.subscription),
+        attempts = record.attempts,
+        status = record.last_status,
+        error = record.last_error.as_deref(),
+        "delivery FAILED: no further attempts are scheduled"
+    );
 }

@@ -87,6 +87,7 @@ impl Batch<'_, '_> {
             .get_or_insert_with(|| current.clone())
             .remove(id);
         self.t.health.remove(id)?;
+        self.t.failing.remove(id)?;
         let owned: Vec<u128> = self
             .t
             .subscription_deliveries
