@@ -297,3 +297,68 @@ fn sighup_reloads_the_log_level_and_journald_lines_carry_priorities() {
         .any(|l| l.starts_with("<6>") && l.contains("hookd stopped"));
     assert!(stopped);
 }
+
+/// A delivery that ends FAILED needs an operator's attention: one WARN line (journald
+/// priority 4) naming it, while a failed attempt that will be retried stays at INFO.
+#[tokio::test]
+async fn a_delivery_that_ends_failed_is_logged_at_warn() {
+    use std::os::unix::fs::MetadataExt;
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        delivery: "max_age = \"300ms\"\n".into(),
+        ..Options::default()
+    };
+    let config = write_state(dir.path(), &ca, &options, "127.0.0.1:0");
+    let config_path = dir.path().join("hookd.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let meta = log.metadata().unwrap();
+    let _child = Reap(
+        Command::new(env!("CARGO_BIN_EXE_hookd"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env_remove("RUST_LOG")
+            .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    );
+    let path = log_path.clone();
+    let serving = tokio::task::spawn_blocking(move || wait_for_line(&path, "hookd is serving"))
+        .await
+        .unwrap();
+    let port: u16 = serving
+        .split("address=Some(127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {serving}"));
+    let api = common::Api::new(port, &ca);
+    // Nothing listens on port 9: every attempt fails until max_age ends it.
+    let (status, created) = api
+        .call(
+            "POST",
+            "/v1/subscriptions",
+            Some(json!({"eventTypes": ["job.*"], "endpointUrl": "https://localhost:9/x"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let accepted = api.post_event("job.done", json!({})).await;
+    let delivery = api.first_delivery(&accepted).await;
+    api.wait_for_delivery_state(&delivery, "FAILED").await;
+    let path = log_path.clone();
+    let line = tokio::task::spawn_blocking(move || wait_for_line(&path, "delivery FAILED"))
+        .await
+        .unwrap();
+    assert!(line.starts_with("<4>"), "{line}");
+    assert!(line.contains(&delivery), "{line}");
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let retried = text
+        .lines()
+        .find(|l| l.contains("delivery attempt failed"))
+        .expect("the attempts before the end are logged");
+    assert!(retried.starts_with("<6>"), "{retried}");
+}

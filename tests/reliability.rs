@@ -99,6 +99,62 @@ async fn disable_after_disables_an_endpoint_that_keeps_failing() {
     receiver.assert_quiet(Duration::from_millis(400)).await;
 }
 
+/// `disable_after` means continuous failure: an endpoint that was quiet for longer than
+/// that (no events for it) is not disabled by its first failure, only once its first
+/// failure since the last success is older than `disable_after`.
+#[tokio::test]
+async fn a_quiet_endpoint_is_not_disabled_by_its_first_failure() {
+    let hookd = Hookd::start(Options {
+        delivery: "disable_after = \"400ms\"\nschedule = [\"150ms\"]\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut quiet = Receiver::start(&hookd.ca).await;
+    let (sub, _) = hookd.subscribe(&quiet.url, &["quiet.*"]).await;
+    // Told when hookd disables a subscription (the signal this test waits for).
+    let mut disabled = Receiver::start(&hookd.ca).await;
+    hookd
+        .subscribe(&disabled.url, &["hookd.subscription.disabled"])
+        .await;
+    // A clock: another endpoint that fails every ~150 ms. Its fourth attempt comes well
+    // after disable_after has passed since the quiet subscription was made.
+    let mut clock = Receiver::start(&hookd.ca).await;
+    clock.reply_with(&[500; 50]);
+    hookd.subscribe(&clock.url, &["clock.*"]).await;
+    hookd.post_event("clock.tick", json!({})).await;
+    let made = std::time::Instant::now();
+    for _ in 0..4 {
+        clock.next().await;
+    }
+    assert!(made.elapsed() > Duration::from_millis(400));
+
+    quiet.reply_with(&[500; 50]);
+    let accepted = hookd.post_event("quiet.event", json!({})).await;
+    let delivery = hookd.first_delivery(&accepted).await;
+    quiet.next().await;
+    let first = hookd.wait_for_delivery_state(&delivery, "RETRYING").await;
+    assert_eq!(first["attempts"], 1, "{first}");
+    assert_eq!(subscription(&hookd, &sub).await["status"], "ACTIVE");
+    // It keeps failing: once its first failure is older than 400 ms, it is disabled.
+    // (The clock is disabled too, for the same reason; wait for this one.)
+    while disabled.next().await.json()["data"]["subscription"]["id"] != sub.as_str() {}
+    let attempts = hookd.wait_for_delivery_state(&delivery, "RETRYING").await["attempts"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        attempts >= 3,
+        "{attempts} attempts: the first failure did not disable it"
+    );
+    let shown = subscription(&hookd, &sub).await;
+    assert!(
+        shown["disabledReason"]
+            .as_str()
+            .unwrap()
+            .contains("continuously"),
+        "{shown}"
+    );
+}
+
 #[tokio::test]
 async fn a_paused_subscription_holds_its_deliveries_until_it_is_active_again() {
     let hookd = Hookd::start(Options {
@@ -228,12 +284,39 @@ async fn manual_retry_sends_once_more_and_ends_the_delivery_again() {
     assert!(refailed["nextAttemptAt"].is_null());
 
     // A retry that succeeds ends SUCCEEDED.
-    let (status, _) = hookd
+    let (status, queued) = hookd
         .call("POST", &format!("/v1/deliveries/{delivery}/retry"), None)
         .await;
     assert_eq!(status, 202);
+    assert_eq!(
+        queued["data"]["state"], "FAILED",
+        "an ended delivery keeps its state"
+    );
     assert!(verify(&receiver.next().await, &secret));
     hookd.wait_for_delivery_state(&delivery, "SUCCEEDED").await;
+
+    // Retrying a SUCCEEDED delivery never shows RETRYING beside its 2xx.
+    let (status, queued) = hookd
+        .call("POST", &format!("/v1/deliveries/{delivery}/retry"), None)
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        (&queued["data"]["state"], &queued["data"]["lastStatus"]),
+        (&json!("SUCCEEDED"), &json!(200)),
+        "{queued}"
+    );
+    assert!(queued["data"]["nextAttemptAt"].is_string(), "{queued}");
+    receiver.next().await;
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    let again = loop {
+        let shown = hookd.wait_for_delivery_state(&delivery, "SUCCEEDED").await;
+        if shown["attempts"] == queued["data"]["attempts"].as_u64().unwrap() + 1 {
+            break shown;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(again["nextAttemptAt"].is_null(), "{again}");
 
     // Cancelled deliveries cannot be retried. The endpoint keeps failing, so the
     // delivery is still RETRYING when its subscription is deleted.

@@ -29,6 +29,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the request body did not arrive in time")]
     Timeout,
+    #[error("the request target is longer than {0} bytes")]
+    UriTooLong(usize),
+    #[error("the request headers are larger than {0} bytes or more than {1} fields")]
+    HeadersTooLarge(usize, usize),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -80,6 +84,12 @@ impl ApiError {
                 StatusCode::REQUEST_TIMEOUT,
                 "request-timeout",
                 "Request timeout",
+            ),
+            Self::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri-too-long", "URI too long"),
+            Self::HeadersTooLarge(..) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                "Request header fields too large",
             ),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

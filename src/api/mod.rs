@@ -99,6 +99,9 @@ pub type Body = http_body_util::Either<Full<Bytes>, backup::FileBody>;
 /// then dispatches to the handler (none of which checks a scope itself).
 pub async fn respond(state: &AppState, request: Request) -> Response<Body> {
     let buffered = |r: ApiResponse| r.map(http_body_util::Either::Left);
+    if let Err(error) = within_limits(&request) {
+        return buffered(error.into_response());
+    }
     let (route, caller) = match authorize(state, &request) {
         Ok(found) => found,
         Err(error) => return buffered(error.into_response()),
@@ -114,6 +117,37 @@ pub async fn respond(state: &AppState, request: Request) -> Response<Body> {
         Some(caller) => dispatch(state, route, &caller, request).await,
     };
     buffered(result.unwrap_or_else(ApiError::into_response))
+}
+
+/// Longest request target answered (414 beyond); the longest URL hookd issues is far
+/// shorter (a cursor and a few filters).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most header bytes and fields answered (431 beyond). The HTTP layer's own buffer
+/// (`server::MAX_REQUEST_HEAD`) is larger, so that up to its size the answer is this
+/// problem+json one rather than the HTTP layer's bare status.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+pub const MAX_HEADER_FIELDS: usize = 64;
+
+fn within_limits(request: &Request) -> Result<(), ApiError> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_BYTES {
+        return Err(ApiError::UriTooLong(MAX_URI_BYTES));
+    }
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if bytes > MAX_HEADER_BYTES || headers.len() > MAX_HEADER_FIELDS {
+        return Err(ApiError::HeadersTooLarge(
+            MAX_HEADER_BYTES,
+            MAX_HEADER_FIELDS,
+        ));
+    }
+    Ok(())
 }
 
 /// The route a request names and, unless it is public, the caller, who holds what the

@@ -59,6 +59,14 @@ pub(super) async fn next_connection(
     }
 }
 
+/// The HTTP layer reads at most this much of a request head (hyper's default is
+/// ~400 KiB) and this many header fields. Both sit above the API's own limits
+/// (`api::MAX_URI_BYTES`, `api::MAX_HEADER_BYTES`, `api::MAX_HEADER_FIELDS`), so a
+/// request between the two gets a problem+json 414/431 from the API; only beyond these
+/// does hyper answer a bare 431 (it cannot write a body there).
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+const MAX_REQUEST_HEADERS: usize = 128;
+
 /// Serves until `shutdown`, then lets open connections finish their current request
 /// for up to `drain`, and drops whatever is still open after that.
 pub async fn serve(
@@ -149,7 +157,9 @@ pub(super) async fn serve_http1<I, S, B>(
     let mut builder = http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .max_headers(MAX_REQUEST_HEADERS);
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {
