@@ -318,9 +318,10 @@ async fn manual_retry_sends_once_more_and_ends_the_delivery_again() {
     };
     assert!(again["nextAttemptAt"].is_null(), "{again}");
 
-    // Cancelled deliveries cannot be retried. The endpoint keeps failing, so the
-    // delivery is still RETRYING when its subscription is deleted.
-    receiver.reply_with(&[500; 100]);
+    // Cancelled deliveries cannot be retried. The endpoint hangs, so the delivery is
+    // still in flight (not yet FAILED at this test's short max_age) when its
+    // subscription is deleted.
+    receiver.hang_for(common::WAIT);
     let other = hookd.post_event("job.created", json!({})).await;
     receiver.next().await;
     let other_delivery = hookd.first_delivery(&other).await;
