@@ -236,29 +236,34 @@ impl Drop for Reap {
     }
 }
 
-#[test]
-fn sighup_reloads_the_log_level_and_journald_lines_carry_priorities() {
+/// Runs the real binary with its stderr in `log_path`, told (as systemd tells it) that
+/// the stream is the journal: JOURNAL_STREAM=<dev>:<inode>.
+fn serve_journaled(config_path: &std::path::Path, log_path: &std::path::Path) -> Reap {
     use std::os::unix::fs::MetadataExt;
-    let ca = TestCa::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_state(dir.path(), &ca, &Options::default(), "127.0.0.1:0");
-    let config_path = dir.path().join("hookd.toml");
-    std::fs::write(&config_path, format!("{config}\n[log]\nlevel = \"info\"\n")).unwrap();
-    // systemd names the stream it connects as JOURNAL_STREAM=<dev>:<inode>.
-    let log_path = dir.path().join("stderr.log");
-    let log = std::fs::File::create(&log_path).unwrap();
+    let log = std::fs::File::create(log_path).unwrap();
     let meta = log.metadata().unwrap();
-    let mut child = Reap(
+    Reap(
         Command::new(env!("CARGO_BIN_EXE_hookd"))
             .args(["serve", "--config"])
-            .arg(&config_path)
+            .arg(config_path)
             .env_remove("RUST_LOG")
             .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap(),
-    );
+    )
+}
+
+#[test]
+fn sighup_reloads_the_log_level_and_journald_lines_carry_priorities() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_state(dir.path(), &ca, &Options::default(), "127.0.0.1:0");
+    let config_path = dir.path().join("hookd.toml");
+    std::fs::write(&config_path, format!("{config}\n[log]\nlevel = \"info\"\n")).unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let mut child = serve_journaled(&config_path, &log_path);
 
     let serving = wait_for_line(&log_path, "hookd is serving");
     assert!(serving.starts_with("<6>hookd: "), "{serving}");
@@ -302,7 +307,6 @@ fn sighup_reloads_the_log_level_and_journald_lines_carry_priorities() {
 /// priority 4) naming it, while a failed attempt that will be retried stays at INFO.
 #[tokio::test]
 async fn a_delivery_that_ends_failed_is_logged_at_warn() {
-    use std::os::unix::fs::MetadataExt;
     let ca = TestCa::new();
     let dir = tempfile::tempdir().unwrap();
     let options = Options {
@@ -313,19 +317,7 @@ async fn a_delivery_that_ends_failed_is_logged_at_warn() {
     let config_path = dir.path().join("hookd.toml");
     std::fs::write(&config_path, config).unwrap();
     let log_path = dir.path().join("stderr.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let meta = log.metadata().unwrap();
-    let _child = Reap(
-        Command::new(env!("CARGO_BIN_EXE_hookd"))
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env_remove("RUST_LOG")
-            .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap(),
-    );
+    let _child = serve_journaled(&config_path, &log_path);
     let path = log_path.clone();
     let serving = tokio::task::spawn_blocking(move || wait_for_line(&path, "hookd is serving"))
         .await
