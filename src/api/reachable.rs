@@ -3,7 +3,7 @@
 //! refuses (in any spelling a resolver accepts: `127.1`, `0x7f000001`, `2130706433`,
 //! `[::ffff:127.0.0.1]`), an IPv4 address not written as four decimal numbers, an IPv6
 //! zone id, a host with an empty label (`localhost..`), or a name that resolves, at that
-//! moment, to an address the guard refuses. Behind `delivery.proxy` names are the
+//! moment, only to addresses the guard refuses. Behind `delivery.proxy` names are the
 //! proxy's to resolve (hookd never dials them itself), so only literals are checked.
 //! The guard in the connector still checks the address actually dialled on every
 //! attempt: DNS can change after this check.
@@ -56,16 +56,22 @@ pub async fn check(
         // Unknown today is not unknown tomorrow; the dial-time guard decides then.
         return Ok(());
     };
+    // The connector tries each address and the guard skips refused ones, so a name is
+    // undeliverable only when every address it has now is refused.
+    let mut refused = None;
     for address in addresses {
-        if let Err(reason) = guard.check(address.ip()) {
-            return refuse(format!(
-                "{host} resolves to {}, a {reason}; hookd does not deliver there unless \
-                 delivery.allow_networks lists it",
-                canonical(address.ip())
-            ));
+        match guard.check(address.ip()) {
+            Ok(()) => return Ok(()),
+            Err(reason) => refused = refused.or(Some((canonical(address.ip()), reason))),
         }
     }
-    Ok(())
+    match refused {
+        Some((ip, reason)) => refuse(format!(
+            "{host} resolves to {ip}, a {reason}; hookd does not deliver there unless \
+             delivery.allow_networks lists it"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The IP address a host names, `None` for a name, or why the host is refused.
