@@ -14,7 +14,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{ApiError, AppState, Caller, Request};
+use super::{ApiError, AppState};
 use crate::ids::uuid_v7;
 
 /// Bytes read from the copy per frame.
@@ -22,12 +22,8 @@ const CHUNK: usize = 64 * 1024;
 
 pub const PATH: &str = "/v1/admin/backup";
 
-/// The route table let only the admin token through.
-pub async fn get(
-    state: &AppState,
-    _caller: &Caller,
-    _request: Request,
-) -> Result<Response<FileBody>, ApiError> {
+/// `GET /v1/admin/backup`; the route table lets only the admin token through.
+pub async fn get(state: &AppState) -> Result<Response<FileBody>, ApiError> {
     let permit = state.backup_slot.clone().try_acquire_owned().map_err(|_| {
         ApiError::Conflict("a backup is being made already; try again when it is done".into())
     })?;

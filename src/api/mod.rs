@@ -108,12 +108,10 @@ pub async fn respond(state: &AppState, request: Request) -> Response<Body> {
     };
     let result = match caller {
         None => public(state, route),
-        Some(caller) if route.path == backup::PATH => {
-            match backup::get(state, &caller, request).await {
-                Ok(response) => return response.map(http_body_util::Either::Right),
-                Err(error) => Err(error),
-            }
-        }
+        Some(_) if route.path == backup::PATH => match backup::get(state).await {
+            Ok(response) => return response.map(http_body_util::Either::Right),
+            Err(error) => Err(error),
+        },
         Some(caller) => dispatch(state, route, &caller, request).await,
     };
     buffered(result.unwrap_or_else(ApiError::into_response))
