@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 
-pub use values::{Cidr, CidrError};
+pub use values::{Cidr, CidrError, MinFree};
 
 /// Where `hookd serve` and `hookd check-config` look without `--config`; the packages
 /// install the file here as a conffile.
@@ -50,6 +50,9 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// redb's own default is 1 GiB, too much for a small VM; 32 MiB holds the hot pages
 /// (due index, recent events) of a busy instance.
 pub const DEFAULT_CACHE_SIZE: usize = 32 * 1024 * 1024;
+/// Room for the outcomes, retries and purges of the work already accepted (each attempt
+/// writes a record) and for redb's copy-on-write pages, after new events stop.
+pub const DEFAULT_MIN_FREE: MinFree = MinFree::Bytes(1 << 30);
 /// Beside the config, where `hookd init` writes it.
 pub const DEFAULT_MASTER_KEY_FILE: &str = "master.key";
 /// Beside the config, where `hookd init` writes it.
@@ -152,6 +155,8 @@ pub struct Storage {
     /// Bytes.
     #[serde(deserialize_with = "values::size")]
     pub cache_size: usize,
+    /// Below this much free disk, new events are refused (507).
+    pub min_free: MinFree,
 }
 
 impl Default for Storage {
@@ -160,6 +165,7 @@ impl Default for Storage {
             path: PathBuf::from(DEFAULT_STORAGE_PATH),
             retention: DEFAULT_RETENTION,
             cache_size: DEFAULT_CACHE_SIZE,
+            min_free: DEFAULT_MIN_FREE,
         }
     }
 }

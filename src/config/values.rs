@@ -62,6 +62,69 @@ pub(super) fn size<'de, D: Deserializer<'de>>(de: D) -> Result<usize, D::Error> 
     de.deserialize_any(SizeVisitor)
 }
 
+/// How much free disk `storage.min_free` keeps: a size (`"1GiB"`, a byte count) or a
+/// share of the file system (`"5%"`). Below it, new events are refused while the work
+/// already accepted (attempt outcomes, purges) goes on writing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinFree {
+    Bytes(u64),
+    /// Percent of the file system's size, 0 to 100.
+    Percent(f64),
+}
+
+impl MinFree {
+    /// The free bytes to keep on a file system of `total` bytes.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            Self::Bytes(n) => n,
+            Self::Percent(p) => (total as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MinFree {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct MinFreeVisitor;
+
+        impl Visitor<'_> for MinFreeVisitor {
+            type Value = MinFree;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"1GiB\", a byte count, or a share such as \"5%\"")
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<MinFree, E> {
+                Ok(MinFree::Bytes(value))
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<MinFree, E> {
+                u64::try_from(value)
+                    .map(MinFree::Bytes)
+                    .map_err(|_| E::custom(format!("invalid size {value}: must not be negative")))
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<MinFree, E> {
+                parse_min_free(value).map_err(E::custom)
+            }
+        }
+
+        de.deserialize_any(MinFreeVisitor)
+    }
+}
+
+pub(super) fn parse_min_free(text: &str) -> Result<MinFree, String> {
+    match text.trim().strip_suffix('%') {
+        Some(number) => number
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|p| (0.0..=100.0).contains(p))
+            .map(MinFree::Percent)
+            .ok_or_else(|| format!("invalid share \"{text}\": write a percentage from 0% to 100%")),
+        None => parse_size(text).map(|n| MinFree::Bytes(n as u64)),
+    }
+}
+
 pub(super) fn parse_size(text: &str) -> Result<usize, String> {
     let trimmed = text.trim();
     let split = trimmed
@@ -259,4 +322,30 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before[line_start..].chars().count() + 1;
     (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_free_is_a_size_or_a_share() {
+        assert_eq!(parse_min_free("1GiB"), Ok(MinFree::Bytes(1 << 30)));
+        assert_eq!(parse_min_free("0"), Ok(MinFree::Bytes(0)));
+        assert_eq!(parse_min_free("5%"), Ok(MinFree::Percent(5.0)));
+        assert_eq!(parse_min_free("2.5 %"), Ok(MinFree::Percent(2.5)));
+        assert!(parse_min_free("101%").is_err());
+        assert!(parse_min_free("-1%").is_err());
+        assert!(parse_min_free("1GB").is_err());
+        assert_eq!(MinFree::Percent(5.0).bytes(1000), 50);
+        assert_eq!(MinFree::Bytes(7).bytes(1000), 7);
+        let parsed: MinFree = toml::from_str::<toml::Table>("v = 1024")
+            .unwrap()
+            .get("v")
+            .cloned()
+            .unwrap()
+            .try_into()
+            .unwrap();
+        assert_eq!(parsed, MinFree::Bytes(1024));
+    }
 }
