@@ -1,20 +1,23 @@
 //! Liveness and readiness, answered by `/healthz` and `/readyz` on both listeners.
 //! Ready means the store is open and the dispatcher has loaded the due queue; it ends
 //! as soon as shutdown begins, so a load balancer stops sending before hookd stops
-//! accepting.
+//! accepting, and while a store write has failed (until the store is writable again).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use tokio_util::sync::CancellationToken;
 
+use crate::store::{StorageHealth, StorageState};
+
 #[derive(Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
+    storage: Arc<OnceLock<StorageHealth>>,
 }
 
 /// What `/readyz` says.
@@ -23,6 +26,8 @@ pub enum Readiness {
     Starting,
     Ready,
     Stopping,
+    /// A store write failed; hookd refuses new work until it can write again.
+    StorageUnavailable,
 }
 
 impl Health {
@@ -30,7 +35,13 @@ impl Health {
         Self {
             ready: Arc::new(AtomicBool::new(false)),
             shutdown,
+            storage: Arc::default(),
         }
+    }
+
+    /// Readiness follows the store's state from now on.
+    pub fn watch_storage(&self, storage: StorageHealth) {
+        let _ = self.storage.set(storage);
     }
 
     /// Called once the store is open and the dispatcher has recovered.
@@ -41,6 +52,12 @@ impl Health {
     pub fn readiness(&self) -> Readiness {
         if self.shutdown.is_cancelled() {
             Readiness::Stopping
+        } else if self
+            .storage
+            .get()
+            .is_some_and(|s| s.state() == StorageState::Faulted)
+        {
+            Readiness::StorageUnavailable
         } else if self.ready.load(Ordering::Acquire) {
             Readiness::Ready
         } else {
@@ -56,6 +73,9 @@ impl Health {
                 Readiness::Ready => (StatusCode::OK, "ready"),
                 Readiness::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
                 Readiness::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+                Readiness::StorageUnavailable => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable")
+                }
             },
             _ => return None,
         };

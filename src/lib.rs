@@ -228,6 +228,7 @@ async fn serve(
         let settings = store::WriterSettings {
             max_age_ms: config.delivery.max_age.as_millis() as u64,
             disable_after_ms: config.delivery.disable_after.as_millis() as u64,
+            min_free: config.storage.min_free,
         };
         let sink = queues.clone();
         let observer = metrics.clone();
@@ -291,6 +292,7 @@ async fn serve(
         };
         tokio::spawn(reloader.serve(requests, shutdown.clone()));
     }
+    health.watch_storage(store.health().clone());
     health.set_ready();
     let address = listener.local_addr().ok();
     tracing::info!(

@@ -18,7 +18,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::dispatch::queues::Queues;
 use crate::store::records::SubscriptionStatus;
-use crate::store::{CommitReport, StoreObserver, SubscriptionsView, now_ms};
+use crate::store::{CommitReport, StorageState, StoreObserver, SubscriptionsView, now_ms};
 
 /// `outcome` of an attempt or a delivery, `status` of a subscription.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,6 +81,13 @@ pub struct Metrics {
     in_flight: Gauge,
     oldest_due_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     subscriptions: Family<StatusLabel, Gauge>,
+    /// 1 for the store's current state (ok, low_disk, faulted), 0 for the others.
+    storage: Family<StateLabel, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
 }
 
 impl Default for Metrics {
@@ -170,8 +177,16 @@ impl Metrics {
             "Subscriptions by status (active, deactivated, disabled)",
             subscriptions.clone(),
         );
+        let storage = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "storage_state",
+            "1 for the store's current state: ok, low_disk (below storage.min_free: new events refused) or faulted (a write failed: nothing is accepted until the database is reopened)",
+            storage.clone(),
+        );
+        storage.get_or_create(&StateLabel { state: "ok" }).set(1);
         Self {
             registry,
+            storage,
             events_ingested,
             deliveries,
             attempts,
@@ -230,6 +245,20 @@ impl Metrics {
 }
 
 impl StoreObserver for Metrics {
+    fn storage_state(&self, state: StorageState) {
+        for other in [
+            StorageState::Ok,
+            StorageState::LowDisk,
+            StorageState::Faulted,
+        ] {
+            self.storage
+                .get_or_create(&StateLabel {
+                    state: other.as_str(),
+                })
+                .set(i64::from(other == state));
+        }
+    }
+
     fn committed(&self, report: &CommitReport) {
         self.store_commit_duration
             .observe(report.took.as_secs_f64());

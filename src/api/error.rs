@@ -33,6 +33,14 @@ pub enum ApiError {
     UriTooLong(usize),
     #[error("the request headers are larger than {0} bytes or more than {1} fields")]
     HeadersTooLarge(usize, usize),
+    #[error(
+        "hookd cannot write to its storage now (a write failed: the disk is full or failing); nothing was stored, retry later"
+    )]
+    StorageUnavailable,
+    #[error(
+        "free disk space is below storage.min_free; new events are refused until space is freed (nothing was stored)"
+    )]
+    InsufficientStorage,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -85,6 +93,16 @@ impl ApiError {
                 "request-timeout",
                 "Request timeout",
             ),
+            Self::StorageUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage-unavailable",
+                "Storage unavailable",
+            ),
+            Self::InsufficientStorage => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient-storage",
+                "Insufficient storage",
+            ),
             Self::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri-too-long", "URI too long"),
             Self::HeadersTooLarge(..) => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -124,6 +142,12 @@ impl ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if matches!(self, Self::StorageUnavailable | Self::InsufficientStorage) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
         if let Self::MethodNotAllowed(allow) = &self {
             if let Ok(value) = HeaderValue::from_str(allow) {
                 response.headers_mut().insert(header::ALLOW, value);
@@ -140,9 +164,17 @@ impl ApiError {
     }
 }
 
+/// What a 503 or 507 asks a producer to wait: the store retries its writes twice a
+/// second, and a few seconds spread the retries of many producers.
+const RETRY_AFTER_SECONDS: &str = "5";
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
-        Self::internal(error)
+        match error {
+            crate::store::StoreError::LowDisk => Self::InsufficientStorage,
+            error if error.is_io() => Self::StorageUnavailable,
+            error => Self::internal(error),
+        }
     }
 }
 

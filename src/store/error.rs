@@ -34,13 +34,17 @@ pub enum StoreError {
     #[error("the database has schema version {found}, this build knows up to {known}")]
     SchemaTooNew { found: u32, known: u32 },
     #[error("the batch this request was committed with failed: {0}")]
-    Shared(std::sync::Arc<StoreError>),
+    Shared(#[source] std::sync::Arc<StoreError>),
     #[error("rolled back because another request in the same batch failed")]
     Aborted,
     #[error("the writer answered a command with the wrong outcome: {0}")]
     UnexpectedOutcome(String),
     #[error("the store writer has stopped")]
     WriterGone,
+    #[error("storage is unavailable: a write failed (disk full or failing); retry shortly")]
+    Unavailable,
+    #[error("free disk space is below storage.min_free; new events are refused")]
+    LowDisk,
     #[error(
         "{}: the database is open in another process; stop hookd first (systemctl stop hookd)",
         .0.display()
@@ -66,4 +70,43 @@ pub enum StoreError {
     UnknownTable(String),
     #[error("a blocking store task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+}
+
+impl StoreError {
+    /// Whether this failed because storage cannot write now (an I/O error such as ENOSPC
+    /// or EIO, or redb refusing after one): the writer reopens the database and the work
+    /// can be retried, unlike a bug or a corrupt record.
+    pub fn is_io(&self) -> bool {
+        let storage = match self {
+            Self::Unavailable => return true,
+            Self::Shared(inner) => return inner.is_io(),
+            Self::Storage(e) => e,
+            Self::Commit(redb::CommitError::Storage(e)) => e,
+            Self::Transaction(redb::TransactionError::Storage(e)) => e,
+            Self::Table(redb::TableError::Storage(e)) => e,
+            Self::Open(redb::DatabaseError::Storage(e)) => e,
+            _ => return false,
+        };
+        matches!(
+            storage,
+            redb::StorageError::Io(_) | redb::StorageError::PreviousIo
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_failures_are_found_through_their_sources() {
+        let full = std::io::Error::from_raw_os_error(28); // ENOSPC
+        let commit = StoreError::Commit(redb::CommitError::Storage(redb::StorageError::Io(full)));
+        assert!(commit.is_io());
+        let after = StoreError::Storage(redb::StorageError::PreviousIo);
+        assert!(StoreError::Shared(std::sync::Arc::new(after)).is_io());
+        assert!(StoreError::Unavailable.is_io());
+        assert!(!StoreError::Aborted.is_io());
+        assert!(!StoreError::LowDisk.is_io());
+    }
 }

@@ -11,6 +11,7 @@ mod migrate;
 mod ops;
 mod purge;
 pub mod records;
+mod space;
 mod tables;
 pub mod tenancy;
 #[cfg(test)]
@@ -32,6 +33,7 @@ pub use index::{ALL_SCOPES, pattern_matches};
 pub use maintenance::{BackupInfo, CompactReport, compact, place_backup, read_info};
 pub use ops::MAX_REPLAY;
 pub use purge::{PurgeCursor, PurgeOutcome, Scan};
+pub use space::{StorageHealth, StorageState};
 pub use writer::{
     AttemptReport, EntityOutcome, IDEMPOTENCY_WINDOW_MS, IdempotencyKey, IngestOutcome, NewEvent,
     NextStep, PutOutcome, ReplayOutcome, RetryOutcome, WriterSettings,
@@ -99,6 +101,43 @@ pub struct CommitReport {
 /// Implemented by `metrics::Metrics`; keeps the store free of any metrics library.
 pub trait StoreObserver: Send + Sync {
     fn committed(&self, report: &CommitReport);
+    /// The storage state changed (low disk, a failed write, recovered).
+    fn storage_state(&self, state: StorageState);
+}
+
+/// The open database, shared by the writer and the readers. The writer empties it while
+/// it reopens a faulted database (a handle still held elsewhere would keep the file
+/// locked); readers then get `Unavailable`.
+#[derive(Clone, Default)]
+pub(crate) struct DbSlot(Arc<RwLock<Option<Arc<Database>>>>);
+
+impl DbSlot {
+    fn new(db: Database) -> Self {
+        Self(Arc::new(RwLock::new(Some(Arc::new(db)))))
+    }
+
+    fn guard(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Database>>> {
+        match self.0.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub(crate) fn get(&self) -> Result<Arc<Database>, StoreError> {
+        let slot = match self.0.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        slot.clone().ok_or(StoreError::Unavailable)
+    }
+
+    fn take(&self) -> Option<Arc<Database>> {
+        self.guard().take()
+    }
+
+    fn put(&self, db: Arc<Database>) {
+        *self.guard() = Some(db);
+    }
 }
 
 /// Running totals of group commits, for benchmarks and metrics.
@@ -131,7 +170,8 @@ pub struct Page<T> {
 
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    db: DbSlot,
+    health: StorageHealth,
     tx: mpsc::Sender<Command>,
     index: Arc<RwLock<Arc<SubscriptionIndex>>>,
     commits: Arc<CommitStats>,
@@ -183,12 +223,17 @@ impl Store {
             .set_cache_size(cache_size)
             .create(path)?;
         migrate::run(&db, now_ms())?;
-        let db = Arc::new(db);
         let index = Arc::new(RwLock::new(Arc::new(load_index(&db, catalog)?)));
+        let db = DbSlot::new(db);
+        let health = StorageHealth::default();
         let commits = Arc::new(CommitStats::default());
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let writer = Writer {
-            db: db.clone(),
+            slot: db.clone(),
+            path: path.to_owned(),
+            cache_size,
+            space: space::DiskSpace::new(path, settings.min_free),
+            health: health.clone(),
             rx,
             index: index.clone(),
             sink,
@@ -205,6 +250,7 @@ impl Store {
         Ok((
             Store {
                 db,
+                health,
                 tx,
                 index,
                 commits,
@@ -215,6 +261,11 @@ impl Store {
 
     pub fn commit_stats(&self) -> &CommitStats {
         &self.commits
+    }
+
+    /// Whether the store takes new events, only outcomes, or nothing now.
+    pub fn health(&self) -> &StorageHealth {
+        &self.health
     }
 
     async fn command(&self, op: Op) -> Result<Outcome, StoreError> {
@@ -230,7 +281,7 @@ impl Store {
         &self,
         f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
+        let db = self.db.get()?;
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read()?;
             f(&txn)
@@ -336,7 +387,7 @@ impl Store {
     /// Copies every table, as of one read transaction, into a new database file at
     /// `dest` (which must not exist). Blocking work runs off the async threads.
     pub async fn backup(&self, dest: std::path::PathBuf) -> Result<BackupInfo, StoreError> {
-        let db = self.db.clone();
+        let db = self.db.get()?;
         tokio::task::spawn_blocking(move || maintenance::backup(&db, &dest)).await?
     }
 

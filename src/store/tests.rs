@@ -18,12 +18,14 @@ struct Quiet;
 
 impl StoreObserver for Quiet {
     fn committed(&self, _: &CommitReport) {}
+    fn storage_state(&self, _: StorageState) {}
 }
 
 fn open(path: &Path) -> (Store, WriterHandle) {
     let settings = WriterSettings {
         max_age_ms: 3_600_000,
         disable_after_ms: 3_600_000,
+        min_free: crate::config::MinFree::Bytes(0),
     };
     Store::open(
         path,
@@ -126,7 +128,7 @@ fn rows<K: redb::Key + 'static, V: redb::Value + 'static>(
     store: &Store,
     table: TableDefinition<K, V>,
 ) -> u64 {
-    let txn = store.db.begin_read().unwrap();
+    let txn = store.db.get().unwrap().begin_read().unwrap();
     txn.open_table(table).unwrap().len().unwrap()
 }
 

@@ -4,9 +4,18 @@
 //! only then answers each command and tells the dispatcher what became due. One fsync
 //! for a whole batch is what makes durable ingest fast (group commit). It runs on its
 //! own OS thread, so redb never blocks an async worker.
+//!
+//! Storage faults: below `storage.min_free` new events are refused (the rest of the batch
+//! commits). A write that fails with an I/O error (ENOSPC, EIO) rolls its batch back and
+//! faults the store: redb refuses every later write until the database is reopened, so
+//! the writer takes it out of the shared slot, reopens it on a timer until a probe write
+//! commits, and answers `Unavailable` meanwhile. Nothing committed is lost: a failed
+//! commit leaves the previous one in place (quick repair makes the reopen fast).
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
@@ -16,19 +25,31 @@ use super::index::SubscriptionIndex;
 use super::ops::{Batch, Effects, Tables};
 use super::purge::{PurgeCursor, PurgeOutcome};
 use super::records::{AttemptRecord, DeliveryRecord, EventRecord, SubscriptionRecord};
-use super::{CommitStats, DueSink, StoreObserver, now_ms};
+use super::space::{DiskSpace, StorageHealth, StorageState};
+use super::tables::META;
+use super::{CommitStats, DbSlot, DueSink, StoreObserver, now_ms};
 
 /// Most commands applied in one transaction: bounds the latency one commit adds to the
 /// first command of a batch and the memory a batch holds.
 const MAX_BATCH: usize = 1024;
+/// While faulted, how often the writer tries to reopen the database (and how long a
+/// request waits at most for its 503).
+const RECOVER_EVERY: Duration = Duration::from_millis(500);
+/// A reopened database must also have this much free disk before it counts as writable
+/// again: a probe write alone can succeed in pages the file already has.
+const RECOVER_ROOM: u64 = 4 << 20;
+/// How long a reopen waits for reads in progress to give back the old handle.
+const READERS_GRACE: Duration = Duration::from_secs(5);
+
 /// How long an Idempotency-Key is remembered.
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 
-/// Policy values the writer applies itself (from `[delivery]`).
+/// Policy values the writer applies itself (from `[delivery]` and `[storage]`).
 #[derive(Debug, Clone, Copy)]
 pub struct WriterSettings {
     pub max_age_ms: u64,
     pub disable_after_ms: u64,
+    pub min_free: crate::config::MinFree,
 }
 
 /// An event to store. Its fan-out is decided by the writer at commit time, against the
@@ -171,7 +192,11 @@ pub(super) struct Command {
 }
 
 pub(super) struct Writer {
-    pub db: Arc<Database>,
+    pub slot: DbSlot,
+    pub path: PathBuf,
+    pub cache_size: usize,
+    pub space: DiskSpace,
+    pub health: StorageHealth,
     pub rx: mpsc::Receiver<Command>,
     pub index: Arc<RwLock<Arc<SubscriptionIndex>>>,
     pub sink: Arc<dyn DueSink>,
@@ -183,15 +208,29 @@ pub(super) struct Writer {
 impl Writer {
     pub fn run(mut self) {
         let mut batch = VecDeque::with_capacity(MAX_BATCH);
-        while let Some(first) = self.rx.blocking_recv() {
-            batch.push_back(first);
+        loop {
+            if self.health.state() == StorageState::Faulted {
+                // Reopened on a timer, whether or not requests arrive.
+                std::thread::sleep(RECOVER_EVERY);
+                self.recover();
+                if self.rx.is_closed() && self.rx.is_empty() {
+                    return;
+                }
+            } else {
+                match self.rx.blocking_recv() {
+                    Some(first) => batch.push_back(first),
+                    None => return,
+                }
+            }
             while batch.len() < MAX_BATCH {
                 match self.rx.try_recv() {
                     Ok(command) => batch.push_back(command),
                     Err(_) => break,
                 }
             }
-            self.apply(&mut batch);
+            if !batch.is_empty() {
+                self.apply(&mut batch);
+            }
         }
     }
 
@@ -200,9 +239,24 @@ impl Writer {
         let size = batch.len();
         let current = self.current_index();
         let mut answers = Vec::with_capacity(size);
+        let db = match self.slot.get() {
+            Ok(db) if self.health.state() != StorageState::Faulted => db,
+            _ => {
+                for command in batch.drain(..) {
+                    let _ = command.reply.send(Err(StoreError::Unavailable));
+                }
+                return;
+            }
+        };
+        let low = self.space.low();
+        self.set_state(if low {
+            StorageState::LowDisk
+        } else {
+            StorageState::Ok
+        });
 
         let result = (|| -> Result<(Option<SubscriptionIndex>, Effects), StoreError> {
-            let mut txn = self.db.begin_write()?;
+            let mut txn = db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
             // Quick repair costs a second flush per commit, shared by the whole batch,
             // and makes reopening after a crash take milliseconds instead of a walk of
@@ -212,6 +266,11 @@ impl Writer {
                 let tables = Tables::open(&txn)?;
                 let mut ops = Batch::new(tables, &current, self.settings, now_ms());
                 while let Some(Command { op, reply }) = batch.pop_front() {
+                    if low && matches!(op, Op::Ingest(_)) {
+                        // The rest of the batch (outcomes, purges, changes) commits.
+                        let _ = reply.send(Err(StoreError::LowDisk));
+                        continue;
+                    }
                     match ops.apply(op) {
                         Ok(outcome) => answers.push((reply, outcome)),
                         Err(error) => {
@@ -248,6 +307,17 @@ impl Writer {
                     let _ = reply.send(Ok(outcome));
                 }
             }
+            Err(error) if error.is_io() => {
+                if self.set_state(StorageState::Faulted) {
+                    tracing::error!(%error, batch = size, "a store write failed (disk full or failing); the batch was rolled back, new work is refused until the database can be reopened");
+                }
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(StoreError::Unavailable));
+                }
+                for command in batch.drain(..) {
+                    let _ = command.reply.send(Err(StoreError::Unavailable));
+                }
+            }
             Err(error) => {
                 tracing::error!(%error, batch = size, "store commit failed; the batch was rolled back");
                 let error = Arc::new(error);
@@ -259,6 +329,76 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Sets the storage state, logging and reporting each change once; true if changed.
+    fn set_state(&self, next: StorageState) -> bool {
+        let changed = self.health.set(next);
+        if changed {
+            self.observer.storage_state(next);
+            match next {
+                StorageState::LowDisk => tracing::warn!(
+                    "free disk space is below storage.min_free: new events are refused (507); deliveries and their outcomes go on"
+                ),
+                StorageState::Ok => tracing::info!("storage accepts new events again"),
+                // Logged with its cause where it happens.
+                StorageState::Faulted => {}
+            }
+        }
+        changed
+    }
+
+    /// Takes the faulted database out of the slot (reads answer `Unavailable`
+    /// meanwhile), waits for reads in progress to give back their handles (the file lock
+    /// is held until the last one is gone), and reopens it; writable again once a probe
+    /// write commits with room to spare.
+    fn recover(&mut self) {
+        if let Some(mut old) = self.slot.take() {
+            let deadline = Instant::now() + READERS_GRACE;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => break drop(db),
+                    Err(still) if Instant::now() < deadline => {
+                        old = still;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(still) => {
+                        tracing::warn!("reads still hold the faulted database; reopening later");
+                        self.slot.put(still);
+                        return;
+                    }
+                }
+            }
+        }
+        match self.reopen() {
+            Ok(db) => {
+                self.slot.put(Arc::new(db));
+                tracing::info!("the database was reopened and takes writes again");
+                let low = self.space.low();
+                self.set_state(if low {
+                    StorageState::LowDisk
+                } else {
+                    StorageState::Ok
+                });
+            }
+            Err(error) => tracing::debug!(%error, "the database cannot be reopened yet"),
+        }
+    }
+
+    fn reopen(&mut self) -> Result<Database, StoreError> {
+        if !self.space.has_room(RECOVER_ROOM) {
+            return Err(StoreError::Unavailable);
+        }
+        let db = Database::builder()
+            .set_cache_size(self.cache_size)
+            .create(&self.path)?;
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.set_quick_repair(true);
+        txn.open_table(META)?
+            .insert("last_reopened_ms", now_ms().to_be_bytes().as_slice())?;
+        txn.commit()?;
+        Ok(db)
     }
 
     fn current_index(&self) -> Arc<SubscriptionIndex> {
