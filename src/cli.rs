@@ -2,9 +2,13 @@
 //! out each one, each returning a `CliError` that knows its exit status (78, EX_CONFIG,
 //! for anything wrong in the configuration). `main.rs` only parses, dispatches, prints
 //! the error and exits; the server itself is `crate::run_with`. The maintenance
-//! commands (backup, restore, compact) are in `maintenance.rs`.
+//! commands (backup, restore, compact) are in `maintenance.rs`, the admin commands in
+//! `admin.rs`, which config file a command reads in `locate.rs`; every line printed on
+//! stdout goes through `output::print`.
 
+mod locate;
 mod maintenance;
+mod output;
 mod signals;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,7 +27,9 @@ use crate::store::StoreError;
 use crate::telemetry::TelemetryError;
 use crate::tls::TlsError;
 
+pub use locate::{CONFIG_ENV, config_path};
 pub use maintenance::{BackupArgs, RestoreArgs, backup, compact, restore};
+pub use output::print;
 pub use signals::{reload_on_signal, shutdown_on_signal};
 
 /// sysexits.h EX_CONFIG: systemd and packaging scripts tell a bad config from a crash.
@@ -35,11 +41,46 @@ pub const EX_TEMPFAIL: u8 = 75;
 /// Everything else.
 pub const EX_FAILURE: u8 = 1;
 
+/// Every exit status and its meaning: `hookd --help` and the man page show this table.
+pub const EXIT_STATUSES: [(u8, &str); 5] = [
+    (0, "Success."),
+    (
+        EX_FAILURE,
+        "Any other failure (the server refused a request, a network error, ...).",
+    ),
+    (EX_USAGE, "A bad command-line argument (EX_USAGE)."),
+    (
+        EX_TEMPFAIL,
+        "Try again later: the database is in use by a running hookd (EX_TEMPFAIL).",
+    ),
+    (
+        EX_CONFIG,
+        "The configuration, or a file it names, is wrong (EX_CONFIG); systemd does not \
+         restart the service after this status.",
+    ),
+];
+
+/// The exit statuses as `--help` shows them, after the options.
+fn exit_status_help() -> String {
+    let mut text = String::from("Exit status:");
+    for (code, meaning) in EXIT_STATUSES {
+        text.push_str(&format!("\n  {code:<3} {meaning}"));
+    }
+    text
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hookd",
     version,
-    about = "Webhook sender: durable ingest, signed HTTPS delivery"
+    about = "Webhook sender: durable ingest, signed HTTPS delivery",
+    long_about = "hookd accepts events from producers over an HTTPS API, stores each one in a \
+        single redb database file before acknowledging it, and delivers it to every \
+        subscribed endpoint over HTTPS, signed the Standard Webhooks way. Failed \
+        deliveries are retried with backoff for up to 72 hours. The same binary runs the \
+        server, a development receiver, the admin commands that call a running server, \
+        and the offline maintenance commands.",
+    after_long_help = exit_status_help()
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -87,9 +128,15 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
-    /// Configuration file.
-    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
-    pub config: PathBuf,
+    #[arg(long, value_name = "PATH", help = locate::CONFIG_HELP)]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// The file to read: `--config`, else as `config_path` finds it.
+    pub fn path(&self) -> PathBuf {
+        config_path(self.config.as_deref())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +215,11 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Stdout's reader has gone (`| head`): not a failure, `main` exits quietly.
+    #[error("standard output is closed")]
+    StdoutClosed,
+    #[error("cannot write to standard output: {0}")]
+    Stdout(#[source] std::io::Error),
 }
 
 impl CliError {
@@ -261,7 +313,8 @@ fn dev_hints(config: &Config, bound: SocketAddr) -> String {
 
 /// `hookd check-config`: everything `serve` reads before it binds, without binding.
 pub fn check_config(args: &ConfigArgs) -> Result<(), CliError> {
-    let config = Config::load(&args.config)?;
+    let path = args.path();
+    let config = Config::load(&path)?;
     if !config.server.plaintext {
         crate::tls::server_config(&config.server.tls_cert, &config.server.tls_key).map_err(
             |source| CliError::Tls {
@@ -280,8 +333,7 @@ pub fn check_config(args: &ConfigArgs) -> Result<(), CliError> {
     }
     config.master_key()?;
     config.admin_token()?;
-    println!("ok: {}", args.config.display());
-    Ok(())
+    print(format_args!("ok: {}\n", path.display()))
 }
 
 /// `hookd init DIR [--missing-only]`, always with the production (non-dev) config.
@@ -292,18 +344,18 @@ pub fn init(args: &InitArgs) -> Result<(), CliError> {
     };
     let report = crate::init::init(&args.dir, &options)?;
     if report.created.is_empty() {
-        println!("nothing to create: every file exists");
+        print("nothing to create: every file exists\n")?;
     }
     for path in &report.created {
-        println!("created {}", path.display());
+        print(format_args!("created {}\n", path.display()))?;
     }
     if !args.missing_only {
-        println!(
-            "\nconfig        {}\nadmin token   {}\nCA to trust   {}",
+        print(format_args!(
+            "\nconfig        {}\nadmin token   {}\nCA to trust   {}\n",
             report.config.display(),
             report.admin_token_file.display(),
             report.ca_cert.display()
-        );
+        ))?;
     }
     Ok(())
 }
@@ -339,6 +391,30 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Every command and argument below `command` that has no help text.
+    fn without_help(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if !matches!(id, "help" | "version") && arg.get_help().is_none() {
+                out.push(format!("{path} {id}"));
+            }
+        }
+        for sub in command.get_subcommands() {
+            let path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() {
+                out.push(path.clone());
+            }
+            without_help(sub, &path, out);
+        }
+    }
+
+    #[test]
+    fn every_command_and_argument_has_help() {
+        let mut missing = Vec::new();
+        without_help(&Cli::command(), "hookd", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
     #[test]
     fn subcommands_parse_with_their_defaults() {
         let parse = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.command);
@@ -350,7 +426,7 @@ mod tests {
         let Ok(Command::CheckConfig(check)) = parse(&["hookd", "check-config"]) else {
             panic!("check-config");
         };
-        assert_eq!(check.config, Path::new(config::DEFAULT_PATH));
+        assert_eq!(check.config, None);
         let Ok(Command::Init(init)) = parse(&["hookd", "init", "/tmp/x", "--missing-only"]) else {
             panic!("init");
         };
@@ -378,7 +454,7 @@ mod tests {
         )
         .unwrap();
         let args = ConfigArgs {
-            config: dir.path().join("hookd.toml"),
+            config: Some(dir.path().join("hookd.toml")),
         };
         check_config(&args).unwrap();
 
@@ -391,7 +467,7 @@ mod tests {
         assert!(matches!(error, CliError::Tls { .. }), "{error}");
         assert_eq!(error.exit_code(), EX_CONFIG);
 
-        std::fs::write(&args.config, "[server]\nlistn = 1\n").unwrap();
+        std::fs::write(args.path(), "[server]\nlistn = 1\n").unwrap();
         let error = check_config(&args).unwrap_err();
         assert_eq!(error.exit_code(), EX_CONFIG);
         assert!(error.to_string().contains("line 2, column 1"), "{error}");
