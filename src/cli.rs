@@ -3,11 +3,12 @@
 //! for anything wrong in the configuration). `main.rs` only parses, dispatches, prints
 //! the error and exits; the server itself is `crate::run_with`. The maintenance
 //! commands (backup, restore, compact) are in `maintenance.rs`, the admin commands in
-//! `admin.rs`, which config file a command reads in `locate.rs`; every line printed on
-//! stdout goes through `output::print`.
+//! `admin.rs`, which config file a command reads in `locate.rs`, the man page in
+//! `man.rs`; every line printed on stdout goes through `output::print`.
 
 mod locate;
 mod maintenance;
+mod man;
 mod output;
 mod signals;
 
@@ -29,6 +30,7 @@ use crate::tls::TlsError;
 
 pub use locate::{CONFIG_ENV, config_path};
 pub use maintenance::{BackupArgs, RestoreArgs, backup, compact, restore};
+pub use man::man_page;
 pub use output::print;
 pub use signals::{reload_on_signal, shutdown_on_signal};
 
@@ -90,12 +92,33 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
+    ///
+    /// Runs in the foreground until SIGTERM or SIGINT, which stop accepting requests
+    /// and give in-flight attempts server.shutdown_grace to finish; SIGHUP reloads the
+    /// TLS certificate and key and the log level. Under systemd it reports readiness
+    /// (READY=1) once it is listening and its database is open. With --dev it creates
+    /// ./hookd-dev on first use (config, local CA, certificate, master key, admin token)
+    /// and serves on 127.0.0.1:8443.
     Serve(ServeArgs),
     /// Check the configuration and the files it names, then exit.
+    ///
+    /// Loads the configuration and every file it names (TLS certificate and key,
+    /// master key, admin token, extra CA file) without starting anything. Prints "ok"
+    /// and exits 0, or names the key and line at fault and exits 78.
     CheckConfig(ConfigArgs),
     /// Write a config, a local CA and certificate, a master key and an admin token.
+    ///
+    /// Writes DIR/hookd.toml, a local CA (DIR/tls/ca.pem, ca.key), a certificate for
+    /// localhost signed by it (DIR/tls/cert.pem, key.pem), a 32-byte master key and an
+    /// admin token. An existing file is never overwritten: if any exists, nothing is
+    /// written. With --missing-only (what the packages run after installing) it
+    /// creates only the absent key, token and certificate files.
     Init(InitArgs),
     /// Development receiver: HTTPS on 127.0.0.1, verifies and prints each delivery.
+    ///
+    /// Serves HTTPS on 127.0.0.1:PORT with the development certificate, checks the
+    /// signature of every delivery with the subscription's signing secret and prints
+    /// its headers and body.
     Listen(ListenArgs),
     /// Entities (customer accounts) of a running hookd.
     Entity(admin::EntityArgs),
@@ -114,6 +137,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Rewrite the database file without its free pages (hookd must be stopped).
     Compact(ConfigArgs),
+    /// Write the man page (roff) to stdout; packaging/hookd.1 is its output.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -373,7 +373,7 @@ async fn a_closed_stdout_ends_the_command_quietly() {
             .await;
     }
     let config = cli.config.to_str().unwrap();
-    let cases: [&[&str]; 3] = [
+    let cases: [&[&str]; 4] = [
         &[
             "subscription",
             "list",
@@ -392,6 +392,7 @@ async fn a_closed_stdout_ends_the_command_quietly() {
             &cli.url,
         ],
         &["--help"],
+        &["man"],
     ];
     for args in cases {
         let mut command = Command::new("bash");
