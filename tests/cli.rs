@@ -423,3 +423,74 @@ async fn a_backup_is_readable_by_its_owner_only() {
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{mode:o}");
 }
+
+#[tokio::test]
+async fn listen_stops_quietly_when_its_stdout_is_closed() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+
+    let ca = common::TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.leaf();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookd"))
+        .args(["listen", "--port", "0"])
+        .args(["--secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+        .arg("--cert")
+        .arg(&cert_path)
+        .arg("--key")
+        .arg(&key_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reaper = Reaper(child.id().to_string());
+    // What `hookd listen | head -n 1` does: read the first line, then close the pipe.
+    let stdout = child.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let addr = banner
+        .strip_prefix("listening on https://")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("{banner}"))
+        .to_string();
+    let exited = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
+
+    let request = http::Request::post(format!("https://{addr}/webhook"))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+        .unwrap();
+    let answered = common::test_client(&ca)
+        .send(request, common::WAIT, 4096)
+        .await;
+    assert_eq!(answered.unwrap().status, 401, "answered before it stops");
+    let output = tokio::time::timeout(common::WAIT, exited)
+        .await
+        .expect("hookd listen stops once its stdout is closed")
+        .unwrap();
+    std::mem::forget(reaper);
+    let err = text(&output.stderr);
+    assert!(
+        output.status.success() && err.is_empty(),
+        "{:?} {err}",
+        output.status
+    );
+}
+
+/// Kills a child process when a test fails while it still runs: the runtime would
+/// otherwise wait for ever on the blocking task that waits for it.
+struct Reaper(String);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(&self.0).status();
+    }
+}
