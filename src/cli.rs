@@ -2,26 +2,26 @@
 //! out each one, each returning a `CliError` that knows its exit status (78, EX_CONFIG,
 //! for anything wrong in the configuration). `main.rs` only parses, dispatches, prints
 //! the error and exits; the server itself is `crate::run_with`. The maintenance
-//! commands (backup, restore, compact) are in `maintenance.rs`, the admin commands in
-//! `admin.rs`, which config file a command reads in `locate.rs`, the man page in
-//! `man.rs`; every line printed on stdout goes through `output::print`.
+//! commands (backup, restore, compact) are in `maintenance.rs`, `serve` in `serve.rs`,
+//! the admin commands in `admin.rs`, which config file a command reads in `locate.rs`,
+//! the man page in `man.rs`; every line printed on stdout goes through `output::print`.
 
 mod locate;
 mod maintenance;
 mod man;
 mod output;
+mod serve;
 mod signals;
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use tokio::net::TcpListener;
 
 pub mod admin;
 pub mod client;
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{Config, ConfigError};
 use crate::init::{InitError, InitOptions, dev_dir};
 use crate::listen::{ListenError, ListenOptions};
 use crate::store::StoreError;
@@ -32,6 +32,7 @@ pub use locate::{CONFIG_ENV, config_path};
 pub use maintenance::{BackupArgs, RestoreArgs, backup, compact, restore};
 pub use man::man_page;
 pub use output::print;
+pub use serve::{ServeArgs, serve};
 pub use signals::{reload_on_signal, shutdown_on_signal};
 
 /// sysexits.h EX_CONFIG: systemd and packaging scripts tell a bad config from a crash.
@@ -143,16 +144,6 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Configuration file [default: /etc/hookd/hookd.toml].
-    #[arg(long, value_name = "PATH", conflicts_with = "dev")]
-    pub config: Option<PathBuf>,
-    /// Use ./hookd-dev (created on first use) with a loopback config.
-    #[arg(long)]
-    pub dev: bool,
-}
-
-#[derive(Debug, Args)]
 pub struct ConfigArgs {
     #[arg(long, value_name = "PATH", help = locate::CONFIG_HELP)]
     pub config: Option<PathBuf>,
@@ -261,82 +252,6 @@ impl CliError {
     }
 }
 
-/// `hookd serve`: load the config (making ./hookd-dev first with `--dev`), bind, and run
-/// until SIGTERM or SIGINT; SIGHUP reloads the certificate and the log level.
-pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
-    let config = serve_config(args)?;
-    let log = crate::telemetry::init_logging(&config.log.level)?;
-    let addr = config.server.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| CliError::Bind { addr, source })?;
-    let shutdown = shutdown_on_signal()?;
-    let (reload, requests) = crate::reload::channel();
-    reload_on_signal(reload, shutdown.clone())?;
-    if args.dev {
-        let bound = listener.local_addr().unwrap_or(addr);
-        eprintln!("{}", dev_hints(&config, bound));
-    }
-    let options = crate::RunOptions {
-        metrics_listener: None,
-        reload: Some(requests),
-        log: Some(log),
-    };
-    crate::run_with(config, listener, shutdown, options)
-        .await
-        .map_err(CliError::Run)
-}
-
-fn serve_config(args: &ServeArgs) -> Result<Config, CliError> {
-    if !args.dev {
-        let path = args
-            .config
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
-        return Ok(Config::load(&path)?);
-    }
-    let dir = dev_dir();
-    let path = dir.join("hookd.toml");
-    if !path.exists() {
-        let options = InitOptions {
-            missing_only: false,
-            dev: true,
-        };
-        crate::init::init(&dir, &options)?;
-        eprintln!("created a development instance in {}", dir.display());
-    }
-    Ok(Config::load(&path)?)
-}
-
-/// What a developer needs to talk to the dev server, ready to paste.
-fn dev_hints(config: &Config, bound: SocketAddr) -> String {
-    let mut shown = bound;
-    // A wildcard address is not something a client can connect to.
-    if shown.ip().is_unspecified() {
-        shown.set_ip(Ipv4Addr::LOCALHOST.into());
-    }
-    let scheme = if config.server.plaintext {
-        "http"
-    } else {
-        "https"
-    };
-    let url = format!("{scheme}://{shown}");
-    let token = config.secrets.admin_token_file.display();
-    let ca = config.delivery.extra_ca_file.clone().unwrap_or_else(|| {
-        let tls_dir = config.server.tls_cert.parent().unwrap_or(Path::new(""));
-        tls_dir.join("ca.pem")
-    });
-    let ca = ca.display();
-    format!(
-        "hookd development server\n\
-         \x20 API          {url}\n\
-         \x20 admin token  {token}\n\
-         \x20              export HOOKD_TOKEN=$(cat {token})\n\
-         \x20 CA to trust  {ca}\n\
-         \x20              curl --cacert {ca} -H \"Authorization: Bearer $HOOKD_TOKEN\" {url}/v1/subscriptions"
-    )
-}
-
 /// `hookd check-config`: everything `serve` reads before it binds, without binding.
 pub fn check_config(args: &ConfigArgs) -> Result<(), CliError> {
     let path = args.path();
@@ -408,6 +323,8 @@ pub async fn listen(args: ListenArgs) -> Result<(), CliError> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use clap::CommandFactory;
 
     use super::*;
@@ -497,24 +414,5 @@ mod tests {
         let error = check_config(&args).unwrap_err();
         assert_eq!(error.exit_code(), EX_CONFIG);
         assert!(error.to_string().contains("line 2, column 1"), "{error}");
-    }
-
-    #[test]
-    fn dev_hints_name_a_connectable_url_the_token_and_the_ca() {
-        let config = Config::from_toml(
-            "[delivery]\nextra_ca_file = \"tls/ca.pem\"\n",
-            Path::new("./hookd-dev"),
-        )
-        .unwrap();
-        let hints = dev_hints(&config, "0.0.0.0:8443".parse().unwrap());
-        assert!(hints.contains("https://127.0.0.1:8443"), "{hints}");
-        assert!(
-            hints.contains("export HOOKD_TOKEN=$(cat ./hookd-dev/admin.token)"),
-            "{hints}"
-        );
-        assert!(
-            hints.contains("curl --cacert ./hookd-dev/tls/ca.pem"),
-            "{hints}"
-        );
     }
 }
