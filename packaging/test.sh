@@ -66,6 +66,10 @@ grep -qx /etc/hookd/hookd.toml "$ctrl/conffiles" || fail "hookd.toml is not a co
 dpkg-deb --contents "$deb" >"$out/deb-files"
 grep -Eq '^-rw-r----- (0/0|root/root) .* \./etc/hookd/hookd\.toml$' "$out/deb-files" ||
     fail "hookd.toml is not mode 0640 in the .deb"
+for doc in README.md api.md openapi.json examples/config.example.toml; do
+    grep -Eq "^-rw-r--r-- (0/0|root/root) .* \./usr/share/doc/hookd/$doc\$" "$out/deb-files" ||
+        fail "/usr/share/doc/hookd/$doc is not in the .deb (mode 0644)"
+done
 grep -q 'hookd init --missing-only /etc/hookd' "$ctrl/postinst" || fail "postinst does not run init"
 grep -q 'deb-systemd-invoke' "$ctrl/postinst" || fail "postinst does not start the unit"
 grep -q 'rm -rf /etc/hookd /var/lib/hookd' "$ctrl/postrm" || fail "postrm does not purge"
@@ -75,6 +79,10 @@ rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROU
     tee "$out/rpm-files"
 grep -qx 'cn -rw-r----- root:hookd /etc/hookd/hookd.toml' "$out/rpm-files" ||
     fail "hookd.toml is not %config(noreplace) root:hookd 0640 in the .rpm"
+for doc in README.md api.md openapi.json examples/config.example.toml; do
+    grep -qx "d -rw-r--r-- root:root /usr/share/doc/hookd/$doc" "$out/rpm-files" ||
+        fail "/usr/share/doc/hookd/$doc is not a %doc file (0644) in the .rpm"
+done
 
 step "Debian root"
 # The host's own release and mirror, so the root gets the glibc the binary was built

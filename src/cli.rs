@@ -2,28 +2,37 @@
 //! out each one, each returning a `CliError` that knows its exit status (78, EX_CONFIG,
 //! for anything wrong in the configuration). `main.rs` only parses, dispatches, prints
 //! the error and exits; the server itself is `crate::run_with`. The maintenance
-//! commands (backup, restore, compact) are in `maintenance.rs`.
+//! commands (backup, restore, compact) are in `maintenance.rs`, `serve` in `serve.rs`,
+//! the admin commands in `admin.rs`, which config file a command reads in `locate.rs`,
+//! the man page in `man.rs`; every line printed on stdout goes through `output::print`.
 
+mod locate;
 mod maintenance;
+mod man;
+mod output;
+mod serve;
 mod signals;
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use tokio::net::TcpListener;
 
 pub mod admin;
 pub mod client;
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{Config, ConfigError};
 use crate::init::{InitError, InitOptions, dev_dir};
 use crate::listen::{ListenError, ListenOptions};
 use crate::store::StoreError;
 use crate::telemetry::TelemetryError;
 use crate::tls::TlsError;
 
+pub use locate::{CONFIG_ENV, config_path};
 pub use maintenance::{BackupArgs, RestoreArgs, backup, compact, restore};
+pub use man::man_page;
+pub use output::print;
+pub use serve::{ServeArgs, serve};
 pub use signals::{reload_on_signal, shutdown_on_signal};
 
 /// sysexits.h EX_CONFIG: systemd and packaging scripts tell a bad config from a crash.
@@ -35,11 +44,46 @@ pub const EX_TEMPFAIL: u8 = 75;
 /// Everything else.
 pub const EX_FAILURE: u8 = 1;
 
+/// Every exit status and its meaning: `hookd --help` and the man page show this table.
+pub const EXIT_STATUSES: [(u8, &str); 5] = [
+    (0, "Success."),
+    (
+        EX_FAILURE,
+        "Any other failure (the server refused a request, a network error, ...).",
+    ),
+    (EX_USAGE, "A bad command-line argument (EX_USAGE)."),
+    (
+        EX_TEMPFAIL,
+        "Try again later: the database is in use by a running hookd (EX_TEMPFAIL).",
+    ),
+    (
+        EX_CONFIG,
+        "The configuration, or a file it names, is wrong (EX_CONFIG); systemd does not \
+         restart the service after this status.",
+    ),
+];
+
+/// The exit statuses as `--help` shows them, after the options.
+fn exit_status_help() -> String {
+    let mut text = String::from("Exit status:");
+    for (code, meaning) in EXIT_STATUSES {
+        text.push_str(&format!("\n  {code:<3} {meaning}"));
+    }
+    text
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hookd",
     version,
-    about = "Webhook sender: durable ingest, signed HTTPS delivery"
+    about = "Webhook sender: durable ingest, signed HTTPS delivery",
+    long_about = "hookd accepts events from producers over an HTTPS API, stores each one in a \
+        single redb database file before acknowledging it, and delivers it to every \
+        subscribed endpoint over HTTPS, signed the Standard Webhooks way. Failed \
+        deliveries are retried with backoff for up to 72 hours. The same binary runs the \
+        server, a development receiver, the admin commands that call a running server, \
+        and the offline maintenance commands.",
+    after_long_help = exit_status_help()
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -49,12 +93,33 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
+    ///
+    /// Runs in the foreground until SIGTERM or SIGINT, which stop accepting requests
+    /// and give in-flight attempts server.shutdown_grace to finish; SIGHUP reloads the
+    /// TLS certificate and key and the log level. Under systemd it reports readiness
+    /// (READY=1) once it is listening and its database is open. With --dev it creates
+    /// ./hookd-dev on first use (config, local CA, certificate, master key, admin token)
+    /// and serves on 127.0.0.1:8443.
     Serve(ServeArgs),
     /// Check the configuration and the files it names, then exit.
+    ///
+    /// Loads the configuration and every file it names (TLS certificate and key,
+    /// master key, admin token, extra CA file) without starting anything. Prints "ok"
+    /// and exits 0, or names the key and line at fault and exits 78.
     CheckConfig(ConfigArgs),
     /// Write a config, a local CA and certificate, a master key and an admin token.
+    ///
+    /// Writes DIR/hookd.toml, a local CA (DIR/tls/ca.pem, ca.key), a certificate for
+    /// localhost signed by it (DIR/tls/cert.pem, key.pem), a 32-byte master key and an
+    /// admin token. An existing file is never overwritten: if any exists, nothing is
+    /// written. With --missing-only (what the packages run after installing) it
+    /// creates only the absent key, token and certificate files.
     Init(InitArgs),
     /// Development receiver: HTTPS on 127.0.0.1, verifies and prints each delivery.
+    ///
+    /// Serves HTTPS on 127.0.0.1:PORT with the development certificate, checks the
+    /// signature of every delivery with the subscription's signing secret and prints
+    /// its headers and body.
     Listen(ListenArgs),
     /// Entities (customer accounts) of a running hookd.
     Entity(admin::EntityArgs),
@@ -73,23 +138,22 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Rewrite the database file without its free pages (hookd must be stopped).
     Compact(ConfigArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Configuration file [default: /etc/hookd/hookd.toml].
-    #[arg(long, value_name = "PATH", conflicts_with = "dev")]
-    pub config: Option<PathBuf>,
-    /// Use ./hookd-dev (created on first use) with a loopback config.
-    #[arg(long)]
-    pub dev: bool,
+    /// Write the man page (roff) to stdout; packaging/hookd.1 is its output.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
-    /// Configuration file.
-    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
-    pub config: PathBuf,
+    #[arg(long, value_name = "PATH", help = locate::CONFIG_HELP)]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// The file to read: `--config`, else as `config_path` finds it.
+    pub fn path(&self) -> PathBuf {
+        config_path(self.config.as_deref())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +232,11 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Stdout's reader has gone (`| head`): not a failure, `main` exits quietly.
+    #[error("standard output is closed")]
+    StdoutClosed,
+    #[error("cannot write to standard output: {0}")]
+    Stdout(#[source] std::io::Error),
 }
 
 impl CliError {
@@ -183,85 +252,10 @@ impl CliError {
     }
 }
 
-/// `hookd serve`: load the config (making ./hookd-dev first with `--dev`), bind, and run
-/// until SIGTERM or SIGINT; SIGHUP reloads the certificate and the log level.
-pub async fn serve(args: &ServeArgs) -> Result<(), CliError> {
-    let config = serve_config(args)?;
-    let log = crate::telemetry::init_logging(&config.log.level)?;
-    let addr = config.server.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| CliError::Bind { addr, source })?;
-    let shutdown = shutdown_on_signal()?;
-    let (reload, requests) = crate::reload::channel();
-    reload_on_signal(reload, shutdown.clone())?;
-    if args.dev {
-        let bound = listener.local_addr().unwrap_or(addr);
-        eprintln!("{}", dev_hints(&config, bound));
-    }
-    let options = crate::RunOptions {
-        metrics_listener: None,
-        reload: Some(requests),
-        log: Some(log),
-    };
-    crate::run_with(config, listener, shutdown, options)
-        .await
-        .map_err(CliError::Run)
-}
-
-fn serve_config(args: &ServeArgs) -> Result<Config, CliError> {
-    if !args.dev {
-        let path = args
-            .config
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
-        return Ok(Config::load(&path)?);
-    }
-    let dir = dev_dir();
-    let path = dir.join("hookd.toml");
-    if !path.exists() {
-        let options = InitOptions {
-            missing_only: false,
-            dev: true,
-        };
-        crate::init::init(&dir, &options)?;
-        eprintln!("created a development instance in {}", dir.display());
-    }
-    Ok(Config::load(&path)?)
-}
-
-/// What a developer needs to talk to the dev server, ready to paste.
-fn dev_hints(config: &Config, bound: SocketAddr) -> String {
-    let mut shown = bound;
-    // A wildcard address is not something a client can connect to.
-    if shown.ip().is_unspecified() {
-        shown.set_ip(Ipv4Addr::LOCALHOST.into());
-    }
-    let scheme = if config.server.plaintext {
-        "http"
-    } else {
-        "https"
-    };
-    let url = format!("{scheme}://{shown}");
-    let token = config.secrets.admin_token_file.display();
-    let ca = config.delivery.extra_ca_file.clone().unwrap_or_else(|| {
-        let tls_dir = config.server.tls_cert.parent().unwrap_or(Path::new(""));
-        tls_dir.join("ca.pem")
-    });
-    let ca = ca.display();
-    format!(
-        "hookd development server\n\
-         \x20 API          {url}\n\
-         \x20 admin token  {token}\n\
-         \x20              export HOOKD_TOKEN=$(cat {token})\n\
-         \x20 CA to trust  {ca}\n\
-         \x20              curl --cacert {ca} -H \"Authorization: Bearer $HOOKD_TOKEN\" {url}/v1/subscriptions"
-    )
-}
-
 /// `hookd check-config`: everything `serve` reads before it binds, without binding.
 pub fn check_config(args: &ConfigArgs) -> Result<(), CliError> {
-    let config = Config::load(&args.config)?;
+    let path = args.path();
+    let config = Config::load(&path)?;
     if !config.server.plaintext {
         crate::tls::server_config(&config.server.tls_cert, &config.server.tls_key).map_err(
             |source| CliError::Tls {
@@ -280,8 +274,7 @@ pub fn check_config(args: &ConfigArgs) -> Result<(), CliError> {
     }
     config.master_key()?;
     config.admin_token()?;
-    println!("ok: {}", args.config.display());
-    Ok(())
+    print(format_args!("ok: {}\n", path.display()))
 }
 
 /// `hookd init DIR [--missing-only]`, always with the production (non-dev) config.
@@ -292,18 +285,18 @@ pub fn init(args: &InitArgs) -> Result<(), CliError> {
     };
     let report = crate::init::init(&args.dir, &options)?;
     if report.created.is_empty() {
-        println!("nothing to create: every file exists");
+        print("nothing to create: every file exists\n")?;
     }
     for path in &report.created {
-        println!("created {}", path.display());
+        print(format_args!("created {}\n", path.display()))?;
     }
     if !args.missing_only {
-        println!(
-            "\nconfig        {}\nadmin token   {}\nCA to trust   {}",
+        print(format_args!(
+            "\nconfig        {}\nadmin token   {}\nCA to trust   {}\n",
             report.config.display(),
             report.admin_token_file.display(),
             report.ca_cert.display()
-        );
+        ))?;
     }
     Ok(())
 }
@@ -330,6 +323,8 @@ pub async fn listen(args: ListenArgs) -> Result<(), CliError> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use clap::CommandFactory;
 
     use super::*;
@@ -337,6 +332,30 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every command and argument below `command` that has no help text.
+    fn without_help(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if !matches!(id, "help" | "version") && arg.get_help().is_none() {
+                out.push(format!("{path} {id}"));
+            }
+        }
+        for sub in command.get_subcommands() {
+            let path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() {
+                out.push(path.clone());
+            }
+            without_help(sub, &path, out);
+        }
+    }
+
+    #[test]
+    fn every_command_and_argument_has_help() {
+        let mut missing = Vec::new();
+        without_help(&Cli::command(), "hookd", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 
     #[test]
@@ -350,7 +369,7 @@ mod tests {
         let Ok(Command::CheckConfig(check)) = parse(&["hookd", "check-config"]) else {
             panic!("check-config");
         };
-        assert_eq!(check.config, Path::new(config::DEFAULT_PATH));
+        assert_eq!(check.config, None);
         let Ok(Command::Init(init)) = parse(&["hookd", "init", "/tmp/x", "--missing-only"]) else {
             panic!("init");
         };
@@ -378,7 +397,7 @@ mod tests {
         )
         .unwrap();
         let args = ConfigArgs {
-            config: dir.path().join("hookd.toml"),
+            config: Some(dir.path().join("hookd.toml")),
         };
         check_config(&args).unwrap();
 
@@ -391,28 +410,9 @@ mod tests {
         assert!(matches!(error, CliError::Tls { .. }), "{error}");
         assert_eq!(error.exit_code(), EX_CONFIG);
 
-        std::fs::write(&args.config, "[server]\nlistn = 1\n").unwrap();
+        std::fs::write(args.path(), "[server]\nlistn = 1\n").unwrap();
         let error = check_config(&args).unwrap_err();
         assert_eq!(error.exit_code(), EX_CONFIG);
         assert!(error.to_string().contains("line 2, column 1"), "{error}");
-    }
-
-    #[test]
-    fn dev_hints_name_a_connectable_url_the_token_and_the_ca() {
-        let config = Config::from_toml(
-            "[delivery]\nextra_ca_file = \"tls/ca.pem\"\n",
-            Path::new("./hookd-dev"),
-        )
-        .unwrap();
-        let hints = dev_hints(&config, "0.0.0.0:8443".parse().unwrap());
-        assert!(hints.contains("https://127.0.0.1:8443"), "{hints}");
-        assert!(
-            hints.contains("export HOOKD_TOKEN=$(cat ./hookd-dev/admin.token)"),
-            "{hints}"
-        );
-        assert!(
-            hints.contains("curl --cacert ./hookd-dev/tls/ca.pem"),
-            "{hints}"
-        );
     }
 }

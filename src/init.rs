@@ -404,6 +404,20 @@ fn name(common_name: &str) -> DistinguishedName {
     name
 }
 
+/// The end of every config `init` writes: the catalog, open until an entry is added
+/// (a test parses the example entry uncommented).
+const CATALOG: &str = "\
+# The event type catalog. Without [[event_types]] entries it is open: any well-formed
+# event type may be posted and subscribed to. With entries, an exact type that is not
+# listed is refused. Built in, each with scope \"subscriptions:read\":
+# hookd.subscription.disabled, hookd.delivery.failed and hookd.ping. Keep the
+# catalog last: TOML puts every key written below [[event_types]] into its last entry.
+# [[event_types]]
+# name = \"v2.export-job.created\"
+# description = \"The customer's accounting data was exported.\"
+# scope = \"export-jobs:read\"
+";
+
 /// The config `init` writes: only what differs from the defaults, plus pointers.
 fn config_text(dev: bool) -> String {
     let (mode, listen, delivery) = if dev {
@@ -437,12 +451,7 @@ fn config_text(dev: bool) -> String {
          master_key_file = \"master.key\"\n\
          admin_token_file = \"admin.token\"\n\
          {delivery}\n\
-         # The event type catalog. Keep [[event_types]] last: TOML puts every key written\n\
-         # below it into its last entry.\n\
-         [[event_types]]\n\
-         name = \"v2.export-job.created\"\n\
-         description = \"The customer's accounting data was exported.\"\n\
-         scope = \"export-jobs:read\"\n"
+         {CATALOG}"
     )
 }
 

@@ -2,9 +2,11 @@
 //! certificate `hookd init` made, checks each request's Standard Webhooks signature
 //! with the given `whsec_` secret (and that its timestamp is within 5 minutes, as the
 //! Standard Webhooks libraries do), prints a readable block per delivery to stdout,
-//! and answers 204 when the signature holds, 401 when it does not.
+//! and answers 204 when the signature holds, 401 when it does not. When stdout's
+//! reader goes away (`hookd listen ... | head`) it stops, quietly, as `cat` would.
 
 use std::convert::Infallible;
+use std::io::{ErrorKind, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,11 +79,12 @@ pub async fn listen(
     shutdown: CancellationToken,
 ) -> Result<(), ListenError> {
     let listener = bind(options).await?;
-    println!(
+    let banner = format!(
         "listening on https://{}/ (certificate {})",
         listener.local_addr(),
         listener.cert.display()
     );
+    show(&banner, &shutdown);
     listener.run(shutdown).await
 }
 
@@ -169,7 +172,8 @@ async fn serve_connection(
             return;
         }
     };
-    let service = service_fn(move |request| handle(request, Arc::clone(&key)));
+    let stop = shutdown.clone();
+    let service = service_fn(move |request| handle(request, Arc::clone(&key), stop.clone()));
     let connection = http1::Builder::new().serve_connection(TokioIo::new(tls), service);
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
@@ -184,9 +188,22 @@ async fn serve_connection(
     }
 }
 
+/// Prints one block on stdout. If nobody reads it any more, the receiver has no purpose
+/// left: `stop` ends it (and `println!` would panic on EPIPE instead).
+fn show(block: &str, stop: &CancellationToken) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "{block}").and_then(|()| stdout.flush()) {
+        if error.kind() != ErrorKind::BrokenPipe {
+            tracing::warn!(%error, "cannot write to stdout; stopping");
+        }
+        stop.cancel();
+    }
+}
+
 async fn handle(
     request: Request<Incoming>,
     key: Arc<SigningKey>,
+    stop: CancellationToken,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let received = SystemTime::now();
     let (parts, body) = request.into_parts();
@@ -199,7 +216,7 @@ async fn handle(
     let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
-            println!("{heading}\nbody not read: {error}\n");
+            show(&format!("{heading}\nbody not read: {error}\n"), &stop);
             return Ok(text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body unreadable or over 1 MiB",
@@ -214,10 +231,11 @@ async fn handle(
         Err(reason) => format!("SIGNATURE INVALID: {reason}"),
     };
     // One print per delivery so concurrent deliveries do not interleave.
-    println!(
+    let block = format!(
         "{heading}\nwebhook-id: {id}\n{status_line}\n{}\n",
         show_body(&body)
     );
+    show(&block, &stop);
     Ok(match verdict {
         Ok(()) => empty(StatusCode::NO_CONTENT),
         Err(reason) => text(

@@ -12,6 +12,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout has gone (`| head`): it has all it wanted.
+        Err(error) if matches!(error.downcast_ref(), Some(CliError::StdoutClosed)) => {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("hookd: {}", one_line(&error));
             let code = error
@@ -36,6 +40,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Backup(args) => cli::backup(&args)?,
         Command::Restore(args) => cli::restore(&args)?,
         Command::Compact(args) => cli::compact(&args)?,
+        Command::Man => cli::print(String::from_utf8_lossy(&cli::man_page()?))?,
     }
     Ok(())
 }

@@ -43,6 +43,21 @@ impl Api {
     /// Sends one request; a non-2xx answer becomes `CliError::Api` with the problem's
     /// detail.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
+        self.send(method, path, &[], body)
+    }
+
+    /// A GET with query parameters, which ureq percent-encodes (a cursor is opaque).
+    pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, CliError> {
+        self.send("GET", path, query, None)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, CliError> {
         let url = format!("{}{path}", self.base);
         let auth = format!("Bearer {}", self.token);
         let failed = |source: ureq::Error| CliError::Http {
@@ -50,7 +65,12 @@ impl Api {
             source: Box::new(source),
         };
         let response = match method {
-            "GET" => self.agent.get(&url).header("authorization", &auth).call(),
+            "GET" => self
+                .agent
+                .get(&url)
+                .query_pairs(query.iter().copied())
+                .header("authorization", &auth)
+                .call(),
             "DELETE" => self
                 .agent
                 .delete(&url)

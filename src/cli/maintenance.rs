@@ -4,20 +4,25 @@
 //! and so refuse while hookd runs (redb locks the file).
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use super::CliError;
 use super::client::{agent, default_url, problem_detail};
-use crate::config::{self, Config};
+use super::locate::{CONFIG_HELP, config_path};
+use super::output::print;
+use crate::config::Config;
 use crate::store;
+
+/// A backup holds every event's payload and the sealed secrets: only its owner reads it.
+const BACKUP_MODE: u32 = 0o600;
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// Configuration file (for the admin token, the address and the CA to trust).
-    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
-    pub config: PathBuf,
+    #[arg(long, value_name = "PATH", help = CONFIG_HELP)]
+    pub config: Option<PathBuf>,
     /// Where to write the backup (replaced only once the download is complete).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -31,18 +36,17 @@ pub struct BackupArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Configuration file (names the database to replace).
-    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
-    pub config: PathBuf,
+    #[arg(long, value_name = "PATH", help = CONFIG_HELP)]
+    pub config: Option<PathBuf>,
     /// A file `hookd backup` wrote.
     #[arg(long, value_name = "FILE")]
     pub from: PathBuf,
 }
 
-/// `hookd backup`: downloads a consistent copy to `<out>.partial`, checks that it is a
-/// hookd database, then renames it to `out`.
+/// `hookd backup`: downloads a consistent copy to `<out>.partial` (mode 0600), checks
+/// that it is a hookd database, then renames it to `out`.
 pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
-    let config = Config::load(&args.config)?;
+    let config = Config::load(&config_path(args.config.as_deref()))?;
     let token = config.admin_token()?;
     let url = match &args.url {
         Some(url) => url.trim_end_matches('/').to_owned(),
@@ -75,7 +79,18 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
         path: partial.clone(),
         source,
     };
-    let mut file = std::fs::File::create(&partial).map_err(io)?;
+    // A leftover from an interrupted run may have another mode, which opening it would
+    // keep: the file is made anew, 0600 from its first byte.
+    match std::fs::remove_file(&partial) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(io(error)),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(BACKUP_MODE)
+        .open(&partial)
+        .map_err(io)?;
     let mut reader = response.into_body().into_reader();
     std::io::copy(&mut reader, &mut file).map_err(io)?;
     file.flush().map_err(io)?;
@@ -86,50 +101,48 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
         path: args.out.clone(),
         source,
     })?;
-    println!(
-        "wrote {} ({} bytes: {} events, {} deliveries, {} subscriptions)",
+    print(format_args!(
+        "wrote {} ({} bytes: {} events, {} deliveries, {} subscriptions)\n",
         args.out.display(),
         info.bytes,
         info.events,
         info.deliveries,
         info.subscriptions
-    );
-    Ok(())
+    ))
 }
 
 /// `hookd restore`: refuses while hookd runs; keeps the replaced file as `.bak`.
 pub fn restore(args: &RestoreArgs) -> Result<(), CliError> {
-    let config = Config::load(&args.config)?;
+    let config = Config::load(&config_path(args.config.as_deref()))?;
     let info = store::read_info(&args.from)?;
     let previous = store::place_backup(&args.from, &config.storage.path)?;
-    println!(
-        "restored {} to {} ({} events, {} deliveries, {} subscriptions)",
+    print(format_args!(
+        "restored {} to {} ({} events, {} deliveries, {} subscriptions)\n",
         args.from.display(),
         config.storage.path.display(),
         info.events,
         info.deliveries,
         info.subscriptions
-    );
+    ))?;
     if let Some(previous) = previous {
-        println!("the previous database is kept as {}", previous.display());
+        print(format_args!(
+            "the previous database is kept as {}\n",
+            previous.display()
+        ))?;
     }
-    println!(
-        "the restored file needs the same master key; start hookd to deliver what was pending"
-    );
-    Ok(())
+    print("the restored file needs the same master key; start hookd to deliver what was pending\n")
 }
 
 /// `hookd compact`: refuses while hookd runs.
 pub fn compact(args: &super::ConfigArgs) -> Result<(), CliError> {
-    let config = Config::load(&args.config)?;
+    let config = Config::load(&args.path())?;
     let report = store::compact(&config.storage.path)?;
-    println!(
-        "compacted {}: {} -> {} bytes",
+    print(format_args!(
+        "compacted {}: {} -> {} bytes\n",
         config.storage.path.display(),
         report.before_bytes,
         report.after_bytes
-    );
-    Ok(())
+    ))
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {

@@ -75,9 +75,24 @@ fn the_example_file_sets_every_key_to_its_default() {
     assert_eq!(example.secrets, defaults.secrets);
     assert_eq!(example.delivery, defaults.delivery);
     assert_eq!(example.auth, defaults.auth);
-    assert_eq!(example.event_types.len(), 1);
-    assert_eq!(example.event_types[0].name, "v2.export-job.created");
-    assert_eq!(example.event_types[0].scope, "export-jobs:read");
+    assert!(
+        example.event_types.is_empty(),
+        "the example's catalog is open"
+    );
+}
+
+#[test]
+fn the_commented_catalog_entry_of_the_example_is_valid_once_uncommented() {
+    let example = include_str!("../../config.example.toml");
+    let start = example.find("\n# [[event_types]]\n").unwrap();
+    let entry: String = example[start..]
+        .lines()
+        .map(|line| format!("{}\n", line.strip_prefix("# ").unwrap_or(line)))
+        .collect();
+    let config = parse(&format!("{}{entry}", &example[..start])).unwrap();
+    assert_eq!(config.event_types.len(), 1);
+    assert_eq!(config.event_types[0].name, "v2.export-job.created");
+    assert_eq!(config.event_types[0].scope, "export-jobs:read");
 }
 
 #[test]

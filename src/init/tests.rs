@@ -106,7 +106,7 @@ fn init_creates_a_working_instance_with_private_secrets() {
     assert_eq!(config.server.listen, "127.0.0.1:8443".parse().unwrap());
     assert_eq!(config.delivery.extra_ca_file, Some(dir.join("tls/ca.pem")));
     assert_eq!(config.delivery.allow_networks.len(), 2);
-    assert_eq!(config.event_types[0].name, "v2.export-job.created");
+    assert!(config.event_types.is_empty(), "the catalog ships open");
     assert_eq!(config.master_key().unwrap().len(), 32);
     let token = config.admin_token().unwrap();
     assert!(token.expose().starts_with("hka_") && token.expose().len() == 4 + 43);
@@ -265,4 +265,23 @@ fn missing_only_without_a_config_uses_the_default_names_and_writes_no_config() {
 #[test]
 fn dev_dir_is_hookd_dev_in_the_working_directory() {
     assert_eq!(dev_dir(), Path::new("./hookd-dev"));
+}
+
+#[test]
+fn the_commented_catalog_entry_is_valid_once_uncommented() {
+    let text = config_text(false);
+    let start = text.find("\n# [[event_types]]\n").unwrap();
+    let uncommented: String = text[..start]
+        .lines()
+        .chain(
+            text[start..]
+                .lines()
+                .map(|l| l.strip_prefix("# ").unwrap_or(l)),
+        )
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = Config::from_toml(&uncommented, Path::new("/etc/hookd")).unwrap();
+    assert_eq!(config.event_types.len(), 1);
+    assert_eq!(config.event_types[0].name, "v2.export-job.created");
+    assert_eq!(config.event_types[0].scope, "export-jobs:read");
 }
