@@ -295,7 +295,11 @@ pub async fn list(
     let (mut since, mut until) = (0, u64::MAX >> 16);
     for (key, value) in super::query_pairs(query) {
         match key {
-            "eventType" => event_type = Some(value),
+            "eventType" => {
+                // A malformed type can match no event: say so rather than list nothing.
+                validate::event_type_name("eventType", &value)?;
+                event_type = Some(value);
+            }
             "since" => since = super::parse_time("since", &value)?,
             "until" => until = super::parse_time("until", &value)?,
             _ => {}

@@ -382,7 +382,8 @@ impl Page {
         self.cursor
             .as_deref()
             .map(|c| {
-                (c.len() == 32)
+                // from_str_radix also takes a leading `+`: only hex digits are a cursor.
+                (c.len() == 32 && c.bytes().all(|b| b.is_ascii_hexdigit()))
                     .then(|| u128::from_str_radix(c, 16).ok())
                     .flatten()
                     .ok_or_else(bad_cursor)
@@ -395,7 +396,8 @@ impl Page {
         self.cursor
             .as_deref()
             .map(|c| {
-                let bytes: Option<Vec<u8>> = (c.len() % 2 == 0 && c.len() <= 256)
+                let hex = c.bytes().all(|b| b.is_ascii_hexdigit());
+                let bytes: Option<Vec<u8>> = (hex && c.len() % 2 == 0 && c.len() <= 256)
                     .then(|| {
                         (0..c.len())
                             .step_by(2)
@@ -520,5 +522,21 @@ mod tests {
         assert_eq!(pairs[2], ("x", "%zz 1".to_string()));
         assert_eq!(parse_time("since", &pairs[0].1).unwrap(), 1_769_860_800_000);
         assert!(parse_time("since", "yesterday").is_err());
+    }
+
+    /// A cursor is hex digits only, as `openapi.json`'s pattern says; `from_str_radix`
+    /// alone would also take a sign.
+    #[test]
+    fn cursors_are_hex_digits_only() {
+        let page = |cursor: &str| Page::parse(Some(&format!("cursor={cursor}"))).unwrap();
+        let id = "0195f3c2a1b27c4e9d8f001122334455";
+        assert_eq!(
+            page(id).after_id().unwrap(),
+            Some(0x0195f3c2a1b27c4e9d8f001122334455)
+        );
+        assert!(page(&format!("%2B{}", &id[1..])).after_id().is_err());
+        assert_eq!(page("").after_id().unwrap(), None);
+        assert_eq!(page("6163").after_name().unwrap().as_deref(), Some("ac"));
+        assert!(page("%2B6%2B6").after_name().is_err());
     }
 }
