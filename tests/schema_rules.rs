@@ -3,7 +3,8 @@
 //! `.ci/schemathesis.sh`): lengths count characters as JSON Schema's `maxLength` does,
 //! "no control characters" means every Unicode control character, `null` is refused
 //! where the document allows no null, and a list filter that could match nothing
-//! because it is malformed is 422.
+//! because it is malformed is 422. And an answer reaches the client whatever it is:
+//! hookd reads a request's body before answering, even when it needs none.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test's failure report
 mod common;
@@ -132,4 +133,68 @@ async fn a_malformed_event_type_filter_is_422() {
         .call("GET", "/v1/events?eventType=v2.job.done", None)
         .await;
     assert_eq!(status, 200, "{page}");
+}
+
+/// An answer given before the body is read (401, 404, or a route that takes no body)
+/// still reaches a client that sends the whole body before reading, as most HTTP
+/// clients do: hookd reads the body first, where a connection closed with it unread is
+/// reset and the answer lost.
+#[tokio::test]
+async fn early_answers_are_not_lost_to_a_reset_connection() {
+    let hookd = Hookd::start(Options::default()).await;
+    // More than the socket buffers hold, so the client is still sending when an
+    // early answer comes; the replay body stays within server.max_body_bytes.
+    let pad = |n: usize| {
+        format!(
+            r#"{{"since": "2026-01-01T00:00:00Z", "pad": "{}"}}"#,
+            "x".repeat(n)
+        )
+    };
+    let (big, small) = (pad(4 << 20), pad(200_000));
+    let unknown = "/v1/subscriptions/sub_00000000000000000000000000000000";
+    let admin = format!("Bearer {}", hookd.token);
+    for _ in 0..3 {
+        for (path, token, body, expected) in [
+            (format!("{unknown}/replay"), "Bearer wrong", &big, "401"),
+            (format!("{unknown}/replay"), admin.as_str(), &small, "404"),
+            (format!("{unknown}/test"), admin.as_str(), &big, "404"),
+            ("/healthz".to_owned(), "Bearer wrong", &big, "405"),
+        ] {
+            let answer = send_whole_then_read(&hookd, &path, token, body).await;
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {expected} ")),
+                "{path}: {answer:.200}"
+            );
+        }
+    }
+}
+
+/// Writes the request, body and all, before reading a byte of the answer.
+async fn send_whole_then_read(hookd: &Hookd, path: &str, token: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let tls = hookd::tls::client_config(Some(&hookd.ca.write(dir.path()))).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let port = hookd.url.rsplit(':').next().unwrap();
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut answer = Vec::new();
+    let sent = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.flush().await?;
+        stream.read_to_end(&mut answer).await
+    };
+    match sent.await {
+        Ok(_) => String::from_utf8_lossy(&answer).into_owned(),
+        Err(error) => format!("the connection failed: {error}"),
+    }
 }

@@ -104,10 +104,16 @@ pub async fn respond(state: &AppState, request: Request) -> Response<Body> {
     }
     let (route, caller) = match authorize(state, &request) {
         Ok(found) => found,
-        Err(error) => return buffered(error.into_response()),
+        Err(error) => {
+            discard_body(state, request).await;
+            return buffered(error.into_response());
+        }
     };
     let result = match caller {
-        None => public(state, route),
+        None => {
+            discard_body(state, request).await;
+            public(state, route)
+        }
         Some(caller) if route.path == backup::PATH => {
             match backup::get(state, &caller, request).await {
                 Ok(response) => return response.map(http_body_util::Either::Right),
@@ -210,19 +216,33 @@ async fn dispatch(
         .zip(&segments)
         .find(|(template, _)| *template == "{id}")
         .map_or("", |(_, segment)| *segment);
+    // Routes whose handler reads the request body.
+    let request = match (route.method, route.path) {
+        ("POST", "/v1/events") => return events::create(state, caller, request).await,
+        ("POST", "/v1/events/batch") => return events::create_batch(state, caller, request).await,
+        ("POST", "/v1/subscriptions") => {
+            return subscriptions::create(state, caller, request).await;
+        }
+        ("PATCH", "/v1/subscriptions/{id}") => {
+            return subscriptions::patch(state, caller, id, request).await;
+        }
+        ("POST", "/v1/subscriptions/{id}/replay") => {
+            return subscription_actions::replay(state, caller, id, request).await;
+        }
+        ("POST", "/v1/admin/entities") => return admin::create_entity(state, request).await,
+        ("POST", "/v1/admin/api-keys") => return admin::create_key(state, caller, request).await,
+        _ => request,
+    };
+    // The rest take none; a body sent anyway is read first, so the answer is not lost
+    // to a reset connection.
+    discard_body(state, request).await;
     match (route.method, route.path) {
         ("GET", "/v1/event-types") => admin::event_types(state, query),
-        ("POST", "/v1/events") => events::create(state, caller, request).await,
         ("GET", "/v1/events") => events::list(state, caller, query).await,
-        ("POST", "/v1/events/batch") => events::create_batch(state, caller, request).await,
         ("GET", "/v1/events/{id}") => events::get(state, caller, id).await,
         ("GET", "/v1/events/{id}/deliveries") => events::deliveries(state, caller, id, query).await,
-        ("POST", "/v1/subscriptions") => subscriptions::create(state, caller, request).await,
         ("GET", "/v1/subscriptions") => subscriptions::list(state, caller, query),
         ("GET", "/v1/subscriptions/{id}") => subscriptions::get(state, caller, id),
-        ("PATCH", "/v1/subscriptions/{id}") => {
-            subscriptions::patch(state, caller, id, request).await
-        }
         ("DELETE", "/v1/subscriptions/{id}") => subscriptions::delete(state, caller, id).await,
         ("GET", "/v1/subscriptions/{id}/secret") => subscription_actions::secret(state, caller, id),
         ("POST", "/v1/subscriptions/{id}/secret/rotate") => {
@@ -230,9 +250,6 @@ async fn dispatch(
         }
         ("GET", "/v1/subscriptions/{id}/deliveries") => {
             subscription_actions::deliveries(state, caller, id, query).await
-        }
-        ("POST", "/v1/subscriptions/{id}/replay") => {
-            subscription_actions::replay(state, caller, id, request).await
         }
         ("POST", "/v1/subscriptions/{id}/test") => {
             subscription_actions::test(state, caller, id).await
@@ -242,11 +259,9 @@ async fn dispatch(
             deliveries::attempts(state, caller, id, query).await
         }
         ("POST", "/v1/deliveries/{id}/retry") => deliveries::retry(state, caller, id).await,
-        ("POST", "/v1/admin/entities") => admin::create_entity(state, request).await,
         ("GET", "/v1/admin/entities") => admin::list_entities(caller, query),
         ("GET", "/v1/admin/entities/{id}") => admin::get_entity(caller, id),
         ("DELETE", "/v1/admin/entities/{id}") => admin::delete_entity(state, id).await,
-        ("POST", "/v1/admin/api-keys") => admin::create_key(state, caller, request).await,
         ("GET", "/v1/admin/api-keys") => admin::list_keys(caller, query),
         ("DELETE", "/v1/admin/api-keys/{id}") => admin::revoke_key(state, id).await,
         _ => Err(ApiError::NotFound("route")),
@@ -264,6 +279,7 @@ async fn read_body(request: Request, limit: usize, key: &'static str) -> Result<
         let kind = kind.to_str().unwrap_or("");
         let essence = kind.split(';').next().unwrap_or("").trim();
         if !essence.eq_ignore_ascii_case("application/json") {
+            discard(request, limit).await;
             return Err(ApiError::UnsupportedMediaType);
         }
     }
@@ -286,6 +302,21 @@ async fn read_body(request: Request, limit: usize, key: &'static str) -> Result<
             "the request body could not be read".into(),
         )),
     }
+}
+
+/// Reads and drops a body the answer does not need (an error found before the handler
+/// read it), up to the largest body any route takes.
+async fn discard_body(state: &AppState, request: Request) {
+    discard(request, state.config.server.max_batch_bytes).await;
+}
+
+/// Reads and drops at most `limit` bytes of body. A connection closed with request
+/// bytes still unread is reset by the kernel, and a client still sending them then sees
+/// the reset instead of the answer (401, 404, 415, ...). Past `limit`, or when the body
+/// does not arrive in time, the connection closes anyway.
+async fn discard(request: Request, limit: usize) {
+    let collect = Limited::new(request.into_body(), limit).collect();
+    drop(tokio::time::timeout(BODY_TIMEOUT, collect).await);
 }
 
 /// Parses JSON into a struct; syntax errors are 400, wrong shapes (unknown or

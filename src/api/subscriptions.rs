@@ -122,8 +122,9 @@ pub async fn patch(
     raw_id: &str,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
-    let (id, current) = find(state, caller, raw_id)?;
+    // The body first: answering 404 with it unread would reset the connection.
     let value = read_object(state, request).await?;
+    let (id, current) = find(state, caller, raw_id)?;
     let fields = Fields::new(&value, "")?;
     fields.only(FIELDS)?;
     if fields.has("entityId") {
