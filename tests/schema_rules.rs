@@ -95,25 +95,21 @@ async fn client_ids_are_bounded_and_refuse_every_control_character() {
 }
 
 /// On create as on change, `null` is only "none" for customHeaders, rateLimit and
-/// description; for the other fields it is 422, not silently the default.
+/// description (and, on create, entityId: the caller's entity); for the other fields
+/// it is 422, not silently the default.
 #[tokio::test]
 async fn null_is_refused_on_create_where_no_null_is_allowed() {
     let hookd = Hookd::start(Options::default()).await;
-    for field in [
-        "status",
-        "endpointAuth",
-        "entityId",
-        "eventTypes",
-        "endpointUrl",
-    ] {
+    for field in ["status", "endpointAuth", "eventTypes", "endpointUrl"] {
         let mut body = json!({"eventTypes": ["*"], "endpointUrl": URL});
         body[field] = Value::Null;
         subscription_refused(&hookd, body, field).await;
     }
     let body = json!({"eventTypes": ["*"], "endpointUrl": URL,
-        "customHeaders": null, "rateLimit": null, "description": null});
+        "customHeaders": null, "rateLimit": null, "description": null, "entityId": null});
     let (status, created) = hookd.call("POST", "/v1/subscriptions", Some(body)).await;
     assert_eq!(status, 201, "{created}");
+    assert_eq!(created["data"]["entityId"], "root");
 }
 
 /// `?eventType=` that is not a well-formed type is 422, like any bad filter.

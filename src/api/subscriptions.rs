@@ -205,16 +205,12 @@ pub async fn delete(
 }
 
 /// `null` means "none" only for the optional fields a subscription can be without
-/// (`customHeaders`, `rateLimit`, `description`); for any other field it is a mistake
-/// (API.md), on create as on change, rather than silently the default.
+/// (`customHeaders`, `rateLimit`, `description`), and for `entityId` on create (the
+/// caller's entity, as for an event; a change refuses any `entityId`). For the other
+/// fields it is a mistake (API.md), on create as on change, rather than silently the
+/// default.
 fn refuse_null(fields: &Fields<'_>) -> Result<(), ApiError> {
-    for field in [
-        "status",
-        "eventTypes",
-        "endpointUrl",
-        "endpointAuth",
-        "entityId",
-    ] {
+    for field in ["status", "eventTypes", "endpointUrl", "endpointAuth"] {
         if fields.is_null(field) {
             return Err(ApiError::invalid(
                 field,
