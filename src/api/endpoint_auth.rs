@@ -39,16 +39,17 @@ pub(super) fn parse(fields: &Fields<'_>, allow_http: bool) -> Result<Option<Auth
             credentials.only(&["username", "password"])?;
             let username = credentials.required_str("username")?;
             let password = credentials.required_str("password")?;
-            if username.is_empty() || username.contains(':') || username.len() > 256 {
+            let length = username.chars().count();
+            if length == 0 || length > 256 || username.contains(':') {
                 return Err(ApiError::invalid(
                     credentials.name("username"),
                     "must be 1-256 characters without ':'",
                 ));
             }
-            if password.len() > 1024 {
+            if password.chars().count() > 1024 {
                 return Err(ApiError::invalid(
                     credentials.name("password"),
-                    "at most 1024 bytes",
+                    "at most 1024 characters",
                 ));
             }
             Ok(Some(AuthInput::Basic {
@@ -73,19 +74,8 @@ pub(super) fn parse(fields: &Fields<'_>, allow_http: bool) -> Result<Option<Auth
             let client_id = credentials.required_str("clientId")?;
             let client_secret = credentials.required_str("clientSecret")?;
             let token_url = credentials.required_str("tokenUrl")?;
-            let printable = |s: &str| s.bytes().all(|b| (0x20..0x7f).contains(&b) || b >= 0x80);
-            if client_id.is_empty() || client_id.len() > 256 || !printable(client_id) {
-                return Err(ApiError::invalid(
-                    credentials.name("clientId"),
-                    "must be 1-256 characters, no control characters",
-                ));
-            }
-            if client_secret.is_empty() || client_secret.len() > 1024 || !printable(client_secret) {
-                return Err(ApiError::invalid(
-                    credentials.name("clientSecret"),
-                    "must be 1-1024 characters, no control characters",
-                ));
-            }
+            validate::text(&credentials.name("clientId"), client_id, 1, 256)?;
+            validate::text(&credentials.name("clientSecret"), client_secret, 1, 1024)?;
             validate::endpoint_url(&credentials.name("tokenUrl"), token_url, allow_http)?;
             let scope = credentials.str("scope")?;
             if scope

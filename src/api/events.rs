@@ -49,16 +49,21 @@ pub async fn create(
     caller: &Caller,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
-    let key = match request.headers().get("idempotency-key") {
-        None => None,
-        Some(value) => Some(idempotency_key("Idempotency-Key", value.to_str().ok())?),
-    };
+    let key = request
+        .headers()
+        .get("idempotency-key")
+        .map(|value| value.to_str().ok().map(str::to_owned));
+    // The body before any answer: one sent with the body unread resets the connection.
     let body = read_body(
         request,
         state.config.server.max_body_bytes,
         "server.max_body_bytes",
     )
     .await?;
+    let key = match key {
+        None => None,
+        Some(value) => Some(idempotency_key("Idempotency-Key", value.as_deref())?),
+    };
     let input: EventInput = super::parse_json(&body)?;
     if input.idempotency_key.is_some() {
         return Err(ApiError::invalid(
@@ -295,7 +300,11 @@ pub async fn list(
     let (mut since, mut until) = (0, u64::MAX >> 16);
     for (key, value) in super::query_pairs(query) {
         match key {
-            "eventType" => event_type = Some(value),
+            "eventType" => {
+                // A malformed type can match no event: say so rather than list nothing.
+                validate::event_type_name("eventType", &value)?;
+                event_type = Some(value);
+            }
             "since" => since = super::parse_time("since", &value)?,
             "until" => until = super::parse_time("until", &value)?,
             _ => {}

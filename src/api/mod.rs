@@ -100,18 +100,28 @@ pub type Body = http_body_util::Either<Full<Bytes>, backup::FileBody>;
 pub async fn respond(state: &AppState, request: Request) -> Response<Body> {
     let buffered = |r: ApiResponse| r.map(http_body_util::Either::Left);
     if let Err(error) = within_limits(&request) {
+        discard_body(state, request).await;
         return buffered(error.into_response());
     }
     let (route, caller) = match authorize(state, &request) {
         Ok(found) => found,
-        Err(error) => return buffered(error.into_response()),
+        Err(error) => {
+            discard_body(state, request).await;
+            return buffered(error.into_response());
+        }
     };
     let result = match caller {
-        None => public(state, route),
-        Some(_) if route.path == backup::PATH => match backup::get(state).await {
-            Ok(response) => return response.map(http_body_util::Either::Right),
-            Err(error) => Err(error),
-        },
+        None => {
+            discard_body(state, request).await;
+            public(state, route)
+        }
+        Some(_) if route.path == backup::PATH => {
+            discard_body(state, request).await;
+            match backup::get(state).await {
+                Ok(response) => return response.map(http_body_util::Either::Right),
+                Err(error) => Err(error),
+            }
+        }
         Some(caller) => dispatch(state, route, &caller, request).await,
     };
     buffered(result.unwrap_or_else(ApiError::into_response))
@@ -208,19 +218,33 @@ async fn dispatch(
         .zip(&segments)
         .find(|(template, _)| *template == "{id}")
         .map_or("", |(_, segment)| *segment);
+    // Routes whose handler reads the request body.
+    let request = match (route.method, route.path) {
+        ("POST", "/v1/events") => return events::create(state, caller, request).await,
+        ("POST", "/v1/events/batch") => return events::create_batch(state, caller, request).await,
+        ("POST", "/v1/subscriptions") => {
+            return subscriptions::create(state, caller, request).await;
+        }
+        ("PATCH", "/v1/subscriptions/{id}") => {
+            return subscriptions::patch(state, caller, id, request).await;
+        }
+        ("POST", "/v1/subscriptions/{id}/replay") => {
+            return subscription_actions::replay(state, caller, id, request).await;
+        }
+        ("POST", "/v1/admin/entities") => return admin::create_entity(state, request).await,
+        ("POST", "/v1/admin/api-keys") => return admin::create_key(state, caller, request).await,
+        _ => request,
+    };
+    // The rest take none; a body sent anyway is read first, so the answer is not lost
+    // to a reset connection.
+    discard_body(state, request).await;
     match (route.method, route.path) {
         ("GET", "/v1/event-types") => admin::event_types(state, query),
-        ("POST", "/v1/events") => events::create(state, caller, request).await,
         ("GET", "/v1/events") => events::list(state, caller, query).await,
-        ("POST", "/v1/events/batch") => events::create_batch(state, caller, request).await,
         ("GET", "/v1/events/{id}") => events::get(state, caller, id).await,
         ("GET", "/v1/events/{id}/deliveries") => events::deliveries(state, caller, id, query).await,
-        ("POST", "/v1/subscriptions") => subscriptions::create(state, caller, request).await,
         ("GET", "/v1/subscriptions") => subscriptions::list(state, caller, query),
         ("GET", "/v1/subscriptions/{id}") => subscriptions::get(state, caller, id),
-        ("PATCH", "/v1/subscriptions/{id}") => {
-            subscriptions::patch(state, caller, id, request).await
-        }
         ("DELETE", "/v1/subscriptions/{id}") => subscriptions::delete(state, caller, id).await,
         ("GET", "/v1/subscriptions/{id}/secret") => subscription_actions::secret(state, caller, id),
         ("POST", "/v1/subscriptions/{id}/secret/rotate") => {
@@ -228,9 +252,6 @@ async fn dispatch(
         }
         ("GET", "/v1/subscriptions/{id}/deliveries") => {
             subscription_actions::deliveries(state, caller, id, query).await
-        }
-        ("POST", "/v1/subscriptions/{id}/replay") => {
-            subscription_actions::replay(state, caller, id, request).await
         }
         ("POST", "/v1/subscriptions/{id}/test") => {
             subscription_actions::test(state, caller, id).await
@@ -240,11 +261,9 @@ async fn dispatch(
             deliveries::attempts(state, caller, id, query).await
         }
         ("POST", "/v1/deliveries/{id}/retry") => deliveries::retry(state, caller, id).await,
-        ("POST", "/v1/admin/entities") => admin::create_entity(state, request).await,
         ("GET", "/v1/admin/entities") => admin::list_entities(caller, query),
         ("GET", "/v1/admin/entities/{id}") => admin::get_entity(caller, id),
         ("DELETE", "/v1/admin/entities/{id}") => admin::delete_entity(state, id).await,
-        ("POST", "/v1/admin/api-keys") => admin::create_key(state, caller, request).await,
         ("GET", "/v1/admin/api-keys") => admin::list_keys(caller, query),
         ("DELETE", "/v1/admin/api-keys/{id}") => admin::revoke_key(state, id).await,
         _ => Err(ApiError::NotFound("route")),
@@ -262,6 +281,7 @@ async fn read_body(request: Request, limit: usize, key: &'static str) -> Result<
         let kind = kind.to_str().unwrap_or("");
         let essence = kind.split(';').next().unwrap_or("").trim();
         if !essence.eq_ignore_ascii_case("application/json") {
+            discard(request, limit).await;
             return Err(ApiError::UnsupportedMediaType);
         }
     }
@@ -284,6 +304,31 @@ async fn read_body(request: Request, limit: usize, key: &'static str) -> Result<
             "the request body could not be read".into(),
         )),
     }
+}
+
+/// Reads and drops a body the answer does not need (an error found before the handler
+/// read it), up to the largest body any route takes.
+async fn discard_body(state: &AppState, request: Request) {
+    discard(request, state.config.server.max_batch_bytes).await;
+}
+
+/// Reads and drops at most `limit` bytes of body. A connection closed with request
+/// bytes still unread is reset by the kernel, and a client still sending them then sees
+/// the reset instead of the answer (401, 404, 415, ...). Past `limit`, or when the body
+/// does not arrive in time, the connection closes anyway.
+async fn discard(request: Request, limit: usize) {
+    let mut body = request.into_body();
+    // Frame by frame, keeping none: an unread body costs no memory here.
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > limit {
+                break;
+            }
+        }
+    };
+    drop(tokio::time::timeout(BODY_TIMEOUT, drain).await);
 }
 
 /// Parses JSON into a struct; syntax errors are 400, wrong shapes (unknown or
@@ -380,7 +425,8 @@ impl Page {
         self.cursor
             .as_deref()
             .map(|c| {
-                (c.len() == 32)
+                // from_str_radix also takes a leading `+`: only hex digits are a cursor.
+                (c.len() == 32 && c.bytes().all(|b| b.is_ascii_hexdigit()))
                     .then(|| u128::from_str_radix(c, 16).ok())
                     .flatten()
                     .ok_or_else(bad_cursor)
@@ -393,7 +439,8 @@ impl Page {
         self.cursor
             .as_deref()
             .map(|c| {
-                let bytes: Option<Vec<u8>> = (c.len() % 2 == 0 && c.len() <= 256)
+                let hex = c.bytes().all(|b| b.is_ascii_hexdigit());
+                let bytes: Option<Vec<u8>> = (hex && c.len() % 2 == 0 && c.len() <= 256)
                     .then(|| {
                         (0..c.len())
                             .step_by(2)
@@ -518,5 +565,21 @@ mod tests {
         assert_eq!(pairs[2], ("x", "%zz 1".to_string()));
         assert_eq!(parse_time("since", &pairs[0].1).unwrap(), 1_769_860_800_000);
         assert!(parse_time("since", "yesterday").is_err());
+    }
+
+    /// A cursor is hex digits only, as `openapi.json`'s pattern says; `from_str_radix`
+    /// alone would also take a sign.
+    #[test]
+    fn cursors_are_hex_digits_only() {
+        let page = |cursor: &str| Page::parse(Some(&format!("cursor={cursor}"))).unwrap();
+        let id = "0195f3c2a1b27c4e9d8f001122334455";
+        assert_eq!(
+            page(id).after_id().unwrap(),
+            Some(0x0195f3c2a1b27c4e9d8f001122334455)
+        );
+        assert!(page(&format!("%2B{}", &id[1..])).after_id().is_err());
+        assert_eq!(page("").after_id().unwrap(), None);
+        assert_eq!(page("6163").after_name().unwrap().as_deref(), Some("ac"));
+        assert!(page("%2B6%2B6").after_name().is_err());
     }
 }

@@ -81,8 +81,9 @@ pub async fn replay(
     raw_id: &str,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
-    let (id, _) = find(state, caller, raw_id)?;
+    // The body first: answering 404 with it unread would reset the connection.
     let value = read_object(state, request).await?;
+    let (id, _) = find(state, caller, raw_id)?;
     let fields = Fields::new(&value, "")?;
     fields.only(&["since", "until", "onlyFailed"])?;
     let since = super::parse_time("since", fields.required_str("since")?)?;

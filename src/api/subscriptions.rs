@@ -36,6 +36,7 @@ pub async fn create(
     let value = read_object(state, request).await?;
     let fields = Fields::new(&value, "")?;
     fields.only(FIELDS)?;
+    refuse_null(&fields)?;
 
     let status = status(&fields)?.unwrap_or(SubscriptionStatus::Active);
     let event_types = event_types(state, caller, &fields)?
@@ -121,8 +122,9 @@ pub async fn patch(
     raw_id: &str,
     request: Request,
 ) -> Result<ApiResponse, ApiError> {
-    let (id, current) = find(state, caller, raw_id)?;
+    // The body first: answering 404 with it unread would reset the connection.
     let value = read_object(state, request).await?;
+    let (id, current) = find(state, caller, raw_id)?;
     let fields = Fields::new(&value, "")?;
     fields.only(FIELDS)?;
     if fields.has("entityId") {
@@ -131,14 +133,7 @@ pub async fn patch(
             "cannot change; create a new subscription",
         ));
     }
-    for required in ["status", "eventTypes", "endpointUrl", "endpointAuth"] {
-        if fields.is_null(required) {
-            return Err(ApiError::invalid(
-                required,
-                "cannot be null; only customHeaders, rateLimit and description can be cleared",
-            ));
-        }
-    }
+    refuse_null(&fields)?;
     let owner = id.to_string();
     let mut record = (*current).clone();
     if let Some(status) = status(&fields)? {
@@ -207,6 +202,23 @@ pub async fn delete(
     }
     tracing::info!(subscription = %id, "subscription deleted");
     Ok(super::no_content())
+}
+
+/// `null` means "none" only for the optional fields a subscription can be without
+/// (`customHeaders`, `rateLimit`, `description`), and for `entityId` on create (the
+/// caller's entity, as for an event; a change refuses any `entityId`). For the other
+/// fields it is a mistake (API.md), on create as on change, rather than silently the
+/// default.
+fn refuse_null(fields: &Fields<'_>) -> Result<(), ApiError> {
+    for field in ["status", "eventTypes", "endpointUrl", "endpointAuth"] {
+        if fields.is_null(field) {
+            return Err(ApiError::invalid(
+                field,
+                "cannot be null; only customHeaders, rateLimit and description can be cleared",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses, now, an endpoint or token URL being set that hookd could never deliver to
@@ -347,10 +359,8 @@ fn rate_limit(fields: &Fields<'_>) -> Result<Option<u32>, ApiError> {
 
 fn description(fields: &Fields<'_>) -> Result<Option<String>, ApiError> {
     match fields.str("description")? {
-        Some(d) if d.len() > validate::MAX_DESCRIPTION => {
-            Err(ApiError::invalid("description", "at most 1024 bytes"))
-        }
-        Some(d) => validate::printable("description", d).map(|()| Some(d.to_owned())),
+        Some(d) => validate::text("description", d, 0, validate::MAX_DESCRIPTION)
+            .map(|()| Some(d.to_owned())),
         None => Ok(None),
     }
 }

@@ -14,6 +14,9 @@ pub const MAX_EVENT_TYPES: usize = 100;
 pub const MAX_DESCRIPTION: usize = 1024;
 pub const MAX_RATE_LIMIT: u64 = 100_000;
 pub const MAX_NAME: usize = 256;
+/// The largest whole number an f64 holds exactly (2^53); larger ones are beyond every
+/// limit hookd checks anyway.
+const MAX_WHOLE_FLOAT: f64 = 9_007_199_254_740_992.0;
 
 /// Header names hookd sets or that would break HTTP framing.
 const RESERVED_HEADERS: &[&str] = &[
@@ -124,28 +127,52 @@ impl<'a> Fields<'a> {
             .map(Some)
     }
 
+    /// A whole number. JSON does not tell integers from other numbers, so `50.0` is 50
+    /// as JSON Schema's `integer` says; `50.5` and `-1` are refused.
     pub fn u64(&self, field: &str) -> Result<Option<u64>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| ApiError::invalid(self.name(field), "must be a positive integer")),
-        }
+        let Some(value) = self.get(field) else {
+            return Ok(None);
+        };
+        let whole = value.as_u64().or_else(|| {
+            value
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=MAX_WHOLE_FLOAT).contains(f))
+                // Exact: a whole f64 within 2^53 converts without loss.
+                .map(|f| f as u64)
+        });
+        whole
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid(self.name(field), "must be a positive integer"))
     }
 }
 
-/// A name (entity, API key): required, 1-256 bytes, not blank, no control characters.
+/// A name (entity, API key): required, 1-256 characters, not blank, no control
+/// characters.
 pub fn name<'a>(fields: &Fields<'a>, field: &str) -> Result<&'a str, ApiError> {
     let name = fields.required_str(field)?;
-    if name.trim().is_empty() || name.len() > MAX_NAME {
+    if name.trim().is_empty() {
         return Err(ApiError::invalid(
             fields.name(field),
-            "must be 1-256 bytes, not only spaces",
+            "must not be empty or only spaces",
         ));
     }
-    printable(&fields.name(field), name)?;
+    text(&fields.name(field), name, 1, MAX_NAME)?;
     Ok(name)
+}
+
+/// Free text a caller gives (names, descriptions, OAuth client credentials): `min` to
+/// `max` characters, no control characters. Lengths count characters, not bytes, so
+/// that the limit reads the same in the OpenAPI document (JSON Schema `maxLength`
+/// counts characters) and to someone typing in any script.
+pub fn text(field: &str, value: &str, min: usize, max: usize) -> Result<(), ApiError> {
+    let length = value.chars().count();
+    if length < min || length > max {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be {min}-{max} characters"),
+        ));
+    }
+    printable(field, value)
 }
 
 /// Text that names or describes something is shown in tables, logs and pages: a control
@@ -371,6 +398,19 @@ mod tests {
         ] {
             assert!(printable("n", bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_with_a_fraction_of_zero() {
+        let body =
+            serde_json::json!({"a": 50, "b": 50.0, "c": 50.5, "d": -1, "e": "5", "f": 1e300});
+        let fields = Fields::new(&body, "").unwrap();
+        assert_eq!(fields.u64("a").unwrap(), Some(50));
+        assert_eq!(fields.u64("b").unwrap(), Some(50));
+        for bad in ["c", "d", "e", "f"] {
+            assert!(fields.u64(bad).is_err(), "{bad}");
+        }
+        assert_eq!(fields.u64("absent").unwrap(), None);
     }
 
     #[test]
