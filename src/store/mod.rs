@@ -3,6 +3,7 @@
 //! pool. Nothing outside this module touches redb types, so another backend can be added
 //! behind the same handle.
 
+mod body;
 mod codec;
 mod error;
 mod index;
