@@ -6,55 +6,14 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Api, Options, Receiver, TestCa, write_state};
+use common::daemon::{configure, spawn};
+use common::{Options, Receiver, TestCa};
 use serde_json::json;
 use tokio::sync::Mutex;
-
-/// A hookd child process and the API it serves.
-struct Daemon {
-    child: Child,
-    api: Api,
-}
-
-/// Starts `hookd serve` on `root` and waits for its "serving" log line, which names
-/// the port it bound (the config asks for port 0).
-fn spawn(root: &Path, ca: &TestCa) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookd"))
-        .args(["serve", "--config"])
-        .arg(root.join("hookd.toml"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent {
-                if let Some(rest) = line.split("address=Some(127.0.0.1:").nth(1) {
-                    let port: u16 = rest.split(')').next().unwrap().parse().unwrap();
-                    let _ = tx.send(port);
-                    sent = true;
-                }
-            }
-        }
-    });
-    let port = rx
-        .recv_timeout(common::WAIT)
-        .expect("hookd starts and logs its address");
-    Daemon {
-        child,
-        api: Api::new(port, ca),
-    }
-}
 
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
@@ -68,8 +27,7 @@ fn signal(child: &Child, name: &str) {
 async fn no_accepted_event_is_lost_to_kill_9_under_load() {
     let ca = Arc::new(TestCa::new());
     let dir = tempfile::tempdir().unwrap();
-    let config = write_state(dir.path(), &ca, &Options::default(), "127.0.0.1:0");
-    std::fs::write(dir.path().join("hookd.toml"), config).unwrap();
+    configure(dir.path(), &ca, &Options::default());
 
     let mut receiver = Receiver::start(&ca).await;
     let mut daemon = spawn(dir.path(), &ca);
@@ -151,8 +109,7 @@ async fn sigterm_lets_in_flight_attempts_finish_and_records_them() {
         server: "shutdown_grace = \"5s\"".into(),
         ..Options::default()
     };
-    let config = write_state(dir.path(), &ca, &options, "127.0.0.1:0");
-    std::fs::write(dir.path().join("hookd.toml"), config).unwrap();
+    configure(dir.path(), &ca, &options);
 
     let mut receiver = Receiver::start(&ca).await;
     receiver.hang_for(Duration::from_millis(800));
@@ -195,8 +152,7 @@ async fn sigterm_lets_in_flight_attempts_finish_and_records_them() {
 fn serve_exits_78_when_a_file_the_config_names_is_unusable() {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_state(dir.path(), &ca, &Options::default(), "127.0.0.1:0");
-    std::fs::write(dir.path().join("hookd.toml"), config).unwrap();
+    configure(dir.path(), &ca, &Options::default());
     // A truncated master key: the config parses, but hookd cannot start with it.
     std::fs::write(dir.path().join("master.key"), [1u8; 16]).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_hookd"))

@@ -3,7 +3,9 @@
 //! attempt under the global concurrency limit, and reports the outcome to the store,
 //! which schedules the retry the policy (`schedule.rs`) chose. It holds nothing the
 //! store does not: a crash mid-attempt leaves the due entry, and the attempt runs again.
+//! An event's body is in memory once however many of its deliveries run (`bodies.rs`).
 
+mod bodies;
 pub mod queues;
 pub mod schedule;
 
@@ -21,7 +23,8 @@ use crate::ids::{DeliveryId, EventId, SubscriptionId};
 use crate::metrics::{AttemptOutcome, Metrics};
 use crate::secret::Sealer;
 use crate::store::records::{AttemptRecord, SubscriptionStatus};
-use crate::store::{AttemptReport, DueEntry, NextStep, Store, now_ms};
+use crate::store::{AttemptReport, DueEntry, NextStep, Store, StoreError, now_ms};
+use bodies::{AttemptInput, Slot};
 use queues::{Next, Queues};
 use schedule::{Observed, Policy};
 
@@ -129,42 +132,69 @@ impl Dispatcher {
         }
     }
 
+    /// A delivery's attempts so far and its input, or None when there is nothing to
+    /// attempt now. A first attempt usually carries its input from ingest; anything
+    /// else reads the delivery, and skips an entry superseded since it was queued.
+    async fn input(&self, entry: DueEntry, now: u64) -> Option<(u32, AttemptInput)> {
+        if let Some(fresh) = self.queues.take_fresh(entry.delivery) {
+            return Some((0, fresh));
+        }
+        let delivery = match self.store.delivery(entry.delivery).await {
+            Ok(found) => found?,
+            Err(error) => {
+                tracing::error!(delivery = %DeliveryId(entry.delivery), %error, "cannot read a due delivery");
+                self.retry_later(entry);
+                return None;
+            }
+        };
+        let at = delivery
+            .next_attempt_ms
+            .filter(|_| !delivery.state.is_final() || delivery.retry_once)?;
+        if at > now {
+            return None;
+        }
+        if delivery.parked {
+            // Its subscription is still not ACTIVE and max_age has passed.
+            if let Err(error) = self.store.expire(entry.delivery).await {
+                tracing::error!(delivery = %DeliveryId(entry.delivery), %error, "cannot expire a delivery");
+                self.retry_later(entry);
+            }
+            return None;
+        }
+        let input = AttemptInput {
+            event: delivery.event,
+            created_ms: delivery.created_ms,
+            body: self.queues.body(delivery.event),
+        };
+        Some((delivery.attempts, input))
+    }
+
+    /// The event's body from its slot, which the store fills once for every attempt
+    /// waiting on it. None when the event no longer exists.
+    async fn body(&self, slot: &Slot, event: u128) -> Result<Option<Bytes>, StoreError> {
+        let body = slot
+            .get_or_try_init(|| self.store.event_body(event))
+            .await?;
+        Ok(body.clone())
+    }
+
     async fn attempt(&self, entry: DueEntry) {
         let delivery_id = DeliveryId(entry.delivery);
         let now = now_ms();
-        // A first attempt usually carries its payload from ingest; anything else reads
-        // the delivery and its event, and skips an entry superseded since it was queued.
-        let (attempts, event, created_ms, body) = match self.queues.take_fresh(entry.delivery) {
-            Some(fresh) => (0, fresh.event, fresh.created_ms, fresh.body),
-            None => match self.store.attempt_input(entry.delivery).await {
-                Ok(Some((delivery, event))) => {
-                    let Some(at) = delivery
-                        .next_attempt_ms
-                        .filter(|_| !delivery.state.is_final() || delivery.retry_once)
-                    else {
-                        return;
-                    };
-                    if at > now {
-                        return;
-                    }
-                    if delivery.parked {
-                        // Its subscription is still not ACTIVE and max_age has passed.
-                        if let Err(error) = self.store.expire(entry.delivery).await {
-                            tracing::error!(delivery = %delivery_id, %error, "cannot expire a delivery");
-                            self.retry_later(entry);
-                        }
-                        return;
-                    }
-                    let body = Bytes::from(event.body);
-                    (delivery.attempts, delivery.event, delivery.created_ms, body)
-                }
-                Ok(None) => return,
-                Err(error) => {
-                    tracing::error!(delivery = %delivery_id, %error, "cannot read a due delivery");
-                    self.retry_later(entry);
-                    return;
-                }
-            },
+        let Some((attempts, input)) = self.input(entry, now).await else {
+            return;
+        };
+        // `input.body` is held until this attempt ends, so attempts of the same event
+        // that start meanwhile share this copy rather than read their own.
+        let (event, created_ms) = (input.event, input.created_ms);
+        let body = match self.body(&input.body, event).await {
+            Ok(Some(body)) => body,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::error!(delivery = %delivery_id, %error, "cannot read a due delivery's event");
+                self.retry_later(entry);
+                return;
+            }
         };
         let subscriptions = self.store.subscriptions();
         let Some(subscription) = subscriptions.get(entry.subscription) else {

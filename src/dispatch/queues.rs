@@ -3,18 +3,16 @@
 //! not in that heap at all, so a slow or saturated endpoint is never rescanned and never
 //! delays the others. Everything here mirrors the store's `due` table and can be rebuilt
 //! from it; the in-flight set keeps one delivery from being attempted twice at once.
+//! The bodies of queued and running deliveries are in `bodies.rs`, one per event.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+use super::bodies::{AttemptInput, Bodies, Slot};
 use crate::store::{DueEntry, DueSink, Fresh};
-
-/// Bytes of fresh payloads held for first attempts. Past this, first attempts read
-/// their event from the store like retries do: memory stays bounded under a backlog.
-const FRESH_BUDGET: usize = 4 << 20;
 
 #[derive(Default)]
 struct SubQueue {
@@ -37,13 +35,11 @@ struct State {
     /// Entries that came due while their delivery was still in flight (a retry due
     /// before its attempt finished, a manual retry): queued again when it ends.
     deferred: HashMap<u128, DueEntry>,
-    /// Payloads of deliveries not yet attempted, by delivery id.
-    fresh: HashMap<u128, Fresh>,
-    fresh_bytes: usize,
 }
 
 pub struct Queues {
     state: Mutex<State>,
+    bodies: Bodies,
     wake: Notify,
     per_endpoint: usize,
 }
@@ -59,6 +55,7 @@ impl Queues {
     pub fn new(per_endpoint: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
+            bodies: Bodies::default(),
             wake: Notify::new(),
             per_endpoint: per_endpoint.max(1),
         }
@@ -151,26 +148,15 @@ impl Queues {
         }
     }
 
-    /// Holds payloads for first attempts, within `FRESH_BUDGET`.
-    fn keep_fresh(state: &mut State, fresh: Vec<Fresh>) {
-        for item in fresh {
-            let size = item.body.len();
-            if state.fresh_bytes + size > FRESH_BUDGET {
-                break;
-            }
-            state.fresh_bytes += size;
-            if let Some(old) = state.fresh.insert(item.delivery, item) {
-                state.fresh_bytes -= old.body.len();
-            }
-        }
+    /// The input handed over at ingest, if it is still held.
+    pub fn take_fresh(&self, delivery: u128) -> Option<AttemptInput> {
+        self.bodies.take_fresh(delivery)
     }
 
-    /// The payload handed over at ingest, if it is still held.
-    pub fn take_fresh(&self, delivery: u128) -> Option<Fresh> {
-        let mut state = self.lock();
-        let fresh = state.fresh.remove(&delivery)?;
-        state.fresh_bytes -= fresh.body.len();
-        Some(fresh)
+    /// The slot of an event's body, shared with every delivery of the event that holds
+    /// it now; empty when none does (the attempt then reads the body into it).
+    pub fn body(&self, event: u128) -> Arc<Slot> {
+        self.bodies.slot(event)
     }
 
     /// An attempt started by `next` has ended.
@@ -251,25 +237,23 @@ fn relist(state: &mut State, sub: u128, per_endpoint: usize) {
 impl DueSink for Queues {
     fn schedule(&self, entries: Vec<DueEntry>, fresh: Vec<Fresh>) {
         if !fresh.is_empty() {
-            Self::keep_fresh(&mut self.lock(), fresh);
+            self.bodies.keep_fresh(fresh);
         }
         self.push(entries);
     }
 
     fn forget(&self, ids: &[u128]) {
         let mut state = self.lock();
+        let mut dropped = Vec::new();
         for id in ids {
             let Some(queue) = state.subs.get_mut(id) else {
                 continue;
             };
-            let dropped: Vec<u128> = queue.pending.drain().map(|Reverse((_, d))| d).collect();
+            dropped.extend(queue.pending.drain().map(|Reverse((_, d))| d));
             queue.listed = None;
-            for delivery in dropped {
-                if let Some(fresh) = state.fresh.remove(&delivery) {
-                    state.fresh_bytes -= fresh.body.len();
-                }
-            }
         }
+        drop(state);
+        self.bodies.drop_fresh(dropped);
     }
 }
 
@@ -336,28 +320,21 @@ mod tests {
     }
 
     #[test]
-    fn fresh_payloads_are_bounded_and_released() {
+    fn forgetting_a_subscription_lets_go_of_its_fresh_payloads() {
         let q = Queues::new(4);
-        let body = bytes::Bytes::from(vec![0u8; FRESH_BUDGET / 2 + 1]);
         let fresh = |delivery| Fresh {
             delivery,
-            event: 1,
+            event: delivery,
             created_ms: 0,
-            body: body.clone(),
+            body: bytes::Bytes::from_static(b"{}"),
         };
         q.schedule(
-            vec![entry(1, 10, 1), entry(1, 11, 1)],
+            vec![entry(1, 10, 1), entry(1, 11, 2)],
             vec![fresh(10), fresh(11)],
         );
-        assert!(q.take_fresh(10).is_some());
-        assert!(
-            q.take_fresh(11).is_none(),
-            "the second payload was over the budget"
-        );
-        q.schedule(vec![entry(1, 12, 2)], vec![fresh(12)]);
         q.forget(&[2]);
-        assert_eq!(q.lock().fresh_bytes, 0);
-        assert!(q.take_fresh(12).is_none());
+        assert!(q.take_fresh(11).is_none());
+        assert!(q.take_fresh(10).is_some());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! pool. Nothing outside this module touches redb types, so another backend can be added
 //! behind the same handle.
 
+mod body;
 mod codec;
 mod error;
 mod index;
@@ -445,30 +446,6 @@ impl Store {
                 .get(id)?
                 .map(|g| decode(g.value()))
                 .transpose()
-        })
-        .await
-    }
-
-    /// A delivery and its event, read together for an attempt.
-    pub async fn attempt_input(
-        &self,
-        delivery: u128,
-    ) -> Result<Option<(DeliveryRecord, EventRecord)>, StoreError> {
-        self.read(move |txn| {
-            let Some(record) = txn
-                .open_table(DELIVERIES)?
-                .get(delivery)?
-                .map(|g| decode::<DeliveryRecord>(g.value()))
-                .transpose()?
-            else {
-                return Ok(None);
-            };
-            let event = txn
-                .open_table(EVENTS)?
-                .get(record.event)?
-                .map(|g| decode::<EventRecord>(g.value()))
-                .transpose()?;
-            Ok(event.map(|event| (record, event)))
         })
         .await
     }

@@ -225,7 +225,7 @@ impl<'t, 'i> Batch<'t, 'i> {
                     .subs()
                     .matching(&event.record.entity, &event.record.event_type),
             };
-            let deliveries = self.insert_event(event.id, &event.record, &targets)?;
+            let deliveries = self.store_event(event.id, event.record, &targets)?;
             if event.targets.is_none() {
                 // A test ping is not a producer's event.
                 self.effects.report.events_ingested += 1;
@@ -253,12 +253,20 @@ impl<'t, 'i> Batch<'t, 'i> {
         record: &EventRecord,
         targets: &[u128],
     ) -> Result<Vec<u128>, StoreError> {
-        self.t.events.insert(id, encode(record)?.as_slice())?;
-        let body = if targets.is_empty() {
-            Bytes::new()
-        } else {
-            Bytes::from(record.body.clone())
-        };
+        // Only hookd's own (small) events come here; producers' go to `store_event`.
+        self.store_event(id, record.clone(), targets)
+    }
+
+    /// `insert_event` for a record the batch owns: its body becomes the deliveries'
+    /// shared payload without a copy (a producer's event may be megabytes).
+    fn store_event(
+        &mut self,
+        id: u128,
+        record: EventRecord,
+        targets: &[u128],
+    ) -> Result<Vec<u128>, StoreError> {
+        self.t.events.insert(id, encode(&record)?.as_slice())?;
+        let body = Bytes::from(record.body);
         targets
             .iter()
             .map(|&subscription| self.new_delivery(id, subscription, &body))

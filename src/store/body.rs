@@ -1,0 +1,25 @@
+//! An event's body read by itself, for delivery attempts that did not get it from
+//! ingest. The dispatcher reads it once per event and shares it among every delivery
+//! of the event in progress (`dispatch::bodies`), so an attempt otherwise reads only
+//! its small delivery record.
+
+use bytes::Bytes;
+
+use super::Store;
+use super::codec::decode;
+use super::error::StoreError;
+use super::records::EventRecord;
+use super::tables::EVENTS;
+
+impl Store {
+    /// The bytes every delivery of event `id` sends, or None if it no longer exists.
+    pub async fn event_body(&self, id: u128) -> Result<Option<Bytes>, StoreError> {
+        self.read(move |txn| {
+            txn.open_table(EVENTS)?
+                .get(id)?
+                .map(|g| decode::<EventRecord>(g.value()).map(|event| Bytes::from(event.body)))
+                .transpose()
+        })
+        .await
+    }
+}
