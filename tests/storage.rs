@@ -142,7 +142,10 @@ async fn below_min_free_new_events_are_refused_and_accepted_work_goes_on() {
 
     // Free space is read at most every 100 ms: an event may still be taken meanwhile.
     let filler = disk.fill_to(6 << 20);
-    eventually("new events refused", async || post(&hookd, 1, 10).await.0 == 507).await;
+    eventually("new events refused", async || {
+        post(&hookd, 1, 10).await.0 == 507
+    })
+    .await;
     let (status, problem, retry_after) = post(&hookd, 1, 10).await;
     assert_eq!(status, 507, "{problem}");
     assert_eq!(problem["status"], 507);

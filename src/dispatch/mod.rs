@@ -23,13 +23,16 @@ use crate::ids::{DeliveryId, EventId, SubscriptionId};
 use crate::metrics::{AttemptOutcome, Metrics};
 use crate::secret::Sealer;
 use crate::store::records::{AttemptRecord, SubscriptionStatus};
-use crate::store::{AttemptReport, DueEntry, NextStep, Store, StoreError, now_ms};
+use crate::store::{AttemptReport, DueEntry, NextStep, StorageState, Store, StoreError, now_ms};
 use bodies::{AttemptInput, Slot};
 use queues::{Next, Queues};
 use schedule::{Observed, Policy};
 
 /// After a store error the delivery is tried again this much later.
 const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(5);
+/// An outcome the store could not write (it is faulted) is written again no sooner than
+/// this, and only once the store takes writes again.
+const RECORD_RETRY: Duration = Duration::from_millis(250);
 
 pub struct Dispatcher {
     queues: Arc<Queues>,
@@ -98,6 +101,12 @@ impl Dispatcher {
                     Err(_) => return,
                 },
             };
+            // No attempt starts whose outcome could not be recorded: it would only be
+            // sent again once the store is back.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.writable() => {}
+            }
             let entry = loop {
                 let subscriptions = self.store.subscriptions();
                 let rate = |id| subscriptions.get(id).and_then(|s| s.rate_limit);
@@ -274,9 +283,39 @@ impl Dispatcher {
             next,
             gone: outcome.status == Some(410),
         };
-        if let Err(error) = self.store.record_attempt(report).await {
-            tracing::error!(delivery = %delivery_id, %error, "cannot record an attempt; it will run again");
-            self.retry_later(entry);
+        self.record(entry, report).await;
+    }
+
+    /// Records an attempt's outcome. While the store cannot write (a failed write, a
+    /// full disk) the outcome is kept and written once it can, so the endpoint is not
+    /// sent the event again; only a shutdown meanwhile (the attempt is abandoned, its
+    /// due entry stays) or another error leaves it to run again.
+    async fn record(&self, entry: DueEntry, report: AttemptReport) {
+        let delivery_id = DeliveryId(entry.delivery);
+        loop {
+            match self.store.record_attempt(report.clone()).await {
+                Ok(()) => return,
+                Err(error) if error.is_io() => {
+                    tracing::debug!(delivery = %delivery_id, "outcome kept until the store writes again");
+                    tokio::time::sleep(RECORD_RETRY).await;
+                    self.writable().await;
+                }
+                Err(error) => {
+                    tracing::error!(delivery = %delivery_id, %error, "cannot record an attempt; it will run again");
+                    self.retry_later(entry);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Returns once the store is not faulted (at once when it is not).
+    async fn writable(&self) {
+        let mut state = self.store.health().watch();
+        while *state.borrow_and_update() == StorageState::Faulted {
+            if state.changed().await.is_err() {
+                return;
+            }
         }
     }
 

@@ -92,7 +92,7 @@ pub enum NextStep {
     Failed,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AttemptReport {
     pub delivery: u128,
     pub attempt: AttemptRecord,
