@@ -55,10 +55,14 @@ fn open_offline(path: &Path) -> Result<Database, StoreError> {
     if !path.exists() {
         return Err(StoreError::Missing(path.to_owned()));
     }
-    Database::builder().open(path).map_err(|error| match error {
-        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.to_owned()),
-        other => StoreError::Open(other),
-    })
+    // redb's default cache is 1 GiB: compacting a large file would fill it.
+    Database::builder()
+        .set_cache_size(COPY_CACHE)
+        .open(path)
+        .map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.to_owned()),
+            other => StoreError::Open(other),
+        })
 }
 
 /// Copies every table into a new file at `dest`, consistently as of one read
