@@ -304,7 +304,8 @@ fn sighup_reloads_the_log_level_and_journald_lines_carry_priorities() {
 }
 
 /// A delivery that ends FAILED needs an operator's attention: one WARN line (journald
-/// priority 4) naming it, while a failed attempt that will be retried stays at INFO.
+/// priority 4) naming it. Failed attempts are logged per subscription, not per attempt:
+/// one INFO line when its endpoint starts failing, however many attempts fail.
 #[tokio::test]
 async fn a_delivery_that_ends_failed_is_logged_at_warn() {
     let ca = TestCa::new();
@@ -340,7 +341,8 @@ async fn a_delivery_that_ends_failed_is_logged_at_warn() {
     assert_eq!(status, 201, "{created}");
     let accepted = api.post_event("job.done", json!({})).await;
     let delivery = api.first_delivery(&accepted).await;
-    api.wait_for_delivery_state(&delivery, "FAILED").await;
+    let failed = api.wait_for_delivery_state(&delivery, "FAILED").await;
+    assert!(failed["attempts"].as_u64().unwrap() >= 2, "{failed}");
     let path = log_path.clone();
     let line = tokio::task::spawn_blocking(move || wait_for_line(&path, "delivery FAILED"))
         .await
@@ -348,9 +350,14 @@ async fn a_delivery_that_ends_failed_is_logged_at_warn() {
     assert!(line.starts_with("<4>"), "{line}");
     assert!(line.contains(&delivery), "{line}");
     let text = std::fs::read_to_string(&log_path).unwrap();
-    let retried = text
+    let failing: Vec<&str> = text
         .lines()
-        .find(|l| l.contains("delivery attempt failed"))
-        .expect("the attempts before the end are logged");
-    assert!(retried.starts_with("<6>"), "{retried}");
+        .filter(|l| l.contains("endpoint started failing"))
+        .collect();
+    assert_eq!(failing.len(), 1, "{text}");
+    assert!(failing[0].starts_with("<6>"), "{}", failing[0]);
+    assert!(
+        !text.contains("delivery attempt failed"),
+        "one line per attempt: {text}"
+    );
 }

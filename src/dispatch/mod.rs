@@ -6,6 +6,7 @@
 //! An event's body is in memory once however many of its deliveries run (`bodies.rs`).
 
 mod bodies;
+mod failures;
 pub mod queues;
 pub mod schedule;
 
@@ -45,6 +46,7 @@ pub struct Dispatcher {
     concurrency: Arc<Semaphore>,
     rng: SystemRandom,
     metrics: Arc<Metrics>,
+    failures: failures::FailureLog,
 }
 
 pub struct Settings {
@@ -73,6 +75,7 @@ impl Dispatcher {
             timeout: settings.timeout,
             concurrency: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             rng: SystemRandom::new(),
+            failures: failures::FailureLog::default(),
             metrics: settings.metrics,
         })
     }
@@ -266,16 +269,23 @@ impl Dispatcher {
         );
         match next {
             NextStep::Succeeded => {
-                tracing::debug!(delivery = %delivery_id, status = outcome.status, "delivered")
+                tracing::debug!(delivery = %delivery_id, status = outcome.status, "delivered");
+                self.failures.succeeded(entry.subscription);
             }
-            _ => tracing::info!(
-                delivery = %delivery_id,
-                subscription = %subscription_id,
-                status = outcome.status,
-                error = outcome.record.error.as_deref(),
-                ?next,
-                "delivery attempt failed"
-            ),
+            _ => {
+                tracing::debug!(
+                    delivery = %delivery_id,
+                    subscription = %subscription_id,
+                    status = outcome.status,
+                    error = outcome.record.error.as_deref(),
+                    ?next,
+                    "delivery attempt failed"
+                );
+                let error = outcome.record.error.as_deref();
+                let exists = |id| subscriptions.get(id).is_some();
+                self.failures
+                    .failed(entry.subscription, outcome.status, error, exists);
+            }
         }
         let report = AttemptReport {
             delivery: entry.delivery,
