@@ -199,10 +199,7 @@ pub fn place_backup(backup: &Path, db_path: &Path) -> Result<Option<PathBuf>, St
     } else {
         None
     };
-    let dir = match db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(dir) => dir.to_owned(),
-        None => PathBuf::from("."),
-    };
+    let dir = super::folder_of(db_path);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let staged = sibling(db_path, "restoring");
     std::fs::copy(backup, &staged).map_err(io(&staged))?;

@@ -487,6 +487,14 @@ fn load_index(
     Ok(SubscriptionIndex::from_records(records).with_tenancy(entities, keys, catalog))
 }
 
+/// The folder a database file is in (`.` for a bare file name).
+fn folder_of(path: &Path) -> std::path::PathBuf {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => dir.to_owned(),
+        None => std::path::PathBuf::from("."),
+    }
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -82,10 +82,7 @@ pub(super) struct DiskSpace {
 
 impl DiskSpace {
     pub fn new(db_path: &Path, min_free: MinFree) -> Self {
-        let dir = match db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            Some(dir) => dir.to_owned(),
-            None => PathBuf::from("."),
-        };
+        let dir = super::folder_of(db_path);
         Self {
             dir,
             min_free,

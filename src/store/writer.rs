@@ -360,6 +360,7 @@ impl Writer {
                     Ok(db) => break drop(db),
                     Err(still) if Instant::now() < deadline => {
                         old = still;
+                        // Nothing signals the last reader's drop; reads are short.
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     Err(still) => {
