@@ -25,6 +25,7 @@ pub mod retention;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod sweeper;
 pub mod telemetry;
 pub mod tls;
 
@@ -258,7 +259,7 @@ async fn serve(
             metrics: metrics.clone(),
         },
     );
-    let recovered = dispatcher.recover().await?;
+    dispatcher.recover();
     let _ = sources.set(metrics::Sources {
         queues: queues.clone(),
         subscriptions: store.subscriptions_view(),
@@ -279,6 +280,11 @@ async fn serve(
     let abandon = CancellationToken::new();
     let dispatch_task =
         tokio::spawn(dispatcher.run(attempts.clone(), shutdown.clone(), abandon.clone()));
+    let sweeper_task = tokio::spawn(sweeper::run(
+        store.clone(),
+        config.delivery.max_age,
+        shutdown.clone(),
+    ));
     let retention_task = tokio::spawn(retention::run(
         store.clone(),
         config.storage.retention,
@@ -299,7 +305,7 @@ async fn serve(
         address = ?address,
         metrics = ?metrics_address,
         tls = acceptor.is_some(),
-        due = recovered,
+        due = store.subscriptions_view().due_count().unwrap_or(0),
         subscriptions = store.subscriptions().len(),
         startup_ms = started.elapsed().as_millis() as u64,
         "hookd is serving"
@@ -316,6 +322,7 @@ async fn serve(
     .await;
     let _ = dispatch_task.await;
     let _ = retention_task.await;
+    let _ = sweeper_task.await;
     attempts.close();
     if tokio::time::timeout(config.server.shutdown_grace, attempts.wait())
         .await

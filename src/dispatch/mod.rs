@@ -1,5 +1,6 @@
-//! The dispatcher: takes due deliveries from the in-memory queues (`queues.rs`, fed by
-//! the store writer after each commit and rebuilt from the store at start), runs each
+//! The dispatcher: takes due deliveries from the in-memory queues (`queues.rs`: a
+//! bounded window of each ACTIVE subscription's due queue, fed by the store writer after
+//! each commit and read from the store as it runs low), runs each
 //! attempt under the global concurrency limit, and reports the outcome to the store,
 //! which schedules the retry the policy (`schedule.rs`) chose. It holds nothing the
 //! store does not: a crash mid-attempt leaves the due entry, and the attempt runs again.
@@ -26,7 +27,7 @@ use crate::secret::Sealer;
 use crate::store::records::{AttemptRecord, SubscriptionStatus};
 use crate::store::{AttemptReport, DueEntry, NextStep, StorageState, Store, StoreError, now_ms};
 use bodies::{AttemptInput, Slot};
-use queues::{Next, Queues};
+use queues::{Next, Queues, Read};
 use schedule::{Observed, Policy};
 
 /// After a store error the delivery is tried again this much later.
@@ -34,6 +35,8 @@ const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(5);
 /// An outcome the store could not write (it is faulted) is written again no sooner than
 /// this, and only once the store takes writes again.
 const RECORD_RETRY: Duration = Duration::from_millis(250);
+/// Subscriptions whose windows one read transaction fills.
+const READS_PER_TRANSACTION: usize = 64;
 
 pub struct Dispatcher {
     queues: Arc<Queues>,
@@ -80,12 +83,58 @@ impl Dispatcher {
         })
     }
 
-    /// Loads the store's due queue into memory; call once before `run`.
-    pub async fn recover(&self) -> Result<usize, crate::store::StoreError> {
-        let due = self.store.load_due().await?;
-        let count = due.len();
-        self.queues.push(due);
-        Ok(count)
+    /// Asks for the windows of every ACTIVE subscription; read once `run` starts, so
+    /// start-up reads nothing of the backlog.
+    pub fn recover(&self) {
+        let subscriptions = self.store.subscriptions();
+        let active = subscriptions
+            .iter()
+            .filter(|(_, s)| s.status == SubscriptionStatus::Active)
+            .map(|(&id, _)| id);
+        self.queues.read_all(active);
+    }
+
+    /// Reads the windows the queues ask for, many subscriptions per read transaction,
+    /// until `shutdown`.
+    async fn read_windows(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let reads = self.queues.reads(READS_PER_TRANSACTION);
+            if reads.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.queues.reads_wanted() => {}
+                }
+                continue;
+            }
+            let subscriptions = self.store.subscriptions();
+            let (active, inactive): (Vec<Read>, Vec<Read>) = reads.into_iter().partition(|r| {
+                subscriptions
+                    .get(r.subscription)
+                    .is_some_and(|s| s.status == SubscriptionStatus::Active)
+            });
+            for read in inactive {
+                self.queues.fill(read, &[], false);
+            }
+            let asked = active
+                .iter()
+                .map(|r| (r.subscription, r.after, r.limit))
+                .collect();
+            match self.store.due_windows(asked).await {
+                Ok(windows) => {
+                    for (read, entries) in active.into_iter().zip(windows) {
+                        self.queues.fill(read, &entries, true);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the due queue; trying again shortly");
+                    self.queues.unfilled(active);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(STORE_ERROR_BACKOFF) => {}
+                    }
+                }
+            }
+        }
     }
 
     /// Runs until `shutdown`; attempts are spawned on `tracker` and abandoned (left due,
@@ -96,6 +145,7 @@ impl Dispatcher {
         shutdown: CancellationToken,
         abandon: CancellationToken,
     ) {
+        tokio::spawn(self.clone().read_windows(shutdown.clone()));
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -163,14 +213,6 @@ impl Dispatcher {
             .next_attempt_ms
             .filter(|_| !delivery.state.is_final() || delivery.retry_once)?;
         if at > now {
-            return None;
-        }
-        if delivery.parked {
-            // Its subscription is still not ACTIVE and max_age has passed.
-            if let Err(error) = self.store.expire(entry.delivery).await {
-                tracing::error!(delivery = %DeliveryId(entry.delivery), %error, "cannot expire a delivery");
-                self.retry_later(entry);
-            }
             return None;
         }
         let input = AttemptInput {

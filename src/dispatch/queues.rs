@@ -1,12 +1,19 @@
-//! The dispatcher's in-memory due queues: one queue per subscription plus a heap of the
-//! subscriptions whose head is due soonest. A subscription at its concurrency limit is
-//! not in that heap at all, so a slow or saturated endpoint is never rescanned and never
-//! delays the others. Everything here mirrors the store's `due` table and can be rebuilt
+//! The dispatcher's in-memory view of the due queue: for each ACTIVE subscription, a
+//! bounded window of its soonest entries, plus a heap of the subscriptions whose head is
+//! due soonest. A subscription at its concurrency limit is not in that heap at all, so a
+//! slow or saturated endpoint is never rescanned and never delays the others.
+//!
+//! The store's due queue is keyed by subscription, and a window is one range of it: read
+//! when the subscription is first seen or resumed, topped up from where the last read
+//! stopped (its horizon) when it runs low, and fed directly by the writer after each
+//! commit for entries at or before the horizon. So memory holds at most `WINDOW_BUDGET`
+//! entries whatever the backlog, start-up reads nothing until the dispatcher runs, and a
+//! paused subscription costs nothing here. Everything mirrors the store and is rebuilt
 //! from it; the in-flight set keeps one delivery from being attempted twice at once.
 //! The bodies of queued and running deliveries are in `bodies.rs`, one per event.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -14,9 +21,37 @@ use tokio::sync::Notify;
 use super::bodies::{AttemptInput, Bodies, Slot};
 use crate::store::{DueEntry, DueSink, Fresh};
 
+/// Entries held in memory across every window (about 40 bytes each).
+const WINDOW_BUDGET: usize = 1 << 16;
+/// A window never holds more than this, however few subscriptions share the budget...
+const MAX_WINDOW: usize = 1024;
+/// ...nor is it made smaller than this, however many do.
+const MIN_WINDOW: usize = 16;
+
+/// How much of a subscription's due queue its window covers.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Horizon {
+    /// Nothing read yet.
+    #[default]
+    Unread,
+    /// Every entry at or before this key is in the window, in flight or gone.
+    Upto((u64, u128)),
+    /// The window is the subscription's whole queue.
+    All,
+}
+
 #[derive(Default)]
 struct SubQueue {
-    pending: BinaryHeap<Reverse<(u64, u128)>>,
+    window: BTreeSet<(u64, u128)>,
+    horizon: Horizon,
+    /// A read of the due queue for it is asked for or outstanding: entries the writer
+    /// tells of meanwhile are all kept, and the read's answer decides the horizon.
+    loading: bool,
+    /// The window dropped an entry while `loading`, so the read's answer cannot say the
+    /// window is complete.
+    dropped: bool,
+    /// Which read an answer belongs to: `forget` starts a new one.
+    epoch: u64,
     running: usize,
     /// The time under which this subscription sits in `ready`, if it does.
     listed: Option<u64>,
@@ -35,12 +70,17 @@ struct State {
     /// Entries that came due while their delivery was still in flight (a retry due
     /// before its attempt finished, a manual retry): queued again when it ends.
     deferred: HashMap<u128, DueEntry>,
+    /// Subscriptions whose window needs a read, in the order asked.
+    to_read: VecDeque<u128>,
+    epochs: u64,
 }
 
 pub struct Queues {
     state: Mutex<State>,
     bodies: Bodies,
     wake: Notify,
+    /// Told when a window needs a read.
+    read_wake: Notify,
     per_endpoint: usize,
 }
 
@@ -51,12 +91,23 @@ pub enum Next {
     Wait(Option<u64>),
 }
 
+/// A read of one subscription's due queue the dispatcher should make: `limit` entries
+/// after `after` (from the start when None), answered with `Queues::fill`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Read {
+    pub subscription: u128,
+    pub after: Option<(u64, u128)>,
+    pub limit: usize,
+    epoch: u64,
+}
+
 impl Queues {
     pub fn new(per_endpoint: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
             bodies: Bodies::default(),
             wake: Notify::new(),
+            read_wake: Notify::new(),
             per_endpoint: per_endpoint.max(1),
         }
     }
@@ -74,18 +125,147 @@ impl Queues {
         self.wake.notified().await;
     }
 
+    /// Returns when a window may need a read (see `reads`).
+    pub async fn reads_wanted(&self) {
+        self.read_wake.notified().await;
+    }
+
+    /// Tells the reader when a read was asked for; call before letting go of the lock.
+    fn tell_reader(&self, state: &State) {
+        if !state.to_read.is_empty() {
+            self.read_wake.notify_one();
+        }
+    }
+
+    /// Reads that could not be made (the store failed): asked for again.
+    pub fn unfilled(&self, reads: Vec<Read>) {
+        let mut state = self.lock();
+        for read in reads {
+            let current = state
+                .subs
+                .get(&read.subscription)
+                .is_some_and(|q| q.loading && q.epoch == read.epoch);
+            if current {
+                state.to_read.push_back(read.subscription);
+            }
+        }
+        self.tell_reader(&state);
+    }
+
+    /// Asks for these subscriptions' windows to be read (at start, for every ACTIVE one).
+    pub fn read_all(&self, subscriptions: impl IntoIterator<Item = u128>) {
+        let mut state = self.lock();
+        for id in subscriptions {
+            ask_read(&mut state, id);
+        }
+        self.tell_reader(&state);
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Entries the writer made due, or the dispatcher put back.
     pub fn push(&self, entries: impl IntoIterator<Item = DueEntry>) {
         let mut state = self.lock();
+        let mut dropped = Vec::new();
         for entry in entries {
-            state
-                .subs
-                .entry(entry.subscription)
-                .or_default()
-                .pending
-                .push(Reverse((entry.due_ms, entry.delivery)));
+            let key = (entry.due_ms, entry.delivery);
+            let budget = cap(state.subs.len());
+            let queue = state.subs.entry(entry.subscription).or_default();
+            let keep = match queue.horizon {
+                _ if queue.loading => true,
+                Horizon::All => true,
+                Horizon::Upto(horizon) => key <= horizon,
+                Horizon::Unread => false,
+            };
+            if keep {
+                queue.window.insert(key);
+                trim(queue, budget, &mut dropped);
+            } else if queue.window.is_empty() {
+                // Beyond what was read: in the store, read when the window runs dry.
+                ask_read(&mut state, entry.subscription);
+            }
             relist(&mut state, entry.subscription, self.per_endpoint);
         }
+        self.tell_reader(&state);
         drop(state);
+        self.bodies.drop_fresh(dropped);
+        self.wake.notify_one();
+    }
+
+    /// The reads the dispatcher should make now, at most `max`.
+    pub fn reads(&self, max: usize) -> Vec<Read> {
+        let mut state = self.lock();
+        let limit = cap(state.subs.len());
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(id) = state.to_read.pop_front() else {
+                break;
+            };
+            let Some(queue) = state.subs.get(&id) else {
+                continue;
+            };
+            let after = match queue.horizon {
+                Horizon::Unread => None,
+                Horizon::Upto(key) => Some(key),
+                Horizon::All => continue,
+            };
+            out.push(Read {
+                subscription: id,
+                after,
+                limit,
+                epoch: queue.epoch,
+            });
+        }
+        out
+    }
+
+    /// The answer to a read (`entries` in key order; empty for a subscription that is
+    /// not ACTIVE, whose window then stays unread).
+    pub fn fill(&self, read: Read, entries: &[DueEntry], active: bool) {
+        let mut state = self.lock();
+        let budget = cap(state.subs.len());
+        let mut dropped = Vec::new();
+        let Some(queue) = state.subs.get_mut(&read.subscription) else {
+            return;
+        };
+        if queue.epoch != read.epoch || !queue.loading {
+            return;
+        }
+        queue.loading = false;
+        if !active {
+            queue.window.clear();
+            queue.horizon = Horizon::Unread;
+            queue.dropped = false;
+            forget_if_idle(&mut state, read.subscription);
+            return;
+        }
+        queue.window.extend(entries.iter().map(|e| (e.due_ms, e.delivery)));
+        let last = entries.last().map(|e| (e.due_ms, e.delivery));
+        queue.horizon = if entries.len() < read.limit && !queue.dropped {
+            Horizon::All
+        } else {
+            match (last, queue.horizon) {
+                (Some(key), _) => Horizon::Upto(key),
+                (None, Horizon::Unread) => Horizon::Upto((0, 0)),
+                (None, horizon) => horizon,
+            }
+        };
+        queue.dropped = false;
+        if let Horizon::Upto(horizon) = queue.horizon {
+            // Told of while reading but beyond what the read covered: read again later.
+            while queue.window.last().is_some_and(|&key| key > horizon) {
+                queue.window.pop_last();
+            }
+        }
+        trim(queue, budget, &mut dropped);
+        let low = queue.window.len() <= budget / 2 && queue.horizon != Horizon::All;
+        if low {
+            ask_read(&mut state, read.subscription);
+        }
+        relist(&mut state, read.subscription, self.per_endpoint);
+        self.tell_reader(&state);
+        drop(state);
+        self.bodies.drop_fresh(dropped);
         self.wake.notify_one();
     }
 
@@ -102,8 +282,12 @@ impl Queues {
             }
             state.ready.pop();
             let per_endpoint = self.per_endpoint;
+            let budget = cap(state.subs.len());
             let State {
-                subs, in_flight, ..
+                subs,
+                in_flight,
+                deferred,
+                ..
             } = &mut *state;
             let Some(queue) = subs.get_mut(&sub) else {
                 continue;
@@ -120,31 +304,36 @@ impl Queues {
                 relist(&mut state, sub, per_endpoint);
                 continue;
             }
-            let Some(Reverse((due_ms, delivery))) = queue.pending.pop() else {
+            let Some((due_ms, delivery)) = queue.window.pop_first() else {
                 continue;
             };
             if let Some(per_second) = rate(sub).filter(|r| *r > 0) {
                 let start = queue.not_before_us.max(now_ms * 1000);
                 queue.not_before_us = start + 1_000_000 / u64::from(per_second);
             }
-            if !in_flight.insert(delivery) {
-                // Being attempted right now: run this entry once that attempt ends.
-                let entry = DueEntry {
-                    due_ms,
-                    delivery,
-                    subscription: sub,
-                };
-                state.deferred.insert(delivery, entry);
-                relist(&mut state, sub, per_endpoint);
-                continue;
-            }
-            queue.running += 1;
-            relist(&mut state, sub, per_endpoint);
-            return Next::Run(DueEntry {
+            let entry = DueEntry {
                 due_ms,
                 delivery,
                 subscription: sub,
-            });
+            };
+            let run = in_flight.insert(delivery);
+            if run {
+                queue.running += 1;
+            } else {
+                // Being attempted right now: run this entry once that attempt ends.
+                deferred.insert(delivery, entry);
+            }
+            let low = queue.window.len() <= budget / 2
+                && !queue.loading
+                && matches!(queue.horizon, Horizon::Upto(_));
+            if low {
+                ask_read(&mut state, sub);
+                self.tell_reader(&state);
+            }
+            relist(&mut state, sub, per_endpoint);
+            if run {
+                return Next::Run(entry);
+            }
         }
     }
 
@@ -168,28 +357,25 @@ impl Queues {
                 .subs
                 .entry(deferred.subscription)
                 .or_default()
-                .pending
-                .push(Reverse((deferred.due_ms, deferred.delivery)));
+                .window
+                .insert((deferred.due_ms, deferred.delivery));
         }
         if let Some(queue) = state.subs.get_mut(&entry.subscription) {
             queue.running = queue.running.saturating_sub(1);
-            if queue.running == 0 && queue.pending.is_empty() {
-                state.subs.remove(&entry.subscription);
-            } else {
-                relist(&mut state, entry.subscription, self.per_endpoint);
-            }
         }
+        forget_if_idle(&mut state, entry.subscription);
+        relist(&mut state, entry.subscription, self.per_endpoint);
         drop(state);
         self.wake.notify_one();
     }
 
-    /// Deliveries waiting in memory, for metrics and tests.
+    /// Deliveries waiting in memory, for tests.
     pub fn waiting(&self) -> usize {
-        self.lock().subs.values().map(|q| q.pending.len()).sum()
+        self.lock().subs.values().map(|q| q.window.len()).sum()
     }
 
-    /// Depth and age of the queues for `/metrics`: one pass over the subscriptions (not
-    /// the deliveries), since each queue's head is its oldest entry.
+    /// For `/metrics`: deliveries in flight and how long the longest-waiting one has been
+    /// due, in one pass over the subscriptions (each window's head is its oldest entry).
     pub fn stats(&self, now_ms: u64) -> QueueStats {
         let state = self.lock();
         let mut stats = QueueStats {
@@ -197,8 +383,8 @@ impl Queues {
             ..QueueStats::default()
         };
         for queue in state.subs.values() {
-            stats.waiting += queue.pending.len();
-            if let Some(&Reverse((due, _))) = queue.pending.peek() {
+            stats.waiting += queue.window.len();
+            if let Some(&(due, _)) = queue.window.first() {
                 if due <= now_ms && stats.oldest_due_ms.is_none_or(|oldest| due < oldest) {
                     stats.oldest_due_ms = Some(due);
                 }
@@ -208,12 +394,64 @@ impl Queues {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueStats {
+    /// Entries held in memory (at most `WINDOW_BUDGET`; the store has the backlog).
     pub waiting: usize,
     pub in_flight: usize,
     /// The due time of the delivery that has been due longest, if any is due.
     pub oldest_due_ms: Option<u64>,
+}
+
+/// The window size when `subscriptions` share the budget.
+fn cap(subscriptions: usize) -> usize {
+    (WINDOW_BUDGET / subscriptions.max(1)).clamp(MIN_WINDOW, MAX_WINDOW)
+}
+
+/// Keeps a window within `cap` by dropping its latest entries (they stay in the store,
+/// beyond the lowered horizon); their fresh payloads go into `dropped`.
+fn trim(queue: &mut SubQueue, cap: usize, dropped: &mut Vec<u128>) {
+    while queue.window.len() > cap {
+        let Some((_, delivery)) = queue.window.pop_last() else {
+            break;
+        };
+        dropped.push(delivery);
+        if queue.loading {
+            queue.dropped = true;
+        }
+        if let Some(&last) = queue.window.last() {
+            queue.horizon = match queue.horizon {
+                Horizon::Upto(horizon) if horizon < last => Horizon::Upto(horizon),
+                Horizon::Unread => Horizon::Unread,
+                _ => Horizon::Upto(last),
+            };
+        }
+    }
+}
+
+/// Queues a read of a subscription's window unless one is already asked for.
+fn ask_read(state: &mut State, id: u128) {
+    state.epochs += 1;
+    let epoch = state.epochs;
+    let queue = state.subs.entry(id).or_default();
+    if queue.loading || queue.horizon == Horizon::All {
+        return;
+    }
+    queue.loading = true;
+    queue.epoch = epoch;
+    state.to_read.push_back(id);
+}
+
+/// Drops the entry of a subscription found not ACTIVE (or deleted) once nothing of it
+/// runs. An ACTIVE one keeps its (small) entry while idle, so the next entry the writer
+/// tells of goes straight into its window with no read.
+fn forget_if_idle(state: &mut State, id: u128) {
+    let idle = state.subs.get(&id).is_some_and(|q| {
+        q.running == 0 && q.window.is_empty() && !q.loading && q.horizon == Horizon::Unread
+    });
+    if idle {
+        state.subs.remove(&id);
+    }
 }
 
 /// Puts a subscription into `ready` under its head's due time when it may run more.
@@ -224,7 +462,7 @@ fn relist(state: &mut State, sub: u128, per_endpoint: usize) {
     if queue.running >= per_endpoint {
         return;
     }
-    let Some(&Reverse((head, _))) = queue.pending.peek() else {
+    let Some(&(head, _)) = queue.window.first() else {
         return;
     };
     let eligible = head.max(queue.not_before_us.div_ceil(1000));
@@ -245,15 +483,23 @@ impl DueSink for Queues {
     fn forget(&self, ids: &[u128]) {
         let mut state = self.lock();
         let mut dropped = Vec::new();
-        for id in ids {
-            let Some(queue) = state.subs.get_mut(id) else {
+        for &id in ids {
+            let Some(queue) = state.subs.get_mut(&id) else {
+                ask_read(&mut state, id);
                 continue;
             };
-            dropped.extend(queue.pending.drain().map(|Reverse((_, d))| d));
+            dropped.extend(std::mem::take(&mut queue.window).into_iter().map(|(_, d)| d));
+            queue.horizon = Horizon::Unread;
             queue.listed = None;
+            queue.loading = false;
+            queue.dropped = false;
+            // Read again; the read finds nothing to do for one that is not ACTIVE.
+            ask_read(&mut state, id);
         }
+        self.tell_reader(&state);
         drop(state);
         self.bodies.drop_fresh(dropped);
+        self.wake.notify_one();
     }
 }
 
@@ -269,6 +515,17 @@ mod tests {
         }
     }
 
+    /// Queues whose subscriptions have been read and found empty: what the writer tells
+    /// of goes straight into their windows.
+    fn queues(per_endpoint: usize, subscriptions: &[u128]) -> Queues {
+        let q = Queues::new(per_endpoint);
+        q.read_all(subscriptions.iter().copied());
+        for read in q.reads(usize::MAX) {
+            q.fill(read, &[], true);
+        }
+        q
+    }
+
     fn run(q: &Queues, now: u64) -> Option<DueEntry> {
         run_limited(q, now, None)
     }
@@ -282,7 +539,7 @@ mod tests {
 
     #[test]
     fn hands_out_due_entries_in_time_order_and_reports_the_next_wake() {
-        let q = Queues::new(4);
+        let q = queues(4, &[1, 2]);
         q.push([entry(30, 3, 1), entry(10, 1, 1), entry(20, 2, 2)]);
         assert_eq!(run(&q, 100).map(|e| e.delivery), Some(1));
         assert_eq!(run(&q, 100).map(|e| e.delivery), Some(2));
@@ -293,7 +550,7 @@ mod tests {
 
     #[test]
     fn a_saturated_subscription_does_not_block_another() {
-        let q = Queues::new(1);
+        let q = queues(1, &[1, 2]);
         q.push([entry(1, 10, 1), entry(2, 11, 1), entry(3, 20, 2)]);
         let first = run(&q, 100).unwrap();
         assert_eq!(first.delivery, 10);
@@ -306,7 +563,7 @@ mod tests {
 
     #[test]
     fn a_rate_limit_spreads_deliveries_evenly() {
-        let q = Queues::new(16);
+        let q = queues(16, &[1]);
         q.push((0..4).map(|d| entry(0, d, 1)));
         // 4 per second: one every 250 ms, whatever is due.
         let first = run_limited(&q, 1000, Some(4)).unwrap();
@@ -321,7 +578,7 @@ mod tests {
 
     #[test]
     fn forgetting_a_subscription_lets_go_of_its_fresh_payloads() {
-        let q = Queues::new(4);
+        let q = queues(4, &[1, 2]);
         let fresh = |delivery| Fresh {
             delivery,
             event: delivery,
@@ -339,7 +596,7 @@ mod tests {
 
     #[test]
     fn stats_count_waiting_and_running_and_find_the_oldest_due() {
-        let q = Queues::new(1);
+        let q = queues(1, &[1, 2, 3]);
         q.push([
             entry(50, 1, 1),
             entry(70, 2, 1),
@@ -356,7 +613,7 @@ mod tests {
 
     #[test]
     fn a_delivery_is_never_handed_out_twice_at_once_but_its_next_entry_is_kept() {
-        let q = Queues::new(4);
+        let q = queues(4, &[1]);
         q.push([entry(1, 7, 1)]);
         let first = run(&q, 100).unwrap();
         // Its retry comes due before the attempt has finished.
@@ -364,5 +621,96 @@ mod tests {
         assert!(run(&q, 100).is_none());
         q.finished(&first);
         assert_eq!(run(&q, 100).map(|e| (e.due_ms, e.delivery)), Some((2, 7)));
+    }
+
+    #[test]
+    fn a_window_is_read_from_the_store_and_topped_up_as_it_runs_low() {
+        let q = Queues::new(1024);
+        q.read_all([1]);
+        let first = q.reads(8);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].after, None);
+        let limit = first[0].limit;
+        assert_eq!(limit, MAX_WINDOW);
+        // A full answer: more may be in the store, beyond the last key read.
+        let backlog: Vec<DueEntry> = (0..limit as u128).map(|d| entry(5, d, 1)).collect();
+        q.fill(first[0], &backlog, true);
+        assert!(q.reads(8).is_empty(), "a full window needs no read");
+        // Told of an entry beyond what was read: left in the store.
+        q.push([entry(9, 5000, 1)]);
+        assert_eq!(q.waiting(), limit);
+        // Running half the window asks for the next part, after the last key read.
+        for _ in 0..limit / 2 {
+            let e = run(&q, 100).unwrap();
+            q.finished(&e);
+        }
+        let more = q.reads(8);
+        assert_eq!(more.len(), 1);
+        assert_eq!(more[0].after, Some((5, limit as u128 - 1)));
+        // A short answer: the window now holds the whole queue, and entries told of
+        // from then on go straight into it.
+        q.fill(more[0], &[entry(9, 5000, 1)], true);
+        q.push([entry(10, 5001, 1)]);
+        assert_eq!(q.waiting(), limit / 2 + 2);
+        assert!(q.reads(8).is_empty());
+    }
+
+    #[test]
+    fn entries_told_of_while_a_read_is_out_are_kept() {
+        let q = Queues::new(4);
+        q.read_all([1]);
+        let read = q.reads(8)[0];
+        // Committed after the read's snapshot: the read does not see it.
+        q.push([entry(7, 70, 1)]);
+        q.fill(read, &[entry(5, 50, 1)], true);
+        assert_eq!(run(&q, 100).map(|e| e.delivery), Some(50));
+        assert_eq!(run(&q, 100).map(|e| e.delivery), Some(70));
+    }
+
+    #[test]
+    fn memory_stays_within_the_budget_whatever_the_backlog() {
+        let q = queues(1, &[1]);
+        q.push((0..10_000).map(|d| entry(d as u64, d, 1)));
+        assert_eq!(q.waiting(), MAX_WINDOW);
+        // The earliest entries are the ones kept; the rest wait in the store.
+        assert_eq!(run(&q, 1_000_000).map(|e| e.delivery), Some(0));
+        let many: Vec<u128> = (100..100 + 2 * (WINDOW_BUDGET / MIN_WINDOW) as u128).collect();
+        let q = queues(1, &many);
+        for &sub in &many {
+            q.push((0..100).map(|d| entry(d as u64, d + sub * 1000, sub)));
+        }
+        assert!(q.waiting() <= many.len() * MIN_WINDOW, "{}", q.waiting());
+    }
+
+    #[test]
+    fn a_paused_subscription_is_dropped_and_read_again_when_resumed() {
+        let q = queues(4, &[1]);
+        q.push([entry(1, 10, 1), entry(2, 11, 1)]);
+        // Paused: its window goes; the read finds it not ACTIVE.
+        q.forget(&[1]);
+        assert_eq!(q.waiting(), 0);
+        let read = q.reads(8)[0];
+        q.fill(read, &[], false);
+        assert!(run(&q, 100).is_none());
+        assert!(q.reads(8).is_empty());
+        // Resumed: read from the start of its queue.
+        q.forget(&[1]);
+        let read = q.reads(8)[0];
+        assert_eq!(read.after, None);
+        q.fill(read, &[entry(1, 10, 1), entry(2, 11, 1)], true);
+        assert_eq!(run(&q, 100).map(|e| e.delivery), Some(10));
+    }
+
+    #[test]
+    fn an_answer_to_a_superseded_read_is_ignored() {
+        let q = Queues::new(4);
+        q.read_all([1]);
+        let stale = q.reads(8)[0];
+        q.forget(&[1]);
+        let current = q.reads(8)[0];
+        q.fill(stale, &[entry(1, 10, 1)], true);
+        assert_eq!(q.waiting(), 0);
+        q.fill(current, &[entry(2, 11, 1)], true);
+        assert_eq!(run(&q, 100).map(|e| e.delivery), Some(11));
     }
 }

@@ -1,19 +1,23 @@
-//! Schema set-up and migrations, run once at open before the writer starts. Version 1
-//! is the first layout; a later layout adds a step here that rewrites records inside
-//! one write transaction, so a half-migrated file is never committed.
+//! Schema set-up and migrations, run once at open before the writer starts. Each step
+//! rewrites records inside the one write transaction that also records the new version,
+//! so a half-migrated file is never committed.
+//!
+//! - 1 -> 2: the due queue is keyed by subscription first (`due_v2`), and a paused
+//!   subscription's deliveries keep their place in it instead of being parked under
+//!   their expiry time: a parked delivery becomes due at the migration.
 
 use redb::{Database, ReadableTable, WriteTransaction};
 
-use super::codec::encode;
+use super::codec::{decode, encode};
 use super::error::StoreError;
-use super::records::EntityRecord;
+use super::records::{DeliveryRecord, EntityRecord};
 use super::tables::{
-    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, FAILING, HEALTH,
-    IDEMPOTENCY, META, SUBSCRIPTION_DELIVERIES, SUBSCRIPTIONS,
+    API_KEYS, ATTEMPTS, DELIVERIES, DUE, DUE_V1, ENTITIES, EVENT_DELIVERIES, EVENTS, FAILING,
+    HEALTH, IDEMPOTENCY, META, SUBSCRIPTION_DELIVERIES, SUBSCRIPTIONS,
 };
 use crate::ids::EntityId;
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 pub(super) const VERSION_KEY: &str = "schema_version";
 
 pub fn run(db: &Database, now_ms: u64) -> Result<(), StoreError> {
@@ -29,6 +33,7 @@ pub fn run(db: &Database, now_ms: u64) -> Result<(), StoreError> {
                 known: SCHEMA_VERSION,
             });
         }
+        Some(1) => to_v2(&txn, now_ms)?,
         Some(_) => {}
         None => create(&txn, now_ms)?,
     }
@@ -42,6 +47,37 @@ pub(super) fn decode_version(bytes: &[u8]) -> u32 {
     let n = bytes.len().min(4);
     word[..n].copy_from_slice(&bytes[..n]);
     u32::from_le_bytes(word)
+}
+
+/// Schema 1 -> 2: the due queue re-keyed by subscription; parked deliveries unparked.
+fn to_v2(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
+    let mut due = txn.open_table(DUE)?;
+    let mut deliveries = txn.open_table(DELIVERIES)?;
+    {
+        let old = txn.open_table(DUE_V1)?;
+        for entry in old.iter()? {
+            let (key, value) = entry?;
+            let (mut at, delivery) = key.value();
+            let subscription = value.value();
+            let stored = deliveries.get(delivery)?.map(|g| g.value().to_vec());
+            if let Some(bytes) = stored {
+                let mut record: DeliveryRecord = decode(&bytes)?;
+                if record.parked {
+                    record.parked = false;
+                    at = now_ms;
+                    record.next_attempt_ms = Some(at);
+                    deliveries.insert(delivery, encode(&record)?.as_slice())?;
+                }
+            }
+            due.insert((subscription, at, delivery), ())?;
+        }
+    }
+    txn.delete_table(DUE_V1)?;
+    // Made after schema 1 was first written: files from then lack it.
+    txn.open_table(FAILING)?;
+    txn.open_table(META)?
+        .insert(VERSION_KEY, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+    Ok(())
 }
 
 /// A new file: every table exists from the start (so readers never meet a missing

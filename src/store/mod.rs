@@ -20,6 +20,7 @@ pub mod tenancy;
 mod tests;
 mod writer;
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -34,7 +35,7 @@ pub use index::SubscriptionIndex;
 pub use index::{ALL_SCOPES, pattern_matches};
 pub use listing::Page;
 pub use maintenance::{BackupInfo, CompactReport, compact, place_backup, read_info};
-pub use ops::MAX_REPLAY;
+pub use ops::{MAX_REPLAY, Sweep, SweepOutcome};
 pub use purge::{PurgeCursor, PurgeOutcome, Scan};
 pub use space::{StorageHealth, StorageState};
 pub use writer::{
@@ -72,12 +73,13 @@ pub struct Fresh {
     pub body: bytes::Bytes,
 }
 
-/// Told by the writer, after each commit, what became due and which subscriptions went
-/// away. Implemented by the dispatcher; called on the writer thread, so it must not block.
+/// Told by the writer, after each commit, what became due for ACTIVE subscriptions and
+/// which subscriptions changed status or went away. Implemented by the dispatcher;
+/// called on the writer thread, so it must not block.
 pub trait DueSink: Send + Sync {
     fn schedule(&self, entries: Vec<DueEntry>, fresh: Vec<Fresh>);
-    /// Drop what is queued in memory for these subscriptions (deleted, paused or
-    /// resumed); whatever they still have due is scheduled again in the same commit.
+    /// Drop what is held in memory for these subscriptions (deleted, paused or
+    /// resumed); a resumed one's work is read from the due queue again.
     fn forget(&self, subscriptions: &[u128]);
 }
 
@@ -163,12 +165,14 @@ pub struct Store {
     health: StorageHealth,
     tx: mpsc::Sender<Command>,
     index: Arc<RwLock<Arc<SubscriptionIndex>>>,
+    /// Counts the snapshots published: a receiver is woken by each.
+    changes: tokio::sync::watch::Receiver<u64>,
     commits: Arc<CommitStats>,
 }
 
 /// Reads the subscriptions snapshot the writer publishes.
 #[derive(Clone)]
-pub struct SubscriptionsView(Arc<RwLock<Arc<SubscriptionIndex>>>);
+pub struct SubscriptionsView(Arc<RwLock<Arc<SubscriptionIndex>>>, DbSlot);
 
 impl SubscriptionsView {
     pub fn current(&self) -> Arc<SubscriptionIndex> {
@@ -176,6 +180,14 @@ impl SubscriptionsView {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// Unfinished deliveries in the due queue (a count redb keeps: no walk), or None
+    /// while the database is unavailable.
+    pub fn due_count(&self) -> Option<u64> {
+        let db = self.1.get().ok()?;
+        let txn = db.begin_read().ok()?;
+        redb::ReadableTableMetadata::len(&txn.open_table(DUE).ok()?).ok()
     }
 }
 
@@ -217,6 +229,7 @@ impl Store {
         let health = StorageHealth::default();
         let commits = Arc::new(CommitStats::default());
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let (published, changes) = tokio::sync::watch::channel(0);
         let writer = Writer {
             slot: db.clone(),
             path: path.to_owned(),
@@ -225,6 +238,7 @@ impl Store {
             health: health.clone(),
             rx,
             index: index.clone(),
+            published,
             sink,
             observer,
             commits: commits.clone(),
@@ -242,6 +256,7 @@ impl Store {
                 health,
                 tx,
                 index,
+                changes,
                 commits,
             },
             WriterHandle(handle),
@@ -287,8 +302,8 @@ impl Store {
     }
 
     /// Creates or replaces a subscription. With `expected_updated_ms`, only if it has
-    /// not changed since the caller read it. Pausing parks its unfinished deliveries;
-    /// re-activating queues them again.
+    /// not changed since the caller read it. Pausing or resuming writes the subscription
+    /// alone: its deliveries keep their place in the due queue.
     pub async fn put_subscription(
         &self,
         id: u128,
@@ -306,7 +321,8 @@ impl Store {
         }
     }
 
-    /// Removes a subscription and cancels its unfinished deliveries. False if absent.
+    /// Removes a subscription; the sweeper then cancels its unfinished deliveries in
+    /// bounded steps. False if absent.
     pub async fn delete_subscription(&self, id: u128) -> Result<bool, StoreError> {
         match self.command(Op::DeleteSubscription(id)).await? {
             Outcome::Deleted(existed) => Ok(existed),
@@ -318,9 +334,13 @@ impl Store {
         self.command(Op::RecordAttempt(report)).await.map(drop)
     }
 
-    /// Ends a parked delivery whose `delivery.max_age` has passed.
-    pub async fn expire(&self, delivery: u128) -> Result<(), StoreError> {
-        self.command(Op::Expire(delivery)).await.map(drop)
+    /// One bounded step of cancelling a deleted subscription's deliveries or expiring a
+    /// paused one's (`ops/sweep.rs`).
+    pub async fn sweep(&self, sweep: Sweep) -> Result<SweepOutcome, StoreError> {
+        match self.command(Op::Sweep(sweep)).await? {
+            Outcome::Swept(outcome) => Ok(outcome),
+            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
+        }
     }
 
     pub async fn retry(&self, delivery: u128) -> Result<RetryOutcome, StoreError> {
@@ -383,7 +403,12 @@ impl Store {
     /// A handle on the subscriptions snapshot that, unlike a `Store`, does not keep the
     /// writer running (for `/metrics`, which outlives the store at shutdown).
     pub fn subscriptions_view(&self) -> SubscriptionsView {
-        SubscriptionsView(self.index.clone())
+        SubscriptionsView(self.index.clone(), self.db.clone())
+    }
+
+    /// Changes each time subscriptions, keys or entities change (a new snapshot).
+    pub fn snapshot_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.clone()
     }
 
     /// The current subscriptions snapshot (no disk read).
@@ -414,20 +439,57 @@ impl Store {
         .await
     }
 
-    /// Every entry of the due queue, oldest first: what the dispatcher starts from.
-    pub async fn load_due(&self) -> Result<Vec<DueEntry>, StoreError> {
-        self.read(|txn| {
-            let mut out = Vec::new();
-            for entry in txn.open_table(DUE)?.iter()? {
-                let (key, value) = entry?;
-                let (due_ms, delivery) = key.value();
-                out.push(DueEntry {
-                    due_ms,
-                    delivery,
-                    subscription: value.value(),
-                });
+    /// For each (subscription, after, limit) asked, its first `limit` due entries after
+    /// the key given (or from its start), in one read transaction: how the dispatcher fills its
+    /// bounded in-memory window of a subscription's work.
+    pub async fn due_windows(
+        &self,
+        asked: Vec<(u128, Option<(u64, u128)>, usize)>,
+    ) -> Result<Vec<Vec<DueEntry>>, StoreError> {
+        self.read(move |txn| {
+            let due = txn.open_table(DUE)?;
+            let mut out = Vec::with_capacity(asked.len());
+            for (subscription, after, limit) in asked {
+                let low = match after {
+                    Some((at, delivery)) => Bound::Excluded((subscription, at, delivery)),
+                    None => Bound::Included((subscription, 0, 0)),
+                };
+                let high = Bound::Included((subscription, u64::MAX, u128::MAX));
+                let mut window = Vec::new();
+                for entry in due.range::<(u128, u64, u128)>((low, high))?.take(limit) {
+                    let (_, due_ms, delivery) = entry?.0.value();
+                    window.push(DueEntry {
+                        due_ms,
+                        delivery,
+                        subscription,
+                    });
+                }
+                out.push(window);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// Every subscription with entries in the due queue, one seek each (not a walk of
+    /// the entries): how the sweeper finds a deleted subscription's leftovers at start.
+    pub async fn due_subscriptions(&self) -> Result<Vec<u128>, StoreError> {
+        self.read(|txn| {
+            let due = txn.open_table(DUE)?;
+            let mut found = Vec::new();
+            let mut from = 0u128;
+            loop {
+                let next = due.range((from, 0, 0)..)?.next().transpose()?;
+                let Some((key, _)) = next else {
+                    return Ok(found);
+                };
+                let subscription = key.value().0;
+                found.push(subscription);
+                match subscription.checked_add(1) {
+                    Some(after) => from = after,
+                    None => return Ok(found),
+                }
+            }
         })
         .await
     }

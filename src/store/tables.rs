@@ -18,9 +18,15 @@ pub const SUBSCRIPTION_DELIVERIES: TableDefinition<(u128, u128), ()> =
     TableDefinition::new("subscription_deliveries_v1");
 /// (delivery id, attempt number from 1) -> `AttemptRecord`.
 pub const ATTEMPTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("attempts_v1");
-/// The due queue: (due time in Unix ms, delivery id) -> subscription id. A delivery is in
-/// here exactly while it waits for an attempt; the dispatcher rebuilds from it at start.
-pub const DUE: TableDefinition<(u64, u128), u128> = TableDefinition::new("due_v1");
+/// The due queue: (subscription id, due time in Unix ms, delivery id). A delivery is in
+/// here exactly while it is not final, whatever its subscription's status. Keyed by
+/// subscription first, so one subscription's work is one range: the dispatcher reads a
+/// window of it at a time, and pausing, resuming or deleting costs that subscription's
+/// own entries, never a walk of the whole queue.
+pub const DUE: TableDefinition<(u128, u64, u128), ()> = TableDefinition::new("due_v2");
+/// Schema 1's due queue, (due time, delivery) -> subscription: read once by the
+/// migration to schema 2, then deleted.
+pub const DUE_V1: TableDefinition<(u64, u128), u128> = TableDefinition::new("due_v1");
 /// subscription id -> Unix ms of its latest successful attempt (for
 /// `delivery.disable_after`); kept apart so a success does not rewrite the subscription.
 pub const HEALTH: TableDefinition<u128, u64> = TableDefinition::new("subscription_health_v1");

@@ -259,7 +259,7 @@ async fn a_backup_holds_every_table_and_restores_in_place_of_the_database() {
     assert_eq!(rows(&store, EVENTS), 11);
     assert_eq!(rows(&store, DUE), 1);
     assert_eq!(rows(&store, IDEMPOTENCY), 1);
-    assert_eq!(store.load_due().await.unwrap().len(), 1);
+    assert_eq!(store.due_subscriptions().await.unwrap().len(), 1);
     drop(store);
     writer.join();
 

@@ -147,7 +147,7 @@ pub(super) enum Op {
     },
     DeleteSubscription(u128),
     RecordAttempt(AttemptReport),
-    Expire(u128),
+    Sweep(super::ops::Sweep),
     Retry(u128),
     Replay {
         subscription: u128,
@@ -184,6 +184,7 @@ pub(super) enum Outcome {
     Replayed(ReplayOutcome),
     Entity(EntityOutcome),
     Purged(PurgeOutcome),
+    Swept(super::ops::SweepOutcome),
 }
 
 pub(super) struct Command {
@@ -199,6 +200,7 @@ pub(super) struct Writer {
     pub health: StorageHealth,
     pub rx: mpsc::Receiver<Command>,
     pub index: Arc<RwLock<Arc<SubscriptionIndex>>>,
+    pub published: tokio::sync::watch::Sender<u64>,
     pub sink: Arc<dyn DueSink>,
     pub observer: Arc<dyn StoreObserver>,
     pub commits: Arc<CommitStats>,
@@ -415,5 +417,7 @@ impl Writer {
             Err(poisoned) => poisoned.into_inner(),
         };
         *guard = Arc::new(index);
+        drop(guard);
+        self.published.send_modify(|n| *n = n.wrapping_add(1));
     }
 }

@@ -3,9 +3,11 @@
 //! dispatcher are collected in `Effects` and released only after the commit.
 //!
 //! Invariants kept here:
-//! - a delivery has an entry in `due` exactly while it is not final, keyed by its
-//!   `next_attempt_ms` (for a parked delivery that is its expiry time);
-//! - a subscription that is not ACTIVE has all its unfinished deliveries parked;
+//! - a delivery has an entry in `due` exactly while it is not final (or a manual retry
+//!   of an ended one is pending), keyed by its subscription and `next_attempt_ms`;
+//! - pausing, resuming and deleting a subscription write only the subscription: its
+//!   deliveries stay in `due`, the dispatcher reads only ACTIVE subscriptions' entries,
+//!   and the sweeper (`sweep.rs`) expires or cancels the rest in bounded steps;
 //! - `hookd.delivery.failed` is never emitted for a delivery of a `hookd.*` event, so
 //!   operational events cannot feed themselves.
 
@@ -36,7 +38,10 @@ use crate::payload;
 /// writer (and every producer behind it) for long.
 mod outcomes;
 mod subscriptions;
+mod sweep;
 mod tenancy;
+
+pub use sweep::{Sweep, SweepOutcome};
 
 pub const MAX_REPLAY: u32 = 10_000;
 
@@ -47,7 +52,7 @@ pub(super) struct Tables<'t> {
     pub event_deliveries: Table<'t, (u128, u128), ()>,
     pub subscription_deliveries: Table<'t, (u128, u128), ()>,
     pub attempts: Table<'t, (u128, u32), &'static [u8]>,
-    pub due: Table<'t, (u64, u128), u128>,
+    pub due: Table<'t, (u128, u64, u128), ()>,
     pub idempotency: Table<'t, &'static [u8; 32], &'static [u8]>,
     pub health: Table<'t, u128, u64>,
     pub failing: Table<'t, u128, u64>,
@@ -129,10 +134,7 @@ impl<'t, 'i> Batch<'t, 'i> {
                 self.record_attempt(report)?;
                 Outcome::Done
             }
-            Op::Expire(delivery) => {
-                self.expire(delivery)?;
-                Outcome::Done
-            }
+            Op::Sweep(sweep) => Outcome::Swept(self.sweep(sweep)?),
             Op::Retry(delivery) => Outcome::Retried(self.retry(delivery)?),
             Op::Replay {
                 subscription,
@@ -280,10 +282,7 @@ impl<'t, 'i> Batch<'t, 'i> {
         body: &Bytes,
     ) -> Result<u128, StoreError> {
         let delivery = uuid_v7();
-        let active = self
-            .subs()
-            .get(subscription)
-            .is_some_and(|s| s.status == SubscriptionStatus::Active);
+        let active = self.is_active(subscription);
         let mut record = DeliveryRecord {
             event,
             subscription,
@@ -301,16 +300,14 @@ impl<'t, 'i> Batch<'t, 'i> {
         self.t
             .subscription_deliveries
             .insert((subscription, delivery), ())?;
+        self.schedule(delivery, &mut record, self.now)?;
         if active {
-            self.schedule(delivery, &mut record, self.now)?;
             self.effects.fresh.push(Fresh {
                 delivery,
                 event,
                 created_ms: self.now,
                 body: body.clone(),
             });
-        } else {
-            self.park(delivery, &mut record)?;
         }
         self.save(delivery, &record)?;
         Ok(delivery)
@@ -338,12 +335,14 @@ impl<'t, 'i> Batch<'t, 'i> {
         record: &mut DeliveryRecord,
     ) -> Result<(), StoreError> {
         if let Some(at) = record.next_attempt_ms.take() {
-            self.t.due.remove((at, delivery))?;
+            self.t.due.remove((record.subscription, at, delivery))?;
         }
         record.parked = false;
         Ok(())
     }
 
+    /// Puts a delivery in `due` at `at`; the dispatcher is told only while its
+    /// subscription is ACTIVE (it reads the rest when the subscription is resumed).
     fn schedule(
         &mut self,
         delivery: u128,
@@ -352,24 +351,20 @@ impl<'t, 'i> Batch<'t, 'i> {
     ) -> Result<(), StoreError> {
         self.unschedule(delivery, record)?;
         record.next_attempt_ms = Some(at);
-        self.t.due.insert((at, delivery), record.subscription)?;
-        self.effects.due.push(DueEntry {
-            due_ms: at,
-            delivery,
-            subscription: record.subscription,
-        });
+        self.t.due.insert((record.subscription, at, delivery), ())?;
+        if self.is_active(record.subscription) {
+            self.effects.due.push(DueEntry {
+                due_ms: at,
+                delivery,
+                subscription: record.subscription,
+            });
+        }
         Ok(())
     }
 
-    /// Waits for the subscription to be ACTIVE again; its `due` entry becomes the
-    /// expiry time, when the dispatcher ends it FAILED.
-    fn park(&mut self, delivery: u128, record: &mut DeliveryRecord) -> Result<(), StoreError> {
-        let expires = record
-            .created_ms
-            .saturating_add(self.settings.max_age_ms)
-            .max(self.now);
-        self.schedule(delivery, record, expires)?;
-        record.parked = true;
-        Ok(())
+    fn is_active(&self, subscription: u128) -> bool {
+        self.subs()
+            .get(subscription)
+            .is_some_and(|s| s.status == SubscriptionStatus::Active)
     }
 }

@@ -35,20 +35,18 @@ impl Batch<'_, '_> {
                 self.t.health.insert(subscription, attempted_ms)?;
                 self.t.failing.remove(subscription)?;
             }
+            NextStep::RetryAt(_) if sub.is_none() && !ended_before => {
+                // Deleted while this attempt was in flight.
+                record.state = DeliveryState::Cancelled;
+                self.effects.report.cancelled += 1;
+            }
             NextStep::RetryAt(at) if !ended_before => {
                 record.state = DeliveryState::Retrying;
                 if let Some(sub) = &sub {
                     self.failed_attempt(subscription, sub, attempted_ms)?;
                 }
-                let active = self
-                    .subs()
-                    .get(subscription)
-                    .is_some_and(|s| s.status == SubscriptionStatus::Active);
-                if active {
-                    self.schedule(id, &mut record, at)?;
-                } else {
-                    self.park(id, &mut record)?;
-                }
+                // A paused (or just disabled) subscription's retry waits in `due` too.
+                self.schedule(id, &mut record, at)?;
             }
             NextStep::RetryAt(_) | NextStep::Failed => {
                 record.state = DeliveryState::Failed;
@@ -98,27 +96,6 @@ impl Batch<'_, '_> {
             )?;
         }
         Ok(())
-    }
-
-    /// A parked delivery reached `delivery.max_age`.
-    pub(super) fn expire(&mut self, id: u128) -> Result<(), StoreError> {
-        let Some(mut record) = self.load(id)? else {
-            return Ok(());
-        };
-        if record.state.is_final() || !record.parked {
-            return Ok(());
-        }
-        self.unschedule(id, &mut record)?;
-        record.state = DeliveryState::Failed;
-        self.effects.report.failed += 1;
-        record.last_error = Some(
-            "expired: not delivered within delivery.max_age while the subscription was not ACTIVE"
-                .into(),
-        );
-        record.updated_ms = self.now;
-        log_failed(id, &record);
-        self.delivery_failed(id, &record)?;
-        self.save(id, &record)
     }
 
     pub(super) fn retry(&mut self, id: u128) -> Result<RetryOutcome, StoreError> {
@@ -272,7 +249,7 @@ impl Batch<'_, '_> {
 }
 
 /// A delivery that ended FAILED: worth an operator's attention, once per ending.
-fn log_failed(id: u128, record: &DeliveryRecord) {
+pub(super) fn log_failed(id: u128, record: &DeliveryRecord) {
     tracing::warn!(
         delivery = %DeliveryId(id),
         subscription = %SubscriptionId(record.subscription),

@@ -1,5 +1,8 @@
 //! Subscriptions inside the writer's transaction: storing them, pausing and resuming
-//! their deliveries (parking), deleting them, and disabling them on hookd's own account.
+//! them, deleting them, and disabling them on hookd's own account. Each writes the
+//! subscription alone, whatever it has pending: its deliveries keep their `due` entries,
+//! the dispatcher drops or reads its window, and the sweeper (`sweep.rs`) expires a
+//! paused subscription's deliveries and cancels a deleted one's in bounded steps.
 
 use super::*;
 
@@ -26,10 +29,8 @@ impl Batch<'_, '_> {
             record.active_since_ms = self.now;
         }
         self.store_subscription(id, record)?;
-        match (was_active, active) {
-            (Some(true), false) => self.repark(id, true)?,
-            (Some(false), true) => self.repark(id, false)?,
-            _ => {}
+        if was_active.is_some_and(|was| was != active) {
+            self.effects.forget.push(id);
         }
         Ok(PutOutcome::Stored)
     }
@@ -49,35 +50,6 @@ impl Batch<'_, '_> {
         Ok(())
     }
 
-    /// Parks (`park == true`) or resumes every unfinished delivery of a subscription.
-    /// Scans the due queue, which holds exactly the unfinished deliveries.
-    pub(super) fn repark(&mut self, subscription: u128, park: bool) -> Result<(), StoreError> {
-        let mut found = Vec::new();
-        for entry in self.t.due.iter()? {
-            let (key, value) = entry?;
-            if value.value() == subscription {
-                found.push(key.value().1);
-            }
-        }
-        for delivery in found {
-            let Some(mut record) = self.load(delivery)? else {
-                continue;
-            };
-            if park && !record.parked {
-                self.park(delivery, &mut record)?;
-            } else if !park && record.parked {
-                let now = self.now;
-                self.schedule(delivery, &mut record, now)?;
-            } else {
-                continue;
-            }
-            record.updated_ms = self.now;
-            self.save(delivery, &record)?;
-        }
-        self.effects.forget.push(subscription);
-        Ok(())
-    }
-
     pub(super) fn delete_subscription(&mut self, id: u128) -> Result<bool, StoreError> {
         if self.t.subscriptions.remove(id)?.is_none() {
             return Ok(false);
@@ -88,30 +60,13 @@ impl Batch<'_, '_> {
             .remove(id);
         self.t.health.remove(id)?;
         self.t.failing.remove(id)?;
-        let owned: Vec<u128> = self
-            .t
-            .subscription_deliveries
-            .range((id, 0)..=(id, u128::MAX))?
-            .map(|entry| entry.map(|(key, _)| key.value().1))
-            .collect::<Result<_, _>>()?;
-        for delivery in owned {
-            let Some(mut record) = self.load(delivery)? else {
-                continue;
-            };
-            if record.state.is_final() {
-                continue;
-            }
-            self.unschedule(delivery, &mut record)?;
-            record.state = DeliveryState::Cancelled;
-            self.effects.report.cancelled += 1;
-            record.updated_ms = self.now;
-            self.save(delivery, &record)?;
-        }
+        // Its unfinished deliveries are cancelled by the sweeper, a bounded step at a time.
         self.effects.forget.push(id);
         Ok(true)
     }
 
-    /// DISABLED by hookd: parks its deliveries and tells whoever follows `hookd.*`.
+    /// DISABLED by hookd: its deliveries wait (and expire), and whoever follows `hookd.*`
+    /// is told.
     pub(super) fn disable(&mut self, id: u128, reason: String) -> Result<(), StoreError> {
         let Some(mut record) = self.subscription(id) else {
             return Ok(());
@@ -138,7 +93,7 @@ impl Batch<'_, '_> {
         let entity = record.entity.clone();
         self.store_subscription(id, record)?;
         if was_active {
-            self.repark(id, true)?;
+            self.effects.forget.push(id);
         }
         self.emit(&entity, "hookd.subscription.disabled", &data)
     }

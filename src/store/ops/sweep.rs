@@ -1,0 +1,142 @@
+//! The sweeper's steps inside the writer's transaction: what pausing and deleting a
+//! subscription leave for later (pausing and deleting write the subscription alone),
+//! done a bounded number of deliveries at a time so that no step holds the writer, and
+//! every producer behind it, for long.
+
+use std::ops::Bound;
+
+use super::outcomes::log_failed;
+use super::*;
+
+/// One bounded step over one subscription's deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// The subscription was deleted: cancel up to `limit` of its unfinished deliveries.
+    Cancel { subscription: u128, limit: usize },
+    /// The subscription is not ACTIVE: visit up to `limit` of its deliveries older than
+    /// `delivery.max_age`, in creation order after the delivery `after` (0 for the
+    /// first), and end those still unfinished FAILED.
+    Expire {
+        subscription: u128,
+        after: u128,
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepOutcome {
+    /// Deliveries this step cancelled or ended FAILED.
+    pub ended: usize,
+    /// For `Expire`, the last delivery visited: the next step's `after`.
+    pub last: Option<u128>,
+    /// Whether the step stopped at its limit (another step has work); false once
+    /// nothing is left for now.
+    pub more: bool,
+}
+
+const DONE: SweepOutcome = SweepOutcome {
+    ended: 0,
+    last: None,
+    more: false,
+};
+
+impl Batch<'_, '_> {
+    pub(super) fn sweep(&mut self, sweep: Sweep) -> Result<SweepOutcome, StoreError> {
+        match sweep {
+            Sweep::Cancel {
+                subscription,
+                limit,
+            } => self.cancel_orphans(subscription, limit),
+            Sweep::Expire {
+                subscription,
+                after,
+                limit,
+            } => self.expire_waiting(subscription, after, limit),
+        }
+    }
+
+    fn cancel_orphans(&mut self, subscription: u128, limit: usize) -> Result<SweepOutcome, StoreError> {
+        if self.subs().get(subscription).is_some() {
+            return Ok(DONE);
+        }
+        let keys: Vec<(u128, u64, u128)> = self
+            .t
+            .due
+            .range((subscription, 0, 0)..=(subscription, u64::MAX, u128::MAX))?
+            .take(limit)
+            .map(|entry| entry.map(|(key, _)| key.value()))
+            .collect::<Result<_, _>>()?;
+        let mut ended = 0;
+        for &key in &keys {
+            self.t.due.remove(key)?;
+            let delivery = key.2;
+            let Some(mut record) = self.load(delivery)? else {
+                continue;
+            };
+            record.next_attempt_ms = None;
+            record.retry_once = false;
+            if !record.state.is_final() {
+                record.state = DeliveryState::Cancelled;
+                self.effects.report.cancelled += 1;
+                ended += 1;
+            }
+            record.updated_ms = self.now;
+            self.save(delivery, &record)?;
+        }
+        Ok(SweepOutcome {
+            ended,
+            last: None,
+            more: keys.len() == limit,
+        })
+    }
+
+    fn expire_waiting(
+        &mut self,
+        subscription: u128,
+        after: u128,
+        limit: usize,
+    ) -> Result<SweepOutcome, StoreError> {
+        if self.subs().get(subscription).is_none() || self.is_active(subscription) {
+            return Ok(DONE);
+        }
+        let cutoff = self.now.saturating_sub(self.settings.max_age_ms);
+        // A UUIDv7 starts with its creation time in milliseconds.
+        let before = u128::from(cutoff) << 80;
+        let visited: Vec<u128> = self
+            .t
+            .subscription_deliveries
+            .range::<(u128, u128)>((
+                Bound::Excluded((subscription, after)),
+                Bound::Excluded((subscription, before)),
+            ))?
+            .take(limit)
+            .map(|entry| entry.map(|(key, _)| key.value().1))
+            .collect::<Result<_, _>>()?;
+        let mut ended = 0;
+        for &delivery in &visited {
+            let Some(mut record) = self.load(delivery)? else {
+                continue;
+            };
+            if record.state.is_final() || record.created_ms > cutoff {
+                continue;
+            }
+            self.unschedule(delivery, &mut record)?;
+            record.state = DeliveryState::Failed;
+            self.effects.report.failed += 1;
+            record.last_error = Some(
+                "expired: not delivered within delivery.max_age while the subscription was not ACTIVE"
+                    .into(),
+            );
+            record.updated_ms = self.now;
+            log_failed(delivery, &record);
+            self.delivery_failed(delivery, &record)?;
+            self.save(delivery, &record)?;
+            ended += 1;
+        }
+        Ok(SweepOutcome {
+            ended,
+            last: visited.last().copied(),
+            more: visited.len() == limit,
+        })
+    }
+}
