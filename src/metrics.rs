@@ -216,9 +216,14 @@ impl Metrics {
         if let Some(sources) = sources {
             let now = now_ms();
             let queue = sources.queues.stats(now);
-            let waiting = sources.subscriptions.due_count();
-            self.waiting
-                .set(waiting.map_or(queue.waiting as i64, |n| n as i64));
+            // The due queue holds the deliveries in flight too, until their outcome.
+            let waiting = sources
+                .subscriptions
+                .due_count()
+                .map_or(queue.waiting, |n| {
+                    (n as usize).saturating_sub(queue.in_flight)
+                });
+            self.waiting.set(waiting as i64);
             self.in_flight.set(queue.in_flight as i64);
             let age_ms = queue.oldest_due_ms.map_or(0, |due| now.saturating_sub(due));
             self.oldest_due_age.set(age_ms as f64 / 1000.0);

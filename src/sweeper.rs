@@ -66,7 +66,11 @@ struct Sweeper {
 }
 
 impl Sweeper {
-    async fn pass(&mut self, store: &Store, shutdown: &CancellationToken) -> Result<(), StoreError> {
+    async fn pass(
+        &mut self,
+        store: &Store,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StoreError> {
         let current = store.subscriptions();
         let now: HashSet<u128> = current.iter().map(|(&id, _)| id).collect();
         self.orphans

@@ -184,12 +184,22 @@ impl Dispatcher {
             let this = self.clone();
             let abandon = abandon.clone();
             tracker.spawn(async move {
-                tokio::select! {
-                    _ = abandon.cancelled() => {}
-                    _ = this.attempt(entry) => {}
+                let report = tokio::select! {
+                    _ = abandon.cancelled() => None,
+                    report = this.attempt(entry) => report,
+                };
+                // The endpoint's slot and the global permit are free once the exchange
+                // is over; the delivery stays in flight (never picked again) until its
+                // outcome is written, which the writer groups with others.
+                this.queues.sent(&entry);
+                drop(permit);
+                if let Some(report) = report {
+                    tokio::select! {
+                        _ = abandon.cancelled() => {}
+                        _ = this.record(entry, report) => {}
+                    }
                 }
                 this.queues.finished(&entry);
-                drop(permit);
             });
         }
     }
@@ -232,31 +242,33 @@ impl Dispatcher {
         Ok(body.clone())
     }
 
-    async fn attempt(&self, entry: DueEntry) {
+    /// Makes one attempt; its outcome for the store, or None when there was nothing to
+    /// attempt.
+    async fn attempt(&self, entry: DueEntry) -> Option<AttemptReport> {
         let delivery_id = DeliveryId(entry.delivery);
         let now = now_ms();
         let Some((attempts, input)) = self.input(entry, now).await else {
-            return;
+            return None;
         };
         // `input.body` is held until this attempt ends, so attempts of the same event
         // that start meanwhile share this copy rather than read their own.
         let (event, created_ms) = (input.event, input.created_ms);
         let body = match self.body(&input.body, event).await {
             Ok(Some(body)) => body,
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(error) => {
                 tracing::error!(delivery = %delivery_id, %error, "cannot read a due delivery's event");
                 self.retry_later(entry);
-                return;
+                return None;
             }
         };
         let subscriptions = self.store.subscriptions();
         let Some(subscription) = subscriptions.get(entry.subscription) else {
-            return;
+            return None;
         };
         if subscription.status != SubscriptionStatus::Active {
             // Paused after this entry was queued: the store parked it meanwhile.
-            return;
+            return None;
         }
         let subscription_id = SubscriptionId(entry.subscription);
         let event_id = EventId(event).to_string();
@@ -329,13 +341,12 @@ impl Dispatcher {
                     .failed(entry.subscription, outcome.status, error, exists);
             }
         }
-        let report = AttemptReport {
+        Some(AttemptReport {
             delivery: entry.delivery,
             attempt: outcome.record,
             next,
             gone: outcome.status == Some(410),
-        };
-        self.record(entry, report).await;
+        })
     }
 
     /// Records an attempt's outcome. While the store cannot write (a failed write, a

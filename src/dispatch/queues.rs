@@ -239,7 +239,9 @@ impl Queues {
             forget_if_idle(&mut state, read.subscription);
             return;
         }
-        queue.window.extend(entries.iter().map(|e| (e.due_ms, e.delivery)));
+        queue
+            .window
+            .extend(entries.iter().map(|e| (e.due_ms, e.delivery)));
         let last = entries.last().map(|e| (e.due_ms, e.delivery));
         queue.horizon = if entries.len() < read.limit && !queue.dropped {
             Horizon::All
@@ -348,7 +350,19 @@ impl Queues {
         self.bodies.slot(event)
     }
 
-    /// An attempt started by `next` has ended.
+    /// The exchange of an attempt started by `next` is over: its endpoint may take
+    /// another. The delivery stays in flight until `finished`.
+    pub fn sent(&self, entry: &DueEntry) {
+        let mut state = self.lock();
+        if let Some(queue) = state.subs.get_mut(&entry.subscription) {
+            queue.running = queue.running.saturating_sub(1);
+        }
+        relist(&mut state, entry.subscription, self.per_endpoint);
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// The outcome of an attempt started by `next` is written (or abandoned).
     pub fn finished(&self, entry: &DueEntry) {
         let mut state = self.lock();
         state.in_flight.remove(&entry.delivery);
@@ -359,9 +373,6 @@ impl Queues {
                 .or_default()
                 .window
                 .insert((deferred.due_ms, deferred.delivery));
-        }
-        if let Some(queue) = state.subs.get_mut(&entry.subscription) {
-            queue.running = queue.running.saturating_sub(1);
         }
         forget_if_idle(&mut state, entry.subscription);
         relist(&mut state, entry.subscription, self.per_endpoint);
@@ -488,7 +499,11 @@ impl DueSink for Queues {
                 ask_read(&mut state, id);
                 continue;
             };
-            dropped.extend(std::mem::take(&mut queue.window).into_iter().map(|(_, d)| d));
+            dropped.extend(
+                std::mem::take(&mut queue.window)
+                    .into_iter()
+                    .map(|(_, d)| d),
+            );
             queue.horizon = Horizon::Unread;
             queue.listed = None;
             queue.loading = false;
@@ -557,6 +572,7 @@ mod tests {
         // Subscription 1 is at its limit: 11 waits, 20 runs.
         assert_eq!(run(&q, 100).map(|e| e.delivery), Some(20));
         assert!(run(&q, 100).is_none());
+        q.sent(&first);
         q.finished(&first);
         assert_eq!(run(&q, 100).map(|e| e.delivery), Some(11));
     }
@@ -569,6 +585,7 @@ mod tests {
         let first = run_limited(&q, 1000, Some(4)).unwrap();
         assert!(run_limited(&q, 1000, Some(4)).is_none());
         assert!(matches!(q.next(1000, |_| Some(4)), Next::Wait(Some(1250))));
+        q.sent(&first);
         q.finished(&first);
         assert!(run_limited(&q, 1249, Some(4)).is_none());
         assert!(run_limited(&q, 1250, Some(4)).is_some());
@@ -619,6 +636,7 @@ mod tests {
         // Its retry comes due before the attempt has finished.
         q.push([entry(2, 7, 1)]);
         assert!(run(&q, 100).is_none());
+        q.sent(&first);
         q.finished(&first);
         assert_eq!(run(&q, 100).map(|e| (e.due_ms, e.delivery)), Some((2, 7)));
     }
@@ -642,6 +660,7 @@ mod tests {
         // Running half the window asks for the next part, after the last key read.
         for _ in 0..limit / 2 {
             let e = run(&q, 100).unwrap();
+            q.sent(&e);
             q.finished(&e);
         }
         let more = q.reads(8);

@@ -18,6 +18,8 @@ mod tables;
 pub mod tenancy;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_due;
 mod writer;
 
 use std::ops::Bound;

@@ -21,9 +21,13 @@ impl StoreObserver for Quiet {
     fn storage_state(&self, _: StorageState) {}
 }
 
-fn open(path: &Path) -> (Store, WriterHandle) {
+pub(super) fn open(path: &Path) -> (Store, WriterHandle) {
+    open_with(path, 3_600_000)
+}
+
+pub(super) fn open_with(path: &Path, max_age_ms: u64) -> (Store, WriterHandle) {
     let settings = WriterSettings {
-        max_age_ms: 3_600_000,
+        max_age_ms,
         disable_after_ms: 3_600_000,
         min_free: crate::config::MinFree::Bytes(0),
     };
@@ -38,7 +42,7 @@ fn open(path: &Path) -> (Store, WriterHandle) {
     .unwrap()
 }
 
-fn subscription() -> SubscriptionRecord {
+pub(super) fn subscription() -> SubscriptionRecord {
     SubscriptionRecord {
         entity: "root".into(),
         status: SubscriptionStatus::Active,
@@ -57,7 +61,7 @@ fn subscription() -> SubscriptionRecord {
     }
 }
 
-fn event(n: u32, key: Option<u8>) -> NewEvent {
+pub(super) fn event(n: u32, key: Option<u8>) -> NewEvent {
     NewEvent {
         id: uuid_v7(),
         record: EventRecord {
@@ -124,7 +128,7 @@ async fn purge_all(store: &Store, before_ms: u64, idempotency_before_ms: u64) ->
         .unwrap()
 }
 
-fn rows<K: redb::Key + 'static, V: redb::Value + 'static>(
+pub(super) fn rows<K: redb::Key + 'static, V: redb::Value + 'static>(
     store: &Store,
     table: TableDefinition<K, V>,
 ) -> u64 {

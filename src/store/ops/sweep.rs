@@ -55,7 +55,11 @@ impl Batch<'_, '_> {
         }
     }
 
-    fn cancel_orphans(&mut self, subscription: u128, limit: usize) -> Result<SweepOutcome, StoreError> {
+    fn cancel_orphans(
+        &mut self,
+        subscription: u128,
+        limit: usize,
+    ) -> Result<SweepOutcome, StoreError> {
         if self.subs().get(subscription).is_some() {
             return Ok(DONE);
         }

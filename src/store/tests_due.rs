@@ -1,0 +1,265 @@
+//! Store-level tests of the due queue's costs: pausing, resuming, disabling and deleting a
+//! subscription write the subscription alone, whatever it has pending; the sweeper's
+//! steps cancel a deleted one's deliveries and expire a paused one's, a bounded number
+//! at a time; and the dispatcher's window reads take one subscription's range.
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::records::{DeliveryState, SubscriptionStatus};
+use super::tables::{DELIVERIES, DUE};
+use super::tests::{event, open, open_with, rows, subscription};
+use super::*;
+use crate::ids::uuid_v7;
+
+/// Ingests `count` events, in requests of 1000, for every ACTIVE subscription.
+async fn backlog(store: &Store, count: u32) {
+    for start in (0..count).step_by(1000) {
+        let events = (start..count.min(start + 1000))
+            .map(|n| event(n, None))
+            .collect();
+        store.ingest(events).await.unwrap();
+    }
+}
+
+/// Every row of the deliveries and due tables, to compare before and after.
+fn snapshot(store: &Store) -> (Vec<(u128, Vec<u8>)>, Vec<(u128, u64, u128)>) {
+    let txn = store.db.get().unwrap().begin_read().unwrap();
+    let deliveries = txn
+        .open_table(DELIVERIES)
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            (k.value(), v.value().to_vec())
+        })
+        .collect();
+    let due = txn
+        .open_table(DUE)
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|e| e.unwrap().0.value())
+        .collect();
+    (deliveries, due)
+}
+
+async fn set_status(store: &Store, id: u128, status: SubscriptionStatus) {
+    let mut record = subscription();
+    record.status = status;
+    store.put_subscription(id, record, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn pausing_and_resuming_write_the_subscription_alone_whatever_it_has_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(&dir.path().join("hookd.redb"));
+    let id = uuid_v7();
+    store
+        .put_subscription(id, subscription(), None)
+        .await
+        .unwrap();
+    backlog(&store, 3000).await;
+    let before = snapshot(&store);
+    assert_eq!(before.1.len(), 3000);
+
+    set_status(&store, id, SubscriptionStatus::Deactivated).await;
+    assert!(snapshot(&store) == before, "pausing rewrote deliveries");
+    set_status(&store, id, SubscriptionStatus::Active).await;
+    assert!(snapshot(&store) == before, "resuming rewrote deliveries");
+
+    // The dispatcher reads one subscription's range, a window at a time.
+    let first = store.due_windows(vec![(id, None, 1000)]).await.unwrap();
+    assert_eq!(first[0].len(), 1000);
+    let last = first[0][999];
+    let next = store
+        .due_windows(vec![(id, Some((last.due_ms, last.delivery)), 5000)])
+        .await
+        .unwrap();
+    assert_eq!(next[0].len(), 2000);
+    assert!(next[0][0] > last);
+    let other = store
+        .due_windows(vec![(uuid_v7(), None, 10)])
+        .await
+        .unwrap();
+    assert!(other[0].is_empty());
+    drop(store);
+    writer.join();
+}
+
+#[tokio::test]
+async fn a_deleted_subscription_is_cancelled_in_bounded_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(&dir.path().join("hookd.redb"));
+    let (gone, kept) = (uuid_v7(), uuid_v7());
+    store
+        .put_subscription(gone, subscription(), None)
+        .await
+        .unwrap();
+    store
+        .put_subscription(kept, subscription(), None)
+        .await
+        .unwrap();
+    backlog(&store, 2500).await;
+    assert_eq!(rows(&store, DUE), 5000);
+
+    assert!(store.delete_subscription(gone).await.unwrap());
+    assert_eq!(
+        rows(&store, DUE),
+        5000,
+        "deleting wrote the subscription alone"
+    );
+    assert_eq!(store.due_subscriptions().await.unwrap().len(), 2);
+
+    // Nothing to sweep for a subscription that still exists.
+    let untouched = store
+        .sweep(Sweep::Cancel {
+            subscription: kept,
+            limit: 1000,
+        })
+        .await
+        .unwrap();
+    assert_eq!((untouched.ended, untouched.more), (0, false));
+    let mut steps = Vec::new();
+    loop {
+        let step = store
+            .sweep(Sweep::Cancel {
+                subscription: gone,
+                limit: 1000,
+            })
+            .await
+            .unwrap();
+        steps.push(step.ended);
+        if !step.more {
+            break;
+        }
+    }
+    assert_eq!(steps, vec![1000, 1000, 500]);
+    assert_eq!(rows(&store, DUE), 2500);
+    assert_eq!(store.due_subscriptions().await.unwrap(), vec![kept]);
+    let (deliveries, _) = snapshot(&store);
+    let cancelled = deliveries
+        .iter()
+        .filter(|(_, bytes)| {
+            codec::decode::<records::DeliveryRecord>(bytes)
+                .unwrap()
+                .state
+                == DeliveryState::Cancelled
+        })
+        .count();
+    assert_eq!(cancelled, 2500);
+    drop(store);
+    writer.join();
+}
+
+#[tokio::test]
+async fn a_paused_subscriptions_deliveries_expire_in_bounded_steps_after_max_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open_with(&dir.path().join("hookd.redb"), 1);
+    let id = uuid_v7();
+    store
+        .put_subscription(id, subscription(), None)
+        .await
+        .unwrap();
+    backlog(&store, 1500).await;
+    let expire = |after| Sweep::Expire {
+        subscription: id,
+        after,
+        limit: 1000,
+    };
+    // ACTIVE: its deliveries are the dispatcher's, never expired by a sweep.
+    let active = store.sweep(expire(0)).await.unwrap();
+    assert_eq!((active.ended, active.more), (0, false));
+
+    set_status(&store, id, SubscriptionStatus::Deactivated).await;
+    // max_age is 1 ms: every delivery made before this millisecond has passed it.
+    let cutoff = now_ms() + 2;
+    while now_ms() < cutoff {
+        std::thread::yield_now();
+    }
+    let first = store.sweep(expire(0)).await.unwrap();
+    assert_eq!((first.ended, first.more), (1000, true));
+    let second = store.sweep(expire(first.last.unwrap())).await.unwrap();
+    assert_eq!((second.ended, second.more), (500, false));
+    assert_eq!(rows(&store, DUE), 0);
+    let again = store.sweep(expire(second.last.unwrap())).await.unwrap();
+    assert_eq!(again.ended, 0);
+    let (deliveries, _) = snapshot(&store);
+    for (_, bytes) in deliveries {
+        let record: records::DeliveryRecord = codec::decode(&bytes).unwrap();
+        assert_eq!(record.state, DeliveryState::Failed);
+        assert!(record.last_error.unwrap().contains("expired"));
+    }
+    drop(store);
+    writer.join();
+}
+
+#[tokio::test]
+async fn a_schema_1_due_queue_is_rekeyed_by_subscription_and_parked_deliveries_unparked() {
+    use super::tables::{DUE_V1, META};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookd.redb");
+    let (store, writer) = open(&path);
+    let id = uuid_v7();
+    store
+        .put_subscription(id, subscription(), None)
+        .await
+        .unwrap();
+    backlog(&store, 3).await;
+    let (deliveries, due) = snapshot(&store);
+    drop(store);
+    writer.join();
+
+    // Rewrite the file as schema 1 had it: (due, delivery) -> subscription, the first
+    // delivery parked under its expiry time.
+    let parked = due[0].2;
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut old = txn.open_table(DUE_V1).unwrap();
+            let mut records = txn.open_table(DELIVERIES).unwrap();
+            for &(subscription, at, delivery) in &due {
+                let at = if delivery == parked { u64::MAX / 2 } else { at };
+                old.insert((at, delivery), subscription).unwrap();
+            }
+            let bytes = &deliveries.iter().find(|(d, _)| *d == parked).unwrap().1;
+            let mut record: records::DeliveryRecord = codec::decode(bytes).unwrap();
+            record.parked = true;
+            record.next_attempt_ms = Some(u64::MAX / 2);
+            records
+                .insert(parked, codec::encode(&record).unwrap().as_slice())
+                .unwrap();
+        }
+        txn.delete_table(DUE).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(migrate::VERSION_KEY, 1u32.to_le_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    let before = now_ms();
+    let (store, writer) = open(&path);
+    let (records, migrated) = snapshot(&store);
+    assert_eq!(migrated.len(), 3);
+    for &(subscription, at, delivery) in &migrated {
+        assert_eq!(subscription, id);
+        if delivery == parked {
+            assert!(
+                (before..=now_ms()).contains(&at),
+                "unparked: due at the migration"
+            );
+        } else {
+            assert!(due.contains(&(subscription, at, delivery)));
+        }
+    }
+    let bytes = &records.iter().find(|(d, _)| *d == parked).unwrap().1;
+    let record: records::DeliveryRecord = codec::decode(bytes).unwrap();
+    assert!(!record.parked);
+    let txn = store.db.get().unwrap().begin_read().unwrap();
+    assert!(txn.open_table(DUE_V1).is_err(), "the old table is gone");
+    drop(txn);
+    drop(store);
+    writer.join();
+}
