@@ -1,7 +1,8 @@
-//! The sweeper: finishes, in bounded steps, what pausing and deleting a subscription
-//! leave for later (both write the subscription alone, whatever it has pending). It
-//! cancels a deleted subscription's unfinished deliveries, and ends FAILED those of a
-//! subscription that is not ACTIVE once they pass `delivery.max_age`. Each step is one
+//! The sweeper: finishes, in bounded steps, what pausing, resuming and deleting a
+//! subscription leave for later (each writes the subscription alone, whatever it has
+//! pending). It cancels a deleted subscription's unfinished deliveries, ends FAILED those
+//! of a subscription that is not ACTIVE once they pass `delivery.max_age`, and makes a
+//! resumed subscription's retries that were waiting due now. Each step is one
 //! writer command over at most `STEP` deliveries, so ingest and the other subscriptions'
 //! outcomes wait at most for one step.
 
@@ -63,6 +64,8 @@ struct Sweeper {
     /// For each subscription that is not ACTIVE, the last delivery the expiry walk
     /// visited (deliveries are walked in creation order, each once).
     walked: HashMap<u128, u128>,
+    /// Each subscription's `active_since_ms` at the last pass: a change is a resume.
+    active_since: HashMap<u128, u64>,
 }
 
 impl Sweeper {
@@ -97,6 +100,38 @@ impl Sweeper {
                 tracing::info!(subscription = %SubscriptionId(id), cancelled, "cancelled the unfinished deliveries of a deleted subscription");
             }
             self.orphans.remove(&id);
+        }
+        let mut resumed = Vec::new();
+        let mut active_since = HashMap::new();
+        for (&id, s) in current.iter() {
+            if s.status == SubscriptionStatus::Active {
+                let seen = self.active_since.get(&id);
+                if seen.is_some_and(|&at| at != s.active_since_ms) {
+                    resumed.push((id, s.active_since_ms));
+                }
+            }
+            active_since.insert(id, s.active_since_ms);
+        }
+        self.active_since = active_since;
+        for (id, since_ms) in resumed {
+            let mut after = 0;
+            loop {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                let step = store
+                    .sweep(Sweep::Resume {
+                        subscription: id,
+                        since_ms,
+                        after,
+                        limit: STEP,
+                    })
+                    .await?;
+                after = step.last.unwrap_or(after);
+                if !step.more {
+                    break;
+                }
+            }
         }
         let waiting: HashSet<u128> = current
             .iter()

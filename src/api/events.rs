@@ -313,11 +313,14 @@ pub async fn list(
     let caller = caller.clone();
     let found = state
         .store
-        .events_page(since, until, page.after_id()?, page.limit, move |e| {
-            caller.sees(&e.entity)
-                && caller.reads_type(&e.event_type)
-                && event_type.as_deref().is_none_or(|t| t == e.event_type)
-        })
+        .events_page(
+            since,
+            until,
+            event_type,
+            page.after_id()?,
+            page.limit,
+            move |e| caller.sees(&e.entity) && caller.reads_type(&e.event_type),
+        )
         .await?;
     let items: Vec<Value> = found
         .items

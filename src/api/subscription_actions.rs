@@ -54,9 +54,7 @@ pub async fn deliveries(
     }
     let found = state
         .store
-        .subscription_deliveries(id.0, page.after_id()?, page.limit, move |d| {
-            wanted.is_none_or(|w| w == d.state)
-        })
+        .subscription_deliveries(id.0, wanted, page.after_id()?, page.limit)
         .await?;
     let items = found
         .items

@@ -72,4 +72,20 @@ mod tests {
         ));
         assert!(decode::<DeliveryRecord>(&[]).is_err());
     }
+
+    #[test]
+    fn an_event_head_reads_the_leading_fields_of_an_event() {
+        use crate::store::records::{EventHead, EventRecord};
+        let event = EventRecord {
+            entity: "acme".into(),
+            event_type: "order.paid".into(),
+            created_ms: 7,
+            body: vec![b'x'; 1000],
+        };
+        let head: EventHead = decode(&encode(&event).unwrap()).unwrap();
+        assert_eq!(
+            (head.entity.as_str(), head.event_type.as_str()),
+            ("acme", "order.paid")
+        );
+    }
 }

@@ -6,8 +6,11 @@
 use redb::ReadTransaction;
 
 use super::codec::decode;
-use super::records::{AttemptRecord, DeliveryRecord, EventRecord};
-use super::tables::{ATTEMPTS, DELIVERIES, EVENT_DELIVERIES, EVENTS, SUBSCRIPTION_DELIVERIES};
+use super::records::{AttemptRecord, DeliveryRecord, DeliveryState, EventRecord};
+use super::tables::{
+    ATTEMPTS, DELIVERIES, EVENT_DELIVERIES, EVENT_TYPES, EVENTS, SUBSCRIPTION_DELIVERIES,
+    SUBSCRIPTION_STATES,
+};
 use super::{Store, StoreError};
 
 /// Most rows one listing request examines. A selective filter may then answer a short
@@ -77,10 +80,14 @@ impl Store {
 
     /// Events newest first, from before `cursor` (exclusive), created in
     /// `[since_ms, until_ms)`, that `keep` accepts.
+    /// Events newest first between `since_ms` and `until_ms`, before `cursor`, of
+    /// `event_type` if given (read from its index: a page costs what it returns), that
+    /// `keep` accepts.
     pub async fn events_page(
         &self,
         since_ms: u64,
         until_ms: u64,
+        event_type: Option<String>,
         cursor: Option<u128>,
         limit: usize,
         keep: impl Fn(&EventRecord) -> bool + Send + 'static,
@@ -92,16 +99,38 @@ impl Store {
                 items: Vec::new(),
                 next: None,
             };
-            for (scanned, entry) in txn.open_table(EVENTS)?.range(low..high)?.rev().enumerate() {
-                let (key, value) = entry?;
-                let id = key.value();
+            let events = txn.open_table(EVENTS)?;
+            let mut consider = |scanned: usize, id: u128, record: EventRecord| {
                 if page.items.len() == limit || scanned == MAX_SCAN {
                     page.next = Some(page.items.last().map_or(id + 1, |(last, _)| *last));
-                    break;
+                    return false;
                 }
-                let record: EventRecord = decode(value.value())?;
                 if keep(&record) {
                     page.items.push((id, record));
+                }
+                true
+            };
+            match event_type.as_deref() {
+                Some(event_type) => {
+                    let index = txn.open_table(EVENT_TYPES)?;
+                    let range = index.range((event_type, low)..(event_type, high))?;
+                    for (scanned, entry) in range.rev().enumerate() {
+                        let id = entry?.0.value().1;
+                        let Some(guard) = events.get(id)? else {
+                            continue;
+                        };
+                        if !consider(scanned, id, decode(guard.value())?) {
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    for (scanned, entry) in events.range(low..high)?.rev().enumerate() {
+                        let (key, value) = entry?;
+                        if !consider(scanned, key.value(), decode(value.value())?) {
+                            break;
+                        }
+                    }
                 }
             }
             Ok(page)
@@ -110,16 +139,47 @@ impl Store {
     }
 
     /// A subscription's deliveries newest first, before `cursor`, that `keep` accepts.
+    /// With `state`, only the deliveries in that state, read from their index.
     pub async fn subscription_deliveries(
         &self,
         subscription: u128,
+        state: Option<DeliveryState>,
         cursor: Option<u128>,
         limit: usize,
-        keep: impl Fn(&DeliveryRecord) -> bool + Send + 'static,
     ) -> Result<Page<(u128, DeliveryRecord)>, StoreError> {
-        let table = SUBSCRIPTION_DELIVERIES;
-        self.read(move |txn| deliveries_page(txn, table, subscription, cursor, limit, keep))
-            .await
+        self.read(move |txn| match state {
+            None => deliveries_page(
+                txn,
+                SUBSCRIPTION_DELIVERIES,
+                subscription,
+                cursor,
+                limit,
+                |_| true,
+            ),
+            Some(state) => {
+                let deliveries = txn.open_table(DELIVERIES)?;
+                let index = txn.open_table(SUBSCRIPTION_STATES)?;
+                let code = state.code();
+                let high = cursor.unwrap_or(u128::MAX);
+                let mut page = Page {
+                    items: Vec::new(),
+                    next: None,
+                };
+                let range = index.range((subscription, code, 0)..(subscription, code, high))?;
+                for entry in range.rev() {
+                    let delivery = entry?.0.value().2;
+                    if page.items.len() == limit {
+                        page.next = page.items.last().map(|(last, _)| *last);
+                        break;
+                    }
+                    if let Some(guard) = deliveries.get(delivery)? {
+                        page.items.push((delivery, decode(guard.value())?));
+                    }
+                }
+                Ok(page)
+            }
+        })
+        .await
     }
 
     /// An event's deliveries newest first, before `cursor`, that `keep` accepts.

@@ -16,8 +16,8 @@ use redb::{
 use super::error::StoreError;
 use super::migrate::{self, SCHEMA_VERSION};
 use super::tables::{
-    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, FAILING, HEALTH,
-    IDEMPOTENCY, META, SUBSCRIPTION_DELIVERIES, SUBSCRIPTIONS,
+    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENT_TYPES, EVENTS, FAILING,
+    HEALTH, IDEMPOTENCY, META, SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES, SUBSCRIPTIONS,
 };
 
 /// Rows per write transaction of the copy: each commit lets redb write its dirty pages
@@ -84,6 +84,8 @@ pub(super) fn backup(db: &Database, dest: &Path) -> Result<BackupInfo, StoreErro
         copy_table(&source, &copy, DELIVERIES)?,
         copy_table(&source, &copy, EVENT_DELIVERIES)?,
         copy_table(&source, &copy, SUBSCRIPTION_DELIVERIES)?,
+        copy_table(&source, &copy, SUBSCRIPTION_STATES)?,
+        copy_table(&source, &copy, EVENT_TYPES)?,
         copy_table(&source, &copy, ATTEMPTS)?,
         copy_table(&source, &copy, DUE)?,
         copy_table(&source, &copy, HEALTH)?,

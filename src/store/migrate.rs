@@ -4,16 +4,18 @@
 //!
 //! - 1 -> 2: the due queue is keyed by subscription first (`due_v2`), and a paused
 //!   subscription's deliveries keep their place in it instead of being parked under
-//!   their expiry time: a parked delivery becomes due at the migration.
+//!   their expiry time: a parked delivery becomes due at the migration. Two indexes
+//!   are built for filtered lists: events by type, a subscription's deliveries by state.
 
 use redb::{Database, ReadableTable, WriteTransaction};
 
 use super::codec::{decode, encode};
 use super::error::StoreError;
-use super::records::{DeliveryRecord, EntityRecord};
+use super::records::{DeliveryRecord, EntityRecord, EventHead};
 use super::tables::{
-    API_KEYS, ATTEMPTS, DELIVERIES, DUE, DUE_V1, ENTITIES, EVENT_DELIVERIES, EVENTS, FAILING,
-    HEALTH, IDEMPOTENCY, META, SUBSCRIPTION_DELIVERIES, SUBSCRIPTIONS,
+    API_KEYS, ATTEMPTS, DELIVERIES, DUE, DUE_V1, ENTITIES, EVENT_DELIVERIES, EVENT_TYPES, EVENTS,
+    FAILING, HEALTH, IDEMPOTENCY, META, SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES,
+    SUBSCRIPTIONS,
 };
 use crate::ids::EntityId;
 
@@ -73,6 +75,18 @@ fn to_v2(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
         }
     }
     txn.delete_table(DUE_V1)?;
+    let mut states = txn.open_table(SUBSCRIPTION_STATES)?;
+    for entry in deliveries.iter()? {
+        let (key, value) = entry?;
+        let record: DeliveryRecord = decode(value.value())?;
+        states.insert((record.subscription, record.state.code(), key.value()), ())?;
+    }
+    let mut types = txn.open_table(EVENT_TYPES)?;
+    for entry in txn.open_table(EVENTS)?.iter()? {
+        let (key, value) = entry?;
+        let head: EventHead = decode(value.value())?;
+        types.insert((head.event_type.as_str(), key.value()), ())?;
+    }
     // Made after schema 1 was first written: files from then lack it.
     txn.open_table(FAILING)?;
     txn.open_table(META)?
@@ -88,6 +102,8 @@ fn create(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
     txn.open_table(DELIVERIES)?;
     txn.open_table(EVENT_DELIVERIES)?;
     txn.open_table(SUBSCRIPTION_DELIVERIES)?;
+    txn.open_table(SUBSCRIPTION_STATES)?;
+    txn.open_table(EVENT_TYPES)?;
     txn.open_table(ATTEMPTS)?;
     txn.open_table(DUE)?;
     txn.open_table(IDEMPOTENCY)?;

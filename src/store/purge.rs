@@ -1,5 +1,5 @@
 //! Retention inside the writer: one `Purge` command removes a bounded slice of old
-//! events (with their deliveries, attempts and both delivery index rows) and of old
+//! events (with their deliveries, attempts and every index row) and of old
 //! idempotency records, then says where the next command continues. Small slices keep
 //! any ingest request queued behind a purge waiting for one short transaction only.
 //!
@@ -12,7 +12,7 @@ use redb::ReadableTable;
 use super::codec::decode;
 use super::error::StoreError;
 use super::ops::Batch;
-use super::records::{DeliveryRecord, IdempotencyRecord};
+use super::records::{DeliveryRecord, EventHead, IdempotencyRecord};
 
 /// Where a scan stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -140,12 +140,23 @@ impl Batch<'_, '_> {
                     self.t
                         .subscription_deliveries
                         .remove((record.subscription, delivery))?;
+                    self.t.subscription_states.remove((
+                        record.subscription,
+                        record.state.code(),
+                        delivery,
+                    ))?;
                     self.t.deliveries.remove(delivery)?;
                     outcome.deliveries += 1;
                 }
                 self.t.event_deliveries.remove((event, delivery))?;
             }
-            self.t.events.remove(event)?;
+            if let Some(guard) = self.t.events.remove(event)? {
+                let head: EventHead = decode(guard.value())?;
+                drop(guard);
+                self.t
+                    .event_types
+                    .remove((head.event_type.as_str(), event))?;
+            }
             outcome.events += 1;
         }
         Ok(match ids.last() {

@@ -20,6 +20,19 @@ impl Record for EventRecord {
     const VERSION: u8 = 1;
 }
 
+/// The leading fields of an `EventRecord`, read without copying its body: postcard
+/// decodes fields in order and leaves the bytes after them unread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventHead {
+    pub entity: String,
+    pub event_type: String,
+}
+
+impl Record for EventHead {
+    const KIND: &'static str = "event";
+    const VERSION: u8 = EventRecord::VERSION;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SubscriptionStatus {
     Active,
@@ -119,6 +132,17 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
+    /// Its code in the `subscription_states_v1` index: stable across releases.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Pending => 0,
+            Self::Retrying => 1,
+            Self::Succeeded => 2,
+            Self::Failed => 3,
+            Self::Cancelled => 4,
+        }
+    }
+
     pub fn is_final(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }

@@ -16,6 +16,13 @@ pub const EVENT_DELIVERIES: TableDefinition<(u128, u128), ()> =
 /// (subscription id, delivery id): the deliveries of a subscription.
 pub const SUBSCRIPTION_DELIVERIES: TableDefinition<(u128, u128), ()> =
     TableDefinition::new("subscription_deliveries_v1");
+/// (event type, event id): the events of each type, newest last, so a list filtered by
+/// type reads only that type's events.
+pub const EVENT_TYPES: TableDefinition<(&str, u128), ()> = TableDefinition::new("event_types_v1");
+/// (subscription id, delivery state code, delivery id): a subscription's deliveries by
+/// state (`DeliveryState::code`), so a list filtered by state reads only those.
+pub const SUBSCRIPTION_STATES: TableDefinition<(u128, u8, u128), ()> =
+    TableDefinition::new("subscription_states_v1");
 /// (delivery id, attempt number from 1) -> `AttemptRecord`.
 pub const ATTEMPTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("attempts_v1");
 /// The due queue: (subscription id, due time in Unix ms, delivery id). A delivery is in

@@ -172,6 +172,12 @@ async fn purge_removes_every_row_of_an_ended_event_and_keeps_an_unfinished_one()
     assert_eq!(rows(&store, DELIVERIES), 1);
     assert_eq!(rows(&store, EVENT_DELIVERIES), 1);
     assert_eq!(rows(&store, SUBSCRIPTION_DELIVERIES), 1);
+    assert_eq!(
+        rows(&store, SUBSCRIPTION_STATES),
+        1,
+        "index rows go with their rows"
+    );
+    assert_eq!(rows(&store, EVENT_TYPES), 1);
     assert_eq!(rows(&store, ATTEMPTS), 0);
     assert_eq!(rows(&store, DUE), 1, "the pending delivery is still due");
     assert_eq!(rows(&store, IDEMPOTENCY), 0);

@@ -263,3 +263,145 @@ async fn a_schema_1_due_queue_is_rekeyed_by_subscription_and_parked_deliveries_u
     drop(store);
     writer.join();
 }
+
+/// Records a failed attempt whose retry is due at `retry_at`.
+async fn fail(store: &Store, delivery: u128, retry_at: u64) {
+    let attempt = records::AttemptRecord {
+        attempted_ms: now_ms(),
+        url: "https://example.com/".into(),
+        status: Some(500),
+        error: None,
+        duration_ms: 1,
+        response_body: vec![],
+        response_headers: vec![],
+    };
+    let report = AttemptReport {
+        delivery,
+        attempt,
+        next: NextStep::RetryAt(retry_at),
+        gone: false,
+    };
+    store.record_attempt(report).await.unwrap();
+}
+
+fn accepted(outcomes: Vec<IngestOutcome>) -> Vec<u128> {
+    outcomes
+        .into_iter()
+        .flat_map(|o| match o {
+            IngestOutcome::Accepted { deliveries } => deliveries,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_resumed_subscriptions_waiting_retries_become_due_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(&dir.path().join("hookd.redb"));
+    let id = uuid_v7();
+    store
+        .put_subscription(id, subscription(), None)
+        .await
+        .unwrap();
+    let deliveries = accepted(
+        store
+            .ingest(vec![event(1, None), event(2, None)])
+            .await
+            .unwrap(),
+    );
+    let later = now_ms() + 3_600_000;
+    fail(&store, deliveries[0], later).await;
+    set_status(&store, id, SubscriptionStatus::Deactivated).await;
+    let mut resumed = subscription();
+    resumed.active_since_ms = now_ms() + 1;
+    store.put_subscription(id, resumed, None).await.unwrap();
+    let resume = |since_ms| Sweep::Resume {
+        subscription: id,
+        since_ms,
+        after: 0,
+        limit: 10,
+    };
+    // A resume that is not the subscription's latest does nothing.
+    let stale = store.sweep(resume(1)).await.unwrap();
+    assert_eq!(stale.ended, 0);
+    let step = store
+        .sweep(resume(resumed_since(&store, id)))
+        .await
+        .unwrap();
+    assert_eq!((step.ended, step.more), (1, false));
+    let record = store.delivery(deliveries[0]).await.unwrap().unwrap();
+    assert!(
+        record.next_attempt_ms.unwrap() <= now_ms(),
+        "due now: {record:?}"
+    );
+    drop(store);
+    writer.join();
+}
+
+fn resumed_since(store: &Store, id: u128) -> u64 {
+    store.subscriptions().get(id).unwrap().active_since_ms
+}
+
+#[tokio::test]
+async fn filtered_lists_read_their_index_and_cost_what_they_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(&dir.path().join("hookd.redb"));
+    let id = uuid_v7();
+    store
+        .put_subscription(id, subscription(), None)
+        .await
+        .unwrap();
+    // Three rare events and three RETRYING deliveries, then more than a scan's worth
+    // (MAX_SCAN) of others newer than them.
+    let mut rare: Vec<NewEvent> = (0..3).map(|n| event(n, None)).collect();
+    for e in &mut rare {
+        e.record.event_type = "rare.kind".into();
+    }
+    let failing = accepted(store.ingest(rare).await.unwrap());
+    for &delivery in &failing {
+        fail(&store, delivery, now_ms() + 3_600_000).await;
+    }
+    backlog(&store, 21_000).await;
+
+    let events = store
+        .events_page(
+            0,
+            u64::MAX >> 16,
+            Some("rare.kind".into()),
+            None,
+            50,
+            |_| true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.items.len(), 3);
+    assert_eq!(events.next, None, "one page says it all");
+    let none = store
+        .events_page(0, u64::MAX >> 16, Some("no.such".into()), None, 50, |_| {
+            true
+        })
+        .await
+        .unwrap();
+    assert!(none.items.is_empty() && none.next.is_none());
+
+    let retrying = store
+        .subscription_deliveries(id, Some(DeliveryState::Retrying), None, 2)
+        .await
+        .unwrap();
+    assert_eq!(retrying.items.len(), 2);
+    let rest = store
+        .subscription_deliveries(id, Some(DeliveryState::Retrying), retrying.next, 2)
+        .await
+        .unwrap();
+    assert_eq!((rest.items.len(), rest.next), (1, None));
+    let mut seen: Vec<u128> = retrying
+        .items
+        .iter()
+        .chain(&rest.items)
+        .map(|(d, _)| *d)
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, failing);
+    drop(store);
+    writer.join();
+}

@@ -22,8 +22,8 @@ use super::records::{
     SubscriptionRecord, SubscriptionStatus,
 };
 use super::tables::{
-    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENTS, FAILING, HEALTH,
-    IDEMPOTENCY, SUBSCRIPTION_DELIVERIES, SUBSCRIPTIONS,
+    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENT_TYPES, EVENTS, FAILING,
+    HEALTH, IDEMPOTENCY, SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES, SUBSCRIPTIONS,
 };
 use super::tenancy::MAX_DEPTH;
 use super::writer::{
@@ -51,6 +51,8 @@ pub(super) struct Tables<'t> {
     pub deliveries: Table<'t, u128, &'static [u8]>,
     pub event_deliveries: Table<'t, (u128, u128), ()>,
     pub subscription_deliveries: Table<'t, (u128, u128), ()>,
+    pub subscription_states: Table<'t, (u128, u8, u128), ()>,
+    pub event_types: Table<'t, (&'static str, u128), ()>,
     pub attempts: Table<'t, (u128, u32), &'static [u8]>,
     pub due: Table<'t, (u128, u64, u128), ()>,
     pub idempotency: Table<'t, &'static [u8; 32], &'static [u8]>,
@@ -68,6 +70,8 @@ impl<'t> Tables<'t> {
             deliveries: txn.open_table(DELIVERIES)?,
             event_deliveries: txn.open_table(EVENT_DELIVERIES)?,
             subscription_deliveries: txn.open_table(SUBSCRIPTION_DELIVERIES)?,
+            subscription_states: txn.open_table(SUBSCRIPTION_STATES)?,
+            event_types: txn.open_table(EVENT_TYPES)?,
             attempts: txn.open_table(ATTEMPTS)?,
             due: txn.open_table(DUE)?,
             idempotency: txn.open_table(IDEMPOTENCY)?,
@@ -268,6 +272,9 @@ impl<'t, 'i> Batch<'t, 'i> {
         targets: &[u128],
     ) -> Result<Vec<u128>, StoreError> {
         self.t.events.insert(id, encode(&record)?.as_slice())?;
+        self.t
+            .event_types
+            .insert((record.event_type.as_str(), id), ())?;
         let body = Bytes::from(record.body);
         targets
             .iter()
@@ -321,10 +328,26 @@ impl<'t, 'i> Batch<'t, 'i> {
             .transpose()
     }
 
+    /// Writes a delivery and keeps its row in the by-state index in step.
     fn save(&mut self, delivery: u128, record: &DeliveryRecord) -> Result<(), StoreError> {
-        self.t
+        let before = self
+            .t
             .deliveries
-            .insert(delivery, encode(record)?.as_slice())?;
+            .insert(delivery, encode(record)?.as_slice())?
+            .map(|old| decode::<DeliveryRecord>(old.value()))
+            .transpose()?
+            .map(|old| old.state);
+        if before != Some(record.state) {
+            let sub = record.subscription;
+            if let Some(state) = before {
+                self.t
+                    .subscription_states
+                    .remove((sub, state.code(), delivery))?;
+            }
+            self.t
+                .subscription_states
+                .insert((sub, record.state.code(), delivery), ())?;
+        }
         Ok(())
     }
 

@@ -1,5 +1,5 @@
-//! The sweeper's steps inside the writer's transaction: what pausing and deleting a
-//! subscription leave for later (pausing and deleting write the subscription alone),
+//! The sweeper's steps inside the writer's transaction: what pausing, resuming and
+//! deleting a subscription leave for later (each writes the subscription alone),
 //! done a bounded number of deliveries at a time so that no step holds the writer, and
 //! every producer behind it, for long.
 
@@ -21,13 +21,22 @@ pub enum Sweep {
         after: u128,
         limit: usize,
     },
+    /// The subscription was made ACTIVE again at `since_ms`: visit up to `limit` of its
+    /// RETRYING deliveries after the delivery `after` (0 for the first), and make those
+    /// whose retry was scheduled before then due now.
+    Resume {
+        subscription: u128,
+        since_ms: u64,
+        after: u128,
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SweepOutcome {
-    /// Deliveries this step cancelled or ended FAILED.
+    /// Deliveries this step cancelled, ended FAILED or made due (for `Resume`).
     pub ended: usize,
-    /// For `Expire`, the last delivery visited: the next step's `after`.
+    /// For `Expire` and `Resume`, the last delivery visited: the next step's `after`.
     pub last: Option<u128>,
     /// Whether the step stopped at its limit (another step has work); false once
     /// nothing is left for now.
@@ -52,7 +61,56 @@ impl Batch<'_, '_> {
                 after,
                 limit,
             } => self.expire_waiting(subscription, after, limit),
+            Sweep::Resume {
+                subscription,
+                since_ms,
+                after,
+                limit,
+            } => self.resume_retries(subscription, since_ms, after, limit),
         }
+    }
+
+    fn resume_retries(
+        &mut self,
+        subscription: u128,
+        since_ms: u64,
+        after: u128,
+        limit: usize,
+    ) -> Result<SweepOutcome, StoreError> {
+        let current = self.subs().get(subscription).map(|s| s.active_since_ms);
+        if current != Some(since_ms) || !self.is_active(subscription) {
+            return Ok(DONE);
+        }
+        let retrying = DeliveryState::Retrying.code();
+        let visited: Vec<u128> = self
+            .t
+            .subscription_states
+            .range::<(u128, u8, u128)>((
+                Bound::Excluded((subscription, retrying, after)),
+                Bound::Included((subscription, retrying, u128::MAX)),
+            ))?
+            .take(limit)
+            .map(|entry| entry.map(|(key, _)| key.value().2))
+            .collect::<Result<_, _>>()?;
+        let mut ended = 0;
+        let now = self.now;
+        for &delivery in &visited {
+            let Some(mut record) = self.load(delivery)? else {
+                continue;
+            };
+            let waiting = record.next_attempt_ms.is_some_and(|at| at > now);
+            if waiting && record.updated_ms <= since_ms {
+                self.schedule(delivery, &mut record, now)?;
+                record.updated_ms = now;
+                self.save(delivery, &record)?;
+                ended += 1;
+            }
+        }
+        Ok(SweepOutcome {
+            ended,
+            last: visited.last().copied(),
+            more: visited.len() == limit,
+        })
     }
 
     fn cancel_orphans(
