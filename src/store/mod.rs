@@ -241,6 +241,7 @@ impl Store {
             rx,
             index: index.clone(),
             published,
+            runtime: tokio::runtime::Handle::try_current().ok(),
             sink,
             observer,
             commits: commits.clone(),

@@ -41,6 +41,9 @@ const RECOVER_ROOM: u64 = 4 << 20;
 /// How long a reopen waits for reads in progress to give back the old handle.
 const READERS_GRACE: Duration = Duration::from_secs(5);
 
+/// Longest an attempt's outcome waits for other commands to share its commit.
+const OUTCOME_LINGER: Duration = Duration::from_millis(25);
+
 /// How long an Idempotency-Key is remembered.
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 
@@ -201,6 +204,9 @@ pub(super) struct Writer {
     pub rx: mpsc::Receiver<Command>,
     pub index: Arc<RwLock<Arc<SubscriptionIndex>>>,
     pub published: tokio::sync::watch::Sender<u64>,
+    /// The runtime the store was opened from, for the writer's timed waits (none in
+    /// offline commands: outcomes then commit at once).
+    pub runtime: Option<tokio::runtime::Handle>,
     pub sink: Arc<dyn DueSink>,
     pub observer: Arc<dyn StoreObserver>,
     pub commits: Arc<CommitStats>,
@@ -224,14 +230,48 @@ impl Writer {
                     None => return,
                 }
             }
-            while batch.len() < MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(command) => batch.push_back(command),
-                    Err(_) => break,
-                }
+            self.take_queued(&mut batch);
+            if batch.iter().all(|c| matches!(c.op, Op::RecordAttempt(_))) {
+                self.linger(&mut batch);
             }
             if !batch.is_empty() {
                 self.apply(&mut batch);
+            }
+        }
+    }
+
+    fn take_queued(&mut self, batch: &mut VecDeque<Command>) {
+        while batch.len() < MAX_BATCH {
+            match self.rx.try_recv() {
+                Ok(command) => batch.push_back(command),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Holds a batch of outcomes alone for up to `OUTCOME_LINGER`, until anything else
+    /// arrives: an outcome then shares the commit (and its flushes) of the next ingest
+    /// instead of paying for one of its own. An outcome lost in a crash costs at most one
+    /// more attempt of its delivery, which at-least-once allows, and nobody waits for it:
+    /// the endpoint's slot was freed when the exchange ended.
+    fn linger(&mut self, batch: &mut VecDeque<Command>) {
+        let Some(runtime) = self.runtime.clone() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + OUTCOME_LINGER;
+        while batch.len() < MAX_BATCH {
+            // The timer is made inside `block_on`, where the runtime's context is.
+            let rx = &mut self.rx;
+            let next =
+                runtime.block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await });
+            let Ok(Some(command)) = next else {
+                return; // the deadline passed, or every sender is gone
+            };
+            let urgent = !matches!(command.op, Op::RecordAttempt(_));
+            batch.push_back(command);
+            self.take_queued(batch);
+            if urgent {
+                return;
             }
         }
     }
