@@ -401,6 +401,8 @@ async fn filtered_lists_read_their_index_and_cost_what_they_return() {
         .map(|(d, _)| *d)
         .collect();
     seen.sort_unstable();
+    let mut failing = failing;
+    failing.sort_unstable();
     assert_eq!(seen, failing);
     drop(store);
     writer.join();
