@@ -1,0 +1,46 @@
+//! The benchmark: runs the real `hookd` binary (build it first with
+//! `cargo build --release`, or point HOOKD_BIN at one) as a child process on loopback
+//! and drives it over HTTPS.
+//!
+//!   cargo run --release --example bench -- ingest [clients] [seconds] [subscribers]
+//!   cargo run --release --example bench -- fanout [subscriptions] [events]
+//!   cargo run --release --example bench -- restart [events]
+//!   cargo run --release --example bench -- retention [seconds] [retention seconds]
+//!
+//! `ingest`: durable event ingest from N keep-alive clients (each waits for its 202
+//! before sending the next), with 0 or more matching subscribers on a loopback receiver.
+//! `fanout`: deliveries per second from events to S subscriptions, counted at the receiver.
+//! `restart`: start-up time on an empty file, then on a file of N events after kill -9.
+//! `retention`: steady ingest (8 clients, 1 subscriber) with a short `storage.retention`,
+//! printing the file size as it goes: it levels off once purging keeps pace.
+//! Each prints the figures and hookd's peak resident memory (VmHWM).
+//! HOOKD_BENCH_STORAGE adds lines to `[storage]` for `ingest` and `restart`.
+//!
+//! Layout: `setup.rs` (config, certificates, the child process), `client.rs` (the
+//! load side's HTTPS client), `receiver.rs`, `procfs.rs`, one file per mode in `modes/`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test's failure report
+
+mod client;
+mod modes;
+mod procfs;
+mod receiver;
+mod setup;
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg =
+        |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let storage = std::env::var("HOOKD_BENCH_STORAGE").unwrap_or_default();
+    match args.first().map(String::as_str) {
+        Some("ingest") => {
+            modes::ingest::run(arg(1, 32), arg(2, 10) as u64, arg(3, 0), &storage).await
+        }
+        Some("fanout") => modes::fanout::run(arg(1, 10), arg(2, 20_000)).await,
+        Some("restart") => modes::restart::run(arg(1, 100_000), &storage).await,
+        Some("retention") => modes::retention::run(arg(1, 60) as u64, arg(2, 10) as u64).await,
+        _ => eprintln!(
+            "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds]"
+        ),
+    }
+}
