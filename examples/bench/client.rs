@@ -12,19 +12,34 @@ use crate::setup::{Setup, TOKEN};
 pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 pub async fn connect(setup: &Setup) -> Sender {
-    let tcp = TcpStream::connect(setup.addr).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let tls = setup.tls.connect(name, tcp).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
+    try_connect(setup).await.unwrap()
+}
+
+/// As `connect`, with a refused or reset connection as an error instead of a panic.
+pub async fn try_connect(
+    setup: &Setup,
+) -> Result<Sender, Box<dyn std::error::Error + Send + Sync>> {
+    let tcp = TcpStream::connect(setup.addr).await?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from("localhost")?;
+    let tls = setup.tls.connect(name, tcp).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(conn);
-    sender
+    Ok(sender)
 }
 
 pub async fn call(sender: &mut Sender, method: &str, path: &str, body: String) -> (u16, Bytes) {
-    sender.ready().await.unwrap();
+    try_call(sender, method, path, body).await.unwrap()
+}
+
+/// As `call`, with a broken connection as an error instead of a panic.
+pub async fn try_call(
+    sender: &mut Sender,
+    method: &str,
+    path: &str,
+    body: String,
+) -> Result<(u16, Bytes), hyper::Error> {
+    sender.ready().await?;
     let req = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -33,23 +48,26 @@ pub async fn call(sender: &mut Sender, method: &str, path: &str, body: String) -
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .unwrap();
-    let response = sender.send_request(req).await.unwrap();
+    let response = sender.send_request(req).await?;
     let status = response.status().as_u16();
-    (
-        status,
-        response.into_body().collect().await.unwrap().to_bytes(),
-    )
+    Ok((status, response.into_body().collect().await?.to_bytes()))
 }
 
 /// `n` subscriptions to `bench.*`, each to its own path on the receiver at `port`.
 pub async fn subscribe(sender: &mut Sender, port: u16, n: usize) {
     for i in 0..n {
-        let body = format!(
-            r#"{{"eventTypes":["bench.*"],"endpointUrl":"https://localhost:{port}/hook/{i}"}}"#
-        );
-        let (status, text) = call(sender, "POST", "/v1/subscriptions", body).await;
-        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&text));
+        subscribe_to(sender, port, "bench.*", &format!("/hook/{i}")).await;
     }
+}
+
+/// One subscription to `pattern` at `path` on the receiver at `port`; its id.
+pub async fn subscribe_to(sender: &mut Sender, port: u16, pattern: &str, path: &str) -> String {
+    let body =
+        format!(r#"{{"eventTypes":["{pattern}"],"endpointUrl":"https://localhost:{port}{path}"}}"#);
+    let (status, text) = call(sender, "POST", "/v1/subscriptions", body).await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&text));
+    let created: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    created["data"]["id"].as_str().unwrap().to_string()
 }
 
 /// The event the closed-loop modes post: a small order notification.

@@ -1,30 +1,37 @@
 //! The benchmark: runs the real `hookd` binary (build it first with
 //! `cargo build --release`, or point HOOKD_BIN at one) as a child process on loopback
-//! and drives it over HTTPS.
+//! and drives it over HTTPS. Every receiver is in this process on 127.0.0.1.
 //!
-//!   cargo run --release --example bench -- ingest [clients] [seconds] [subscribers]
-//!   cargo run --release --example bench -- fanout [subscriptions] [events]
-//!   cargo run --release --example bench -- restart [events]
-//!   cargo run --release --example bench -- retention [seconds] [retention seconds]
+//!   cargo run --release --example bench -- ingest [clients=32] [seconds=10] [subscribers=0]
+//!   cargo run --release --example bench -- fanout [subscriptions=10] [events=20000]
+//!   cargo run --release --example bench -- restart [events=100000]
+//!   cargo run --release --example bench -- retention [seconds=60] [retention seconds=10]
 //!
 //! `ingest`: durable event ingest from N keep-alive clients (each waits for its 202
-//! before sending the next), with 0 or more matching subscribers on a loopback receiver.
+//! before sending the next), with 0 or more matching subscribers on a loopback receiver;
+//! with subscribers, also end-to-end latency (post sent -> received) and the backlog
+//! left when the load stops.
 //! `fanout`: deliveries per second from events to S subscriptions, counted at the receiver.
 //! `restart`: start-up time on an empty file, then on a file of N events after kill -9.
 //! `retention`: steady ingest (8 clients, 1 subscriber) with a short `storage.retention`,
 //! printing the file size as it goes: it levels off once purging keeps pace.
-//! Each prints the figures and hookd's peak resident memory (VmHWM).
-//! HOOKD_BENCH_STORAGE adds lines to `[storage]` for `ingest` and `restart`.
+//! Each prints its figures and hookd's peak resident memory (VmHWM), and VmRSS where
+//! it matters. HOOKD_BENCH_STORAGE adds lines to `[storage]` for `ingest` and `restart`.
 //!
-//! Layout: `setup.rs` (config, certificates, the child process), `client.rs` (the
-//! load side's HTTPS client), `receiver.rs`, `procfs.rs`, one file per mode in `modes/`.
+//! Layout: `setup.rs` (config, certificates, the child process), `client.rs` (the load
+//! side's HTTPS client), `load.rs` (event bodies, producers), `receiver.rs`,
+//! `measure.rs` (clock, percentiles), `procfs.rs`, one file per mode in `modes/`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test's failure report
 
 mod client;
+mod load;
+mod measure;
 mod modes;
 mod procfs;
 mod receiver;
 mod setup;
+
+const USAGE: &str = "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds]";
 
 #[tokio::main]
 async fn main() {
@@ -39,8 +46,6 @@ async fn main() {
         Some("fanout") => modes::fanout::run(arg(1, 10), arg(2, 20_000)).await,
         Some("restart") => modes::restart::run(arg(1, 100_000), &storage).await,
         Some("retention") => modes::retention::run(arg(1, 60) as u64, arg(2, 10) as u64).await,
-        _ => eprintln!(
-            "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds]"
-        ),
+        _ => eprintln!("{USAGE}"),
     }
 }

@@ -1,4 +1,4 @@
-//! What /proc says about the hookd process: resident memory now and at its peak.
+//! What /proc says about a process: resident memory now and at its peak.
 
 /// A `kB` line of /proc/<pid>/status (`VmHWM:`, `VmRSS:`), 0 once the process is gone.
 pub fn status_kib(pid: u32, key: &str) -> u64 {

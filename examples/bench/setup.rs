@@ -157,26 +157,25 @@ allow_networks = ["127.0.0.0/8"]
 
     /// One GET of `path` on a new connection: true if it answered 200.
     async fn answers_200(&self, path: &str) -> bool {
-        let Ok(tcp) = TcpStream::connect(self.addr).await else {
-            return false;
-        };
+        self.get_status(path).await == Some(200)
+    }
+
+    /// The status of one GET of `path` (no token) on a new connection; None when hookd
+    /// does not answer.
+    pub async fn get_status(&self, path: &str) -> Option<u16> {
+        let tcp = TcpStream::connect(self.addr).await.ok()?;
         let name = ServerName::try_from("localhost").unwrap();
-        let Ok(tls) = self.tls.connect(name, tcp).await else {
-            return false;
-        };
-        let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await
-        else {
-            return false;
-        };
+        let tls = self.tls.connect(name, tcp).await.ok()?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .ok()?;
         tokio::spawn(conn);
         let req = hyper::Request::get(path)
             .header("host", "localhost")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        sender
-            .send_request(req)
-            .await
-            .is_ok_and(|r| r.status() == 200)
+        let response = sender.send_request(req).await.ok()?;
+        Some(response.status().as_u16())
     }
 }
 

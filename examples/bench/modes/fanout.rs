@@ -1,20 +1,19 @@
 //! `fanout [subscriptions] [events]`: deliveries per second from events posted by 16
 //! clients to S subscriptions, counted at the receiver.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::client::{EVENT, call, connect, subscribe};
-use crate::receiver::receiver;
+use crate::measure::Clock;
+use crate::receiver::{Receiver, Track};
 use crate::setup::{Config, Setup};
 
 pub async fn run(subscriptions: usize, events: usize) {
     let setup = Setup::new(&Config::default());
     let hookd = setup.spawn();
     setup.wait_ready(Instant::now()).await;
-    let delivered = Arc::new(AtomicU64::new(0));
-    let port = receiver(&setup, delivered.clone()).await.port();
+    let receiver = Receiver::start(&setup, Clock::new(), Track::default()).await;
+    let port = receiver.port();
     let mut admin = connect(&setup).await;
     subscribe(&mut admin, port, subscriptions).await;
     let expected = (subscriptions * events) as u64;
@@ -35,11 +34,11 @@ pub async fn run(subscriptions: usize, events: usize) {
     }
     let posted = started.elapsed();
     let expected = expected.min((per_client * 16 * subscriptions) as u64);
-    while delivered.load(Ordering::Relaxed) < expected {
+    while receiver.log.count() < expected {
         assert!(
             started.elapsed() < Duration::from_secs(600),
             "deliveries stalled at {}",
-            delivered.load(Ordering::Relaxed)
+            receiver.log.count()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -1,61 +1,72 @@
 //! `ingest [clients] [seconds] [subscribers]`: durable event ingest from N keep-alive
 //! clients, each waiting for its 202 before sending the next, with 0 or more matching
-//! subscribers on one loopback receiver.
+//! subscribers on one loopback receiver. With subscribers it also reports the
+//! end-to-end latency (post sent -> delivery received) of every delivery, the backlog
+//! left when the load stops, and how long that backlog takes to drain.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::client::{EVENT, call, connect, subscribe};
-use crate::receiver::receiver;
+use crate::client::{connect, subscribe};
+use crate::load::{ClosedLoop, wait_until};
+use crate::measure::{Clock, Summary, ms, summary};
+use crate::receiver::{Receiver, Track};
 use crate::setup::{Config, Setup};
 
 pub async fn run(clients: usize, seconds: u64, subscribers: usize, storage: &str) {
+    let clock = Clock::new();
     let setup = Setup::new(&Config {
         storage: storage.to_string(),
         ..Config::default()
     });
     let hookd = setup.spawn();
     let startup = setup.wait_ready(Instant::now()).await;
-    let delivered = Arc::new(AtomicU64::new(0));
-    let port = receiver(&setup, delivered.clone()).await.port();
+    let track = Track {
+        latencies: subscribers > 0,
+        ..Track::default()
+    };
+    let receiver = Receiver::start(&setup, clock, track).await;
     let mut admin = connect(&setup).await;
-    subscribe(&mut admin, port, subscribers).await;
+    subscribe(&mut admin, receiver.port(), subscribers).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let mut sender = connect(&setup).await;
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                let (status, _) = call(&mut sender, "POST", "/v1/events", EVENT.to_string()).await;
-                assert_eq!(status, 202);
-                latencies.push(t.elapsed());
-            }
-            latencies
-        }));
-    }
+    let load = ClosedLoop::start(&setup, clock, clients, "bench.created").await;
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap());
-    }
+    let samples = load.stop().await;
     let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let stopped_ns = clock.now_ns();
+    let delivered = receiver.log.count();
+    let events = samples.len();
+    let latency = Summary::of(samples.iter().map(|s| s.latency_ns()).collect()).unwrap();
     println!(
-        "ingest: {clients} clients, {subscribers} subscribers: {} events in {elapsed:.1} s = {:.0} events/s; latency p50 {:?} p99 {:?}; start-up {startup:?}; delivered so far {}; peak RSS {} MiB",
-        latencies.len(),
-        latencies.len() as f64 / elapsed,
-        pct(0.5),
-        pct(0.99),
-        delivered.load(Ordering::Relaxed),
+        "ingest: {clients} clients, {subscribers} subscribers: {events} events in {elapsed:.1} s = {:.0} events/s; latency p50 {} p99 {}; start-up {startup:?}; delivered so far {delivered}; peak RSS {} MiB",
+        events as f64 / elapsed,
+        ms(latency.p50),
+        ms(latency.p99),
         hookd.peak_rss_kib() / 1024,
+    );
+    if subscribers == 0 {
+        hookd.kill();
+        return;
+    }
+    let expected = (events * subscribers) as u64;
+    let backlog = expected.saturating_sub(delivered);
+    let drained = wait_until(expected, Duration::from_secs(30), || receiver.log.count()).await;
+    let drain = Duration::from_nanos(clock.now_ns() - stopped_ns);
+    let end_to_end = receiver
+        .log
+        .arrivals()
+        .iter()
+        .map(|a| a.latency_ns())
+        .collect();
+    println!(
+        "ingest: end to end (post sent -> received) {}; backlog when the load stopped {backlog} deliveries, {} {:.1} s later",
+        summary(end_to_end),
+        if drained {
+            "all delivered"
+        } else {
+            "STALLED, not all delivered"
+        },
+        drain.as_secs_f64(),
     );
     hookd.kill();
 }

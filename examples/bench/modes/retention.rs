@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::client::{EVENT, call, connect, subscribe};
-use crate::receiver::receiver;
+use crate::measure::Clock;
+use crate::receiver::{Receiver, Track};
 use crate::setup::{Config, Setup};
 
 pub async fn run(seconds: u64, retention_s: u64) {
@@ -17,8 +18,8 @@ pub async fn run(seconds: u64, retention_s: u64) {
     });
     let hookd = setup.spawn();
     setup.wait_ready(Instant::now()).await;
-    let delivered = Arc::new(AtomicU64::new(0));
-    let port = receiver(&setup, delivered.clone()).await.port();
+    let receiver = Receiver::start(&setup, Clock::new(), Track::default()).await;
+    let port = receiver.port();
     let mut admin = connect(&setup).await;
     subscribe(&mut admin, port, 1).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -45,7 +46,7 @@ pub async fn run(seconds: u64, retention_s: u64) {
             "retention: t={:>4.0} s posted {now:>8} ({:>5.0}/s) delivered {:>8} file {:>6.1} MiB",
             started.elapsed().as_secs_f64(),
             (now - last) as f64 / 5.0,
-            delivered.load(Ordering::Relaxed),
+            receiver.log.count(),
             setup.store_bytes() as f64 / (1 << 20) as f64,
         );
         last = now;
