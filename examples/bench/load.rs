@@ -1,5 +1,5 @@
 //! The load side: event bodies that carry their send instant and a sequence number,
-//! and closed-loop producers.
+//! closed-loop producers, and a backlog posted in batches.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,6 +10,9 @@ use tokio::task::JoinHandle;
 use crate::client::{call, connect};
 use crate::measure::Clock;
 use crate::setup::Setup;
+
+/// Events in one `POST /v1/events/batch`: the most the API takes.
+pub const BATCH: usize = 1000;
 
 /// One event's JSON. `data.t` is the send instant on the bench clock and `data.seq` a
 /// number unique in the run, which the receiver reads back; `pad` bytes of filler make
@@ -24,6 +27,51 @@ pub fn event(event_type: &str, seq: u64, t: u64, pad: usize) -> String {
     format!(
         r#"{{"eventType":"{event_type}","data":{{"t":{t},"seq":{seq},"orderId":123456,"customer":"acme","amount":1999,"currency":"EUR","items":[1,2,3]{pad}}}}}"#
     )
+}
+
+/// A `POST /v1/events/batch` body of the events numbered `first..first + n`.
+pub fn batch(event_type: &str, first: u64, n: usize, t: u64, pad: usize) -> String {
+    let events: Vec<String> = (first..first + n as u64)
+        .map(|seq| event(event_type, seq, t, pad))
+        .collect();
+    format!(r#"{{"events":[{}]}}"#, events.join(","))
+}
+
+/// Posts `n` events (sequence numbers 0..n) in batches of `per_batch` from `clients`
+/// connections; every batch must be accepted. Returns how long it took.
+pub async fn post_batches(
+    setup: &Setup,
+    clock: Clock,
+    event_type: &str,
+    n: usize,
+    per_batch: usize,
+    pad: usize,
+    clients: usize,
+) -> Duration {
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let mut sender = connect(setup).await;
+        let next = next.clone();
+        let event_type = event_type.to_string();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let first = next.fetch_add(per_batch as u64, Ordering::Relaxed);
+                if first >= n as u64 {
+                    return;
+                }
+                let size = per_batch.min(n - first as usize);
+                let body = batch(&event_type, first, size, clock.now_ns(), pad);
+                let (status, text) = call(&mut sender, "POST", "/v1/events/batch", body).await;
+                assert_eq!(status, 202, "{}", String::from_utf8_lossy(&text));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    started.elapsed()
 }
 
 /// One request of a closed-loop producer, in clock nanoseconds.

@@ -6,6 +6,7 @@
 //!   cargo run --release --example bench -- fanout [subscriptions=10] [events=20000]
 //!   cargo run --release --example bench -- restart [events=100000]
 //!   cargo run --release --example bench -- retention [seconds=60] [retention seconds=10]
+//!   cargo run --release --example bench -- backlog [N=1000000] [drain concurrency=16]
 //!
 //! `ingest`: durable event ingest from N keep-alive clients (each waits for its 202
 //! before sending the next), with 0 or more matching subscribers on a loopback receiver;
@@ -15,6 +16,9 @@
 //! `restart`: start-up time on an empty file, then on a file of N events after kill -9.
 //! `retention`: steady ingest (8 clients, 1 subscriber) with a short `storage.retention`,
 //! printing the file size as it goes: it levels off once purging keeps pace.
+//! `backlog`: N pending deliveries on one subscription (receiver stuck), kill -9, time to
+//! /readyz and memory once ready, then the drain rate of that subscription and memory
+//! during and after it.
 //! Each prints its figures and hookd's peak resident memory (VmHWM), and VmRSS where
 //! it matters. HOOKD_BENCH_STORAGE adds lines to `[storage]` for `ingest` and `restart`.
 //!
@@ -31,7 +35,7 @@ mod procfs;
 mod receiver;
 mod setup;
 
-const USAGE: &str = "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds]";
+const USAGE: &str = "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds] | backlog [N] [drain concurrency]";
 
 #[tokio::main]
 async fn main() {
@@ -46,6 +50,7 @@ async fn main() {
         Some("fanout") => modes::fanout::run(arg(1, 10), arg(2, 20_000)).await,
         Some("restart") => modes::restart::run(arg(1, 100_000), &storage).await,
         Some("retention") => modes::retention::run(arg(1, 60) as u64, arg(2, 10) as u64).await,
+        Some("backlog") => modes::backlog::run(arg(1, 1_000_000), arg(2, 16)).await,
         _ => eprintln!("{USAGE}"),
     }
 }

@@ -71,3 +71,8 @@ pub fn ms(ns: u64) -> String {
         format!("{ms:.0} ms")
     }
 }
+
+/// KiB as MiB, for reading.
+pub fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}

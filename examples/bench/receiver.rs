@@ -1,7 +1,8 @@
 //! An HTTPS receiver on 127.0.0.1 with the bench certificate. It answers every delivery
-//! 200 and logs what the mode asks for: a count always; the send-to-arrival latency
-//! and the distinct sequence numbers from the event's `data.t` and `data.seq` (see
-//! `load::event`); how often each `webhook-id` came.
+//! 200, or holds it unanswered while its gate is closed (a stuck endpoint, to build a
+//! backlog), and logs what the mode asks for: a count always; the send-to-arrival
+//! latency and the distinct sequence numbers from the event's `data.t` and `data.seq`
+//! (see `load::event`); how often each `webhook-id` came.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -16,6 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::measure::Clock;
 use crate::setup::Setup;
@@ -73,6 +75,16 @@ impl Log {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Distinct sequence numbers answered so far (`Track::distinct`).
+    pub fn distinct(&self) -> u64 {
+        self.distinct.load(Ordering::Relaxed)
+    }
+
+    /// When the last new sequence number was answered.
+    pub fn last_new_ns(&self) -> u64 {
+        self.last_new_ns.load(Ordering::Relaxed)
+    }
+
     pub fn arrivals(&self) -> Vec<Arrival> {
         self.arrivals.lock().unwrap().clone()
     }
@@ -114,14 +126,30 @@ impl Log {
 pub struct Receiver {
     pub addr: SocketAddr,
     pub log: Arc<Log>,
+    gate: watch::Sender<bool>,
 }
 
 impl Receiver {
+    /// A receiver that answers at once.
+    pub async fn start(setup: &Setup, clock: Clock, track: Track) -> Self {
+        Self::with_gate(setup, clock, track, false).await
+    }
+
+    /// A receiver that holds every request unanswered until `release`.
+    pub async fn held(setup: &Setup, clock: Clock, track: Track) -> Self {
+        Self::with_gate(setup, clock, track, true).await
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
 
-    pub async fn start(setup: &Setup, clock: Clock, track: Track) -> Self {
+    /// Answers the held requests and every later one.
+    pub fn release(&self) {
+        self.gate.send_replace(false);
+    }
+
+    async fn with_gate(setup: &Setup, clock: Clock, track: Track, held: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(setup.server_tls.clone());
@@ -135,6 +163,7 @@ impl Receiver {
             arrivals: Mutex::new(Vec::new()),
             ids: Mutex::new(HashMap::new()),
         });
+        let (gate, gate_rx) = watch::channel(held);
         let accept_log = log.clone();
         tokio::spawn(async move {
             loop {
@@ -145,6 +174,7 @@ impl Receiver {
                 };
                 let acceptor = acceptor.clone();
                 let log = accept_log.clone();
+                let gate = gate_rx.clone();
                 tokio::spawn(async move {
                     let Ok(stream) = acceptor.accept(stream).await else {
                         return;
@@ -152,6 +182,7 @@ impl Receiver {
                     let service =
                         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                             let log = log.clone();
+                            let mut gate = gate.clone();
                             async move {
                                 let id = req
                                     .headers()
@@ -164,6 +195,8 @@ impl Receiver {
                                     .await
                                     .map(|b| b.to_bytes())
                                     .unwrap_or_default();
+                                // Err only once the Receiver is gone: answer then.
+                                let _ = gate.wait_for(|held| !*held).await;
                                 log.record(id.as_deref(), &body);
                                 Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
                             }
@@ -174,6 +207,6 @@ impl Receiver {
                 });
             }
         });
-        Self { addr, log }
+        Self { addr, log, gate }
     }
 }

@@ -194,6 +194,11 @@ impl Hookd {
         procfs::status_kib(self.pid(), "VmHWM:")
     }
 
+    /// Resident memory now (VmRSS) in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        procfs::status_kib(self.pid(), "VmRSS:")
+    }
+
     /// kill -9, and reap it.
     pub fn kill(mut self) {
         self.child.kill().ok();

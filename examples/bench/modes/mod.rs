@@ -1,5 +1,6 @@
 //! One file per benchmark mode; `main.rs` lists them with their arguments.
 
+pub mod backlog;
 pub mod fanout;
 pub mod ingest;
 pub mod restart;
