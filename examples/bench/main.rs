@@ -7,6 +7,7 @@
 //!   cargo run --release --example bench -- restart [events=100000]
 //!   cargo run --release --example bench -- retention [seconds=60] [retention seconds=10]
 //!   cargo run --release --example bench -- backlog [N=1000000] [drain concurrency=16]
+//!   cargo run --release --example bench -- pause [N=200000]
 //!
 //! `ingest`: durable event ingest from N keep-alive clients (each waits for its 202
 //! before sending the next), with 0 or more matching subscribers on a loopback receiver;
@@ -19,6 +20,8 @@
 //! `backlog`: N pending deliveries on one subscription (receiver stuck), kill -9, time to
 //! /readyz and memory once ready, then the drain rate of that subscription and memory
 //! during and after it.
+//! `pause`: PATCH DEACTIVATED / ACTIVE of a subscription with N pending while 8 producers
+//! post for another: the PATCH times and the others' ingest and delivery latency meanwhile.
 //! Each prints its figures and hookd's peak resident memory (VmHWM), and VmRSS where
 //! it matters. HOOKD_BENCH_STORAGE adds lines to `[storage]` for `ingest` and `restart`.
 //!
@@ -35,7 +38,7 @@ mod procfs;
 mod receiver;
 mod setup;
 
-const USAGE: &str = "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds] | backlog [N] [drain concurrency]";
+const USAGE: &str = "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds] | backlog [N] [drain concurrency] | pause [N]";
 
 #[tokio::main]
 async fn main() {
@@ -51,6 +54,7 @@ async fn main() {
         Some("restart") => modes::restart::run(arg(1, 100_000), &storage).await,
         Some("retention") => modes::retention::run(arg(1, 60) as u64, arg(2, 10) as u64).await,
         Some("backlog") => modes::backlog::run(arg(1, 1_000_000), arg(2, 16)).await,
+        Some("pause") => modes::pause::run(arg(1, 200_000)).await,
         _ => eprintln!("{USAGE}"),
     }
 }

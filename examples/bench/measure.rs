@@ -19,6 +19,29 @@ impl Clock {
     }
 }
 
+/// A half-open span of the run, in clock nanoseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+impl Window {
+    /// Whether `[start, end]` overlaps this window: a request in flight at any moment of it.
+    pub fn overlaps(&self, start_ns: u64, end_ns: u64) -> bool {
+        start_ns < self.end_ns && end_ns > self.start_ns
+    }
+
+    /// Whether `[start, end]` lies wholly inside this window.
+    pub fn contains(&self, start_ns: u64, end_ns: u64) -> bool {
+        start_ns >= self.start_ns && end_ns <= self.end_ns
+    }
+
+    pub fn millis(&self) -> f64 {
+        (self.end_ns - self.start_ns) as f64 / 1e6
+    }
+}
+
 /// Percentiles of a set of durations in nanoseconds.
 #[derive(Clone, Copy, Debug)]
 pub struct Summary {

@@ -3,5 +3,6 @@
 pub mod backlog;
 pub mod fanout;
 pub mod ingest;
+pub mod pause;
 pub mod restart;
 pub mod retention;
