@@ -8,6 +8,7 @@
 //!   cargo run --release --example bench -- retention [seconds=60] [retention seconds=10]
 //!   cargo run --release --example bench -- backlog [N=1000000] [drain concurrency=16]
 //!   cargo run --release --example bench -- pause [N=200000]
+//!   cargo run --release --example bench -- rate [events_per_s=2000] [seconds=20] [endpoints=1]
 //!
 //! `ingest`: durable event ingest from N keep-alive clients (each waits for its 202
 //! before sending the next), with 0 or more matching subscribers on a loopback receiver;
@@ -22,6 +23,8 @@
 //! during and after it.
 //! `pause`: PATCH DEACTIVATED / ACTIVE of a subscription with N pending while 8 producers
 //! post for another: the PATCH times and the others' ingest and delivery latency meanwhile.
+//! `rate`: open-loop load on a fixed schedule: end-to-end latency, achieved rates and
+//! hookd's CPU time per event (run it at 200 ev/s for the low-rate cost).
 //! Each prints its figures and hookd's peak resident memory (VmHWM), and VmRSS where
 //! it matters. HOOKD_BENCH_STORAGE adds lines to `[storage]` for `ingest` and `restart`.
 //!
@@ -38,7 +41,7 @@ mod procfs;
 mod receiver;
 mod setup;
 
-const USAGE: &str = "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds] | backlog [N] [drain concurrency] | pause [N]";
+const USAGE: &str = "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds] | backlog [N] [drain concurrency] | pause [N] | rate [events_per_s] [seconds] [endpoints]";
 
 #[tokio::main]
 async fn main() {
@@ -55,6 +58,7 @@ async fn main() {
         Some("retention") => modes::retention::run(arg(1, 60) as u64, arg(2, 10) as u64).await,
         Some("backlog") => modes::backlog::run(arg(1, 1_000_000), arg(2, 16)).await,
         Some("pause") => modes::pause::run(arg(1, 200_000)).await,
+        Some("rate") => modes::rate::run(arg(1, 2000), arg(2, 20) as u64, arg(3, 1)).await,
         _ => eprintln!("{USAGE}"),
     }
 }

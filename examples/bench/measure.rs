@@ -2,7 +2,7 @@
 //! and percentile summaries of what they measured.
 
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Nanoseconds since the run began. The load side writes `now_ns()` into an event's data
 /// as it sends it, and the receiver (same process, same clock) subtracts it on arrival.
@@ -16,6 +16,11 @@ impl Clock {
 
     pub fn now_ns(&self) -> u64 {
         self.0.elapsed().as_nanos() as u64
+    }
+
+    /// The instant `ns` after the start.
+    pub fn at(&self, ns: u64) -> Instant {
+        self.0 + Duration::from_nanos(ns)
     }
 }
 

@@ -4,5 +4,6 @@ pub mod backlog;
 pub mod fanout;
 pub mod ingest;
 pub mod pause;
+pub mod rate;
 pub mod restart;
 pub mod retention;
