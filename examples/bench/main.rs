@@ -9,6 +9,7 @@
 //!   cargo run --release --example bench -- backlog [N=1000000] [drain concurrency=16]
 //!   cargo run --release --example bench -- pause [N=200000]
 //!   cargo run --release --example bench -- rate [events_per_s=2000] [seconds=20] [endpoints=1]
+//!   cargo run --release --example bench -- diskfull
 //!
 //! `ingest`: durable event ingest from N keep-alive clients (each waits for its 202
 //! before sending the next), with 0 or more matching subscribers on a loopback receiver;
@@ -25,6 +26,9 @@
 //! post for another: the PATCH times and the others' ingest and delivery latency meanwhile.
 //! `rate`: open-loop load on a fixed schedule: end-to-end latency, achieved rates and
 //! hookd's CPU time per event (run it at 200 ev/s for the low-rate cost).
+//! `diskfull` (root only): a 64 MiB tmpfs filled below `storage.min_free` and then
+//! completely, then freed: answers by status, recovery without restart, no event lost
+//! or delivered more than twice.
 //! Each prints its figures and hookd's peak resident memory (VmHWM), and VmRSS where
 //! it matters. HOOKD_BENCH_STORAGE adds lines to `[storage]` for `ingest` and `restart`.
 //!
@@ -41,7 +45,7 @@ mod procfs;
 mod receiver;
 mod setup;
 
-const USAGE: &str = "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds] | backlog [N] [drain concurrency] | pause [N] | rate [events_per_s] [seconds] [endpoints]";
+const USAGE: &str = "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds] | backlog [N] [drain concurrency] | pause [N] | rate [events_per_s] [seconds] [endpoints] | diskfull";
 
 #[tokio::main]
 async fn main() {
@@ -59,6 +63,7 @@ async fn main() {
         Some("backlog") => modes::backlog::run(arg(1, 1_000_000), arg(2, 16)).await,
         Some("pause") => modes::pause::run(arg(1, 200_000)).await,
         Some("rate") => modes::rate::run(arg(1, 2000), arg(2, 20) as u64, arg(3, 1)).await,
+        Some("diskfull") => modes::diskfull::run().await,
         _ => eprintln!("{USAGE}"),
     }
 }

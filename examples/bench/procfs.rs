@@ -1,5 +1,5 @@
-//! What /proc says about a process: resident memory now and at its peak (which can be
-//! reset), and CPU time spent.
+//! What /proc says about a process: resident memory now and at its peak, CPU time
+//! spent, and whether the bench runs as root.
 
 /// /proc reports CPU times in USER_HZ ticks, which Linux fixes at 100 per second for
 /// user space on every architecture it supports.
@@ -33,4 +33,14 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 /// read is the peak of what follows. False where the kernel or permissions refuse it.
 pub fn reset_peak(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// Whether this process runs with user id 0 (mounting a tmpfs needs it).
+pub fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .is_some_and(|effective| effective == "0")
 }

@@ -89,6 +89,10 @@ impl Log {
         self.arrivals.lock().unwrap().clone()
     }
 
+    pub fn ids(&self) -> HashMap<String, u32> {
+        self.ids.lock().unwrap().clone()
+    }
+
     fn record(&self, id: Option<&str>, body: &[u8]) {
         let at_ns = self.clock.now_ns();
         self.count.fetch_add(1, Ordering::Relaxed);

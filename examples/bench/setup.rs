@@ -54,6 +54,11 @@ fn free_port() -> SocketAddr {
 impl Setup {
     /// A new folder whose database is `data/hookd.redb` inside it.
     pub fn new(config: &Config) -> Self {
+        Self::with_store(config, None)
+    }
+
+    /// As `new`, with the database at `store` when given (on a small file system).
+    pub fn with_store(config: &Config, store: Option<PathBuf>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let ca_key = KeyPair::generate().unwrap();
@@ -73,7 +78,7 @@ impl Setup {
         let tls = hookd::tls::client_config(Some(&root.join("ca.pem"))).unwrap();
         let server_tls =
             hookd::tls::server_config(&root.join("cert.pem"), &root.join("key.pem")).unwrap();
-        let store = root.join("data/hookd.redb");
+        let store = store.unwrap_or_else(|| root.join("data/hookd.redb"));
         let setup = Setup {
             _dir: dir,
             root,
