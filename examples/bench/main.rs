@@ -10,6 +10,7 @@
 //!   cargo run --release --example bench -- pause [N=200000]
 //!   cargo run --release --example bench -- rate [events_per_s=2000] [seconds=20] [endpoints=1]
 //!   cargo run --release --example bench -- diskfull
+//!   cargo run --release --example bench -- compact [MB=1024]
 //!
 //! `ingest`: durable event ingest from N keep-alive clients (each waits for its 202
 //! before sending the next), with 0 or more matching subscribers on a loopback receiver;
@@ -29,6 +30,7 @@
 //! `diskfull` (root only): a 64 MiB tmpfs filled below `storage.min_free` and then
 //! completely, then freed: answers by status, recovery without restart, no event lost
 //! or delivered more than twice.
+//! `compact`: time and peak memory of `hookd compact` on a file of about MB MiB.
 //! Each prints its figures and hookd's peak resident memory (VmHWM), and VmRSS where
 //! it matters. HOOKD_BENCH_STORAGE adds lines to `[storage]` for `ingest` and `restart`.
 //!
@@ -45,7 +47,7 @@ mod procfs;
 mod receiver;
 mod setup;
 
-const USAGE: &str = "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds] | backlog [N] [drain concurrency] | pause [N] | rate [events_per_s] [seconds] [endpoints] | diskfull";
+const USAGE: &str = "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds] | backlog [N] [drain concurrency] | pause [N] | rate [events_per_s] [seconds] [endpoints] | diskfull | compact [MB]";
 
 #[tokio::main]
 async fn main() {
@@ -64,6 +66,7 @@ async fn main() {
         Some("pause") => modes::pause::run(arg(1, 200_000)).await,
         Some("rate") => modes::rate::run(arg(1, 2000), arg(2, 20) as u64, arg(3, 1)).await,
         Some("diskfull") => modes::diskfull::run().await,
+        Some("compact") => modes::compact::run(arg(1, 1024) as u64).await,
         _ => eprintln!("{USAGE}"),
     }
 }

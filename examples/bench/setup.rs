@@ -130,6 +130,13 @@ allow_networks = ["127.0.0.0/8"]
         std::fs::metadata(&self.store).map(|m| m.len()).unwrap_or(0)
     }
 
+    /// `hookd <args> --config <this config>`, for the offline commands.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(binary());
+        command.args(args).arg("--config").arg(self.config_path());
+        command
+    }
+
     pub fn spawn(&self) -> Hookd {
         let child = Command::new(binary())
             .args(["serve", "--config"])
@@ -202,6 +209,14 @@ impl Hookd {
     /// Resident memory now (VmRSS) in KiB.
     pub fn rss_kib(&self) -> u64 {
         procfs::status_kib(self.pid(), "VmRSS:")
+    }
+
+    /// SIGTERM (a clean stop, as systemd does it), and wait for the exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.pid().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        self.child.wait().unwrap()
     }
 
     /// kill -9, and reap it.
