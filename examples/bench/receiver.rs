@@ -33,11 +33,12 @@ pub struct Track {
     pub ids: bool,
 }
 
-/// One delivery that arrived, in clock nanoseconds.
+/// One delivery that arrived, in clock nanoseconds, with its event's sequence number.
 #[derive(Clone, Copy, Debug)]
 pub struct Arrival {
     pub sent_ns: u64,
     pub at_ns: u64,
+    pub seq: Option<u64>,
 }
 
 impl Arrival {
@@ -107,10 +108,11 @@ impl Log {
             return;
         };
         if let (true, Some(sent_ns)) = (self.track.latencies, data.t) {
-            self.arrivals
-                .lock()
-                .unwrap()
-                .push(Arrival { sent_ns, at_ns });
+            self.arrivals.lock().unwrap().push(Arrival {
+                sent_ns,
+                at_ns,
+                seq: data.seq,
+            });
         }
         match data.seq {
             Some(seq) if (seq as usize) < self.track.distinct => {

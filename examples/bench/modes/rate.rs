@@ -1,17 +1,19 @@
-//! `rate [events_per_s] [seconds] [endpoints]`: open-loop load. Event i is sent at
-//! start + i / rate whether or not earlier ones were answered (a new connection is
-//! opened whenever none is free, so the schedule holds), and every event goes to
-//! `endpoints` subscriptions on one receiver. Reports the end-to-end latency of each
-//! delivery (the send instant travels in the event's data), the achieved send and
-//! delivery rates, how far sending fell behind the schedule, and hookd's CPU time per
-//! event (utime + stime from /proc/<pid>/stat, from the first send until the last
-//! delivery arrived, divided by the events sent).
+//! `rate [events_per_s] [seconds] [endpoints]`: open-loop load. Event i is due at
+//! start + i / rate and is sent then whether or not earlier ones were answered, on an
+//! idle connection or a new one (up to `MAX_CONNECTIONS`, so a stall cannot turn into
+//! a storm of handshakes; past it a send waits, and the lag behind schedule shows it).
+//! Every event goes to `endpoints` subscriptions on one receiver. Reports the
+//! end-to-end latency of each delivery from the moment its event was sent (the instant
+//! travels in the event's data) and from the moment it was due, the achieved send and
+//! delivery rates, and hookd's CPU time per event (utime + stime from /proc/<pid>/stat,
+//! from the first send until the last delivery arrived, divided by the events sent).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::client::{Sender, connect, subscribe, try_call, try_connect};
@@ -21,16 +23,84 @@ use crate::procfs;
 use crate::receiver::{Receiver, Track};
 use crate::setup::{Config, Setup};
 
-/// What the senders share: idle connections, and what they measured.
-#[derive(Default)]
-struct Shared {
-    idle: Mutex<Vec<Sender>>,
+/// Most connections the load opens: far more than a schedule needs while hookd answers
+/// (2,000 events/s at 250 ms each is 500), far below hookd's own limit of 4096.
+const MAX_CONNECTIONS: u64 = 1024;
+
+/// Connections to hookd: idle ones wait in a channel; a send takes one, or opens one
+/// while fewer than `MAX_CONNECTIONS` are open, or waits for one to come back.
+struct Pool {
+    setup: Arc<Setup>,
+    idle_tx: mpsc::UnboundedSender<Sender>,
+    idle_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Sender>>,
+    open: AtomicU64,
     opened: AtomicU64,
     connect_errors: AtomicU64,
+}
+
+impl Pool {
+    fn new(setup: Arc<Setup>) -> Self {
+        let (idle_tx, idle_rx) = mpsc::unbounded_channel();
+        Self {
+            setup,
+            idle_tx,
+            idle_rx: tokio::sync::Mutex::new(idle_rx),
+            open: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            connect_errors: AtomicU64::new(0),
+        }
+    }
+
+    /// A connection to send on; None when three attempts to open one failed.
+    async fn take(&self) -> Option<Sender> {
+        if let Ok(sender) = self.idle_rx.lock().await.try_recv() {
+            return Some(sender);
+        }
+        if self.open.fetch_add(1, Ordering::Relaxed) < MAX_CONNECTIONS {
+            // Three tries: a burst of handshakes during a stall has seen resets.
+            for _ in 0..3 {
+                match try_connect(&self.setup).await {
+                    Ok(sender) => {
+                        self.opened.fetch_add(1, Ordering::Relaxed);
+                        return Some(sender);
+                    }
+                    Err(_) => {
+                        self.connect_errors.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.idle_rx.lock().await.recv().await
+    }
+
+    fn give_back(&self, sender: Sender) {
+        // The receiver lives in `self`, so the channel is open.
+        let _ = self.idle_tx.send(sender);
+    }
+
+    /// A connection that broke: its slot may be opened again.
+    fn broken(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the senders measured.
+#[derive(Default)]
+struct Tally {
     max_lag_ns: AtomicU64,
     last_sent_ns: AtomicU64,
     acks: Mutex<Vec<u64>>,
     statuses: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl Tally {
+    fn status(&self, status: u16) {
+        *self.statuses.lock().unwrap().entry(status).or_insert(0) += 1;
+    }
 }
 
 pub async fn run(rate: usize, seconds: u64, endpoints: usize) {
@@ -46,50 +116,47 @@ pub async fn run(rate: usize, seconds: u64, endpoints: usize) {
     let mut admin = connect(&setup).await;
     subscribe(&mut admin, receiver.port(), endpoints).await;
 
-    let shared = Arc::new(Shared::default());
+    let pool = Arc::new(Pool::new(setup.clone()));
     // Enough warm connections for a few milliseconds of answers; more open on demand.
     for _ in 0..(rate / 500).clamp(4, 64) {
-        let sender = connect(&setup).await;
-        shared.opened.fetch_add(1, Ordering::Relaxed);
-        shared.idle.lock().unwrap().push(sender);
+        let sender = pool.take().await.unwrap();
+        pool.give_back(sender);
     }
+    let tally = Arc::new(Tally::default());
     let total = rate * seconds as usize;
     let period_ns = 1e9 / rate as f64;
     let cpu_before = procfs::cpu_ticks(hookd.pid());
     let start_ns = clock.now_ns() + 10_000_000;
+    let due = move |seq: u64| start_ns + (seq as f64 * period_ns) as u64;
     let mut tasks = JoinSet::new();
-    for i in 0..total {
-        let due_ns = start_ns + (i as f64 * period_ns) as u64;
-        tokio::time::sleep_until(clock.at(due_ns).into()).await;
+    for i in 0..total as u64 {
+        tokio::time::sleep_until(clock.at(due(i)).into()).await;
         while let Some(done) = tasks.try_join_next() {
             done.unwrap();
         }
-        let idle = shared.idle.lock().unwrap().pop();
-        let shared = shared.clone();
-        let setup = setup.clone();
+        let pool = pool.clone();
+        let tally = tally.clone();
         tasks.spawn(async move {
-            let mut sender = match idle {
-                Some(sender) => sender,
-                None => match open(&setup, &shared).await {
-                    Some(sender) => sender,
-                    None => {
-                        *shared.statuses.lock().unwrap().entry(0).or_insert(0) += 1;
-                        return;
-                    }
-                },
+            let Some(mut sender) = pool.take().await else {
+                tally.status(0);
+                return;
             };
             let sent_ns = clock.now_ns();
-            shared
+            tally
                 .max_lag_ns
-                .fetch_max(sent_ns.saturating_sub(due_ns), Ordering::Relaxed);
-            shared.last_sent_ns.fetch_max(sent_ns, Ordering::Relaxed);
-            let body = event("bench.created", i as u64, sent_ns, 0);
-            let answer = try_call(&mut sender, "POST", "/v1/events", body).await;
-            let status = answer.as_ref().map_or(0, |(status, _)| *status);
-            *shared.statuses.lock().unwrap().entry(status).or_insert(0) += 1;
-            if answer.is_ok() {
-                shared.acks.lock().unwrap().push(clock.now_ns() - sent_ns);
-                shared.idle.lock().unwrap().push(sender);
+                .fetch_max(sent_ns.saturating_sub(due(i)), Ordering::Relaxed);
+            tally.last_sent_ns.fetch_max(sent_ns, Ordering::Relaxed);
+            let body = event("bench.created", i, sent_ns, 0);
+            match try_call(&mut sender, "POST", "/v1/events", body).await {
+                Ok((status, _)) => {
+                    tally.status(status);
+                    tally.acks.lock().unwrap().push(clock.now_ns() - sent_ns);
+                    pool.give_back(sender);
+                }
+                Err(_) => {
+                    tally.status(0);
+                    pool.broken();
+                }
             }
         });
     }
@@ -98,9 +165,9 @@ pub async fn run(rate: usize, seconds: u64, endpoints: usize) {
     }
     // From the first due instant to one period after the last send: the schedule's
     // length when it held.
-    let last_sent_ns = shared.last_sent_ns.load(Ordering::Relaxed);
+    let last_sent_ns = tally.last_sent_ns.load(Ordering::Relaxed);
     let sending_s = (last_sent_ns - start_ns) as f64 / 1e9 + 1.0 / rate as f64;
-    let statuses = shared.statuses.lock().unwrap().clone();
+    let statuses = tally.statuses.lock().unwrap().clone();
     let accepted = statuses.get(&202).copied().unwrap_or(0);
     let expected = accepted * endpoints as u64;
     let complete = wait_until(expected, Duration::from_secs(30), || receiver.log.count()).await;
@@ -109,17 +176,21 @@ pub async fn run(rate: usize, seconds: u64, endpoints: usize) {
     let last_arrival_ns = arrivals.iter().map(|a| a.at_ns).max().unwrap_or(start_ns);
     let delivering_s = (last_arrival_ns.max(start_ns) - start_ns) as f64 / 1e9;
 
-    let acks = std::mem::take(&mut *shared.acks.lock().unwrap());
+    let acks = std::mem::take(&mut *tally.acks.lock().unwrap());
     println!(
         "rate: {total} events at {rate}/s for {seconds} s to {endpoints} endpoint(s): sent in {sending_s:.2} s = {:.0}/s, at most {} behind schedule, {} connections ({} failed connects); answers {statuses:?} (0: no connection or it broke), latency {}",
         total as f64 / sending_s,
-        ms(shared.max_lag_ns.load(Ordering::Relaxed)),
-        shared.opened.load(Ordering::Relaxed),
-        shared.connect_errors.load(Ordering::Relaxed),
+        ms(tally.max_lag_ns.load(Ordering::Relaxed)),
+        pool.opened.load(Ordering::Relaxed),
+        pool.connect_errors.load(Ordering::Relaxed),
         summary(acks),
     );
+    let from_due = arrivals
+        .iter()
+        .filter_map(|a| a.seq.map(|seq| a.at_ns.saturating_sub(due(seq))))
+        .collect();
     println!(
-        "rate: {} of {expected} deliveries {} in {delivering_s:.2} s = {:.0}/s; end to end (sent -> received) {}",
+        "rate: {} of {expected} deliveries {} in {delivering_s:.2} s = {:.0}/s; end to end from the send {}, from the due instant {}",
         receiver.log.count(),
         if complete {
             "arrived"
@@ -128,6 +199,7 @@ pub async fn run(rate: usize, seconds: u64, endpoints: usize) {
         },
         receiver.log.count() as f64 / delivering_s.max(1e-9),
         summary(arrivals.iter().map(|a| a.latency_ns()).collect()),
+        summary(from_due),
     );
     println!(
         "rate: hookd CPU {cpu_s:.2} s over the run = {:.3} ms per event ({:.0} % of one core); peak RSS {}, RSS {}",
@@ -137,22 +209,4 @@ pub async fn run(rate: usize, seconds: u64, endpoints: usize) {
         mib(hookd.rss_kib()),
     );
     hookd.kill();
-}
-
-/// A new connection for a send that found none idle; tries three times, since a burst of
-/// handshakes during a stall has seen resets.
-async fn open(setup: &Setup, shared: &Shared) -> Option<Sender> {
-    for _ in 0..3 {
-        match try_connect(setup).await {
-            Ok(sender) => {
-                shared.opened.fetch_add(1, Ordering::Relaxed);
-                return Some(sender);
-            }
-            Err(_) => {
-                shared.connect_errors.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-    None
 }
