@@ -27,9 +27,9 @@
 //! post for another: the PATCH times and the others' ingest and delivery latency meanwhile.
 //! `rate`: open-loop load on a fixed schedule: end-to-end latency, achieved rates and
 //! hookd's CPU time per event (run it at 200 ev/s for the low-rate cost).
-//! `diskfull` (root only): a 64 MiB tmpfs filled below `storage.min_free` and then
-//! completely, then freed: answers by status, recovery without restart, no event lost
-//! or delivered more than twice.
+//! `diskfull` (root only): the store on a 64 MiB tmpfs, filled at once (writes fail),
+//! freed, grown below `storage.min_free`, freed again: answers by status, recovery
+//! without restart, no event lost or delivered more than twice.
 //! `compact`: time and peak memory of `hookd compact` on a file of about MB MiB.
 //! Each prints its figures and hookd's peak resident memory (VmHWM), and VmRSS where
 //! it matters. HOOKD_BENCH_STORAGE adds lines to `[storage]` for `ingest` and `restart`.
