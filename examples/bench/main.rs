@@ -32,7 +32,8 @@
 //! without restart, no event lost or delivered more than twice.
 //! `compact`: time and peak memory of `hookd compact` on a file of about MB MiB.
 //! Each prints its figures and hookd's peak resident memory (VmHWM), and VmRSS where
-//! it matters. HOOKD_BENCH_STORAGE adds lines to `[storage]` for `ingest` and `restart`.
+//! it matters. HOOKD_BENCH_STORAGE adds lines to `[storage]` for `ingest`, `restart` and the
+//! restarted hookd of `backlog`.
 //!
 //! Layout: `setup.rs` (config, certificates, the child process), `client.rs` (the load
 //! side's HTTPS client), `load.rs` (event bodies, producers), `receiver.rs`,
@@ -62,7 +63,7 @@ async fn main() {
         Some("fanout") => modes::fanout::run(arg(1, 10), arg(2, 20_000)).await,
         Some("restart") => modes::restart::run(arg(1, 100_000), &storage).await,
         Some("retention") => modes::retention::run(arg(1, 60) as u64, arg(2, 10) as u64).await,
-        Some("backlog") => modes::backlog::run(arg(1, 1_000_000), arg(2, 16)).await,
+        Some("backlog") => modes::backlog::run(arg(1, 1_000_000), arg(2, 16), &storage).await,
         Some("pause") => modes::pause::run(arg(1, 200_000)).await,
         Some("rate") => modes::rate::run(arg(1, 2000), arg(2, 20) as u64, arg(3, 1)).await,
         Some("diskfull") => modes::diskfull::run().await,

@@ -19,7 +19,7 @@ use crate::setup::{Config, Setup};
 /// Long enough that the held request never times out, so no retry joins the backlog.
 const HOLD: &str = "timeout = \"5m\"";
 
-pub async fn run(n: usize, drain_concurrency: usize) {
+pub async fn run(n: usize, drain_concurrency: usize, storage: &str) {
     let clock = Clock::new();
     let setup = Setup::new(&Config {
         delivery: format!("per_endpoint_concurrency = 1\n{HOLD}"),
@@ -47,6 +47,7 @@ pub async fn run(n: usize, drain_concurrency: usize) {
 
     setup.write_config(&Config {
         delivery: format!("per_endpoint_concurrency = {drain_concurrency}\n{HOLD}"),
+        storage: storage.to_string(),
         ..Config::default()
     });
     let spawned = Instant::now();

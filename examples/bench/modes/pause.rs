@@ -40,6 +40,8 @@ pub async fn run(n: usize) {
         built.as_secs_f64()
     );
 
+    // hookd closes a keep-alive connection left idle while the backlog was built.
+    let mut admin = connect(&setup).await;
     let load = ClosedLoop::start(&setup, clock, PRODUCERS, "live.created").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = clock.now_ns();
