@@ -25,7 +25,9 @@ use crate::ids::{DeliveryId, EventId, SubscriptionId};
 use crate::metrics::{AttemptOutcome, Metrics};
 use crate::secret::Sealer;
 use crate::store::records::{AttemptRecord, SubscriptionStatus};
-use crate::store::{AttemptReport, DueEntry, NextStep, StorageState, Store, StoreError, now_ms};
+use crate::store::{
+    AttemptReport, DueEntry, NextStep, StorageState, Store, StoreError, WindowRead, now_ms,
+};
 use bodies::{AttemptInput, Slot};
 use queues::{Next, Queues, Read};
 use schedule::{Observed, Policy};
@@ -117,7 +119,11 @@ impl Dispatcher {
             }
             let asked = active
                 .iter()
-                .map(|r| (r.subscription, r.after, r.limit))
+                .map(|r| WindowRead {
+                    subscription: r.subscription,
+                    after: r.after,
+                    limit: r.limit,
+                })
                 .collect();
             match self.store.due_windows(asked).await {
                 Ok(windows) => {
@@ -247,9 +253,7 @@ impl Dispatcher {
     async fn attempt(&self, entry: DueEntry) -> Option<AttemptReport> {
         let delivery_id = DeliveryId(entry.delivery);
         let now = now_ms();
-        let Some((attempts, input)) = self.input(entry, now).await else {
-            return None;
-        };
+        let (attempts, input) = self.input(entry, now).await?;
         // `input.body` is held until this attempt ends, so attempts of the same event
         // that start meanwhile share this copy rather than read their own.
         let (event, created_ms) = (input.event, input.created_ms);
@@ -263,9 +267,7 @@ impl Dispatcher {
             }
         };
         let subscriptions = self.store.subscriptions();
-        let Some(subscription) = subscriptions.get(entry.subscription) else {
-            return None;
-        };
+        let subscription = subscriptions.get(entry.subscription)?;
         if subscription.status != SubscriptionStatus::Active {
             // Paused after this entry was queued: the store parked it meanwhile.
             return None;

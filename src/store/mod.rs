@@ -63,6 +63,18 @@ pub struct DueEntry {
     pub subscription: u128,
 }
 
+/// A place in one subscription's due queue: (due time in Unix ms, delivery id).
+pub type DueKey = (u64, u128);
+
+/// A window of one subscription's due queue to read: its first `limit` entries after
+/// `after` (from its start when None).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowRead {
+    pub subscription: u128,
+    pub after: Option<DueKey>,
+    pub limit: usize,
+}
+
 /// The payload of a delivery that has just been created, handed to the dispatcher with
 /// its due entry so the first attempt needs no read from the store. `body` is shared by
 /// every delivery of one event.
@@ -442,17 +454,22 @@ impl Store {
         .await
     }
 
-    /// For each (subscription, after, limit) asked, its first `limit` due entries after
-    /// the key given (or from its start), in one read transaction: how the dispatcher fills its
+    /// For each window asked, the subscription's first `limit` due entries after the
+    /// key given (or from its start), in one read transaction: how the dispatcher fills its
     /// bounded in-memory window of a subscription's work.
     pub async fn due_windows(
         &self,
-        asked: Vec<(u128, Option<(u64, u128)>, usize)>,
+        asked: Vec<WindowRead>,
     ) -> Result<Vec<Vec<DueEntry>>, StoreError> {
         self.read(move |txn| {
             let due = txn.open_table(DUE)?;
             let mut out = Vec::with_capacity(asked.len());
-            for (subscription, after, limit) in asked {
+            for WindowRead {
+                subscription,
+                after,
+                limit,
+            } in asked
+            {
                 let low = match after {
                     Some((at, delivery)) => Bound::Excluded((subscription, at, delivery)),
                     None => Bound::Included((subscription, 0, 0)),

@@ -21,8 +21,11 @@ async fn backlog(store: &Store, count: u32) {
     }
 }
 
+/// Every delivery (id, bytes) and every due entry.
+type Rows = (Vec<(u128, Vec<u8>)>, Vec<(u128, u64, u128)>);
+
 /// Every row of the deliveries and due tables, to compare before and after.
-fn snapshot(store: &Store) -> (Vec<(u128, Vec<u8>)>, Vec<(u128, u64, u128)>) {
+fn snapshot(store: &Store) -> Rows {
     let txn = store.db.get().unwrap().begin_read().unwrap();
     let deliveries = txn
         .open_table(DELIVERIES)
@@ -42,6 +45,14 @@ fn snapshot(store: &Store) -> (Vec<(u128, Vec<u8>)>, Vec<(u128, u64, u128)>) {
         .map(|e| e.unwrap().0.value())
         .collect();
     (deliveries, due)
+}
+
+fn window(subscription: u128, after: Option<DueKey>, limit: usize) -> WindowRead {
+    WindowRead {
+        subscription,
+        after,
+        limit,
+    }
 }
 
 async fn set_status(store: &Store, id: u128, status: SubscriptionStatus) {
@@ -69,17 +80,20 @@ async fn pausing_and_resuming_write_the_subscription_alone_whatever_it_has_pendi
     assert!(snapshot(&store) == before, "resuming rewrote deliveries");
 
     // The dispatcher reads one subscription's range, a window at a time.
-    let first = store.due_windows(vec![(id, None, 1000)]).await.unwrap();
+    let first = store
+        .due_windows(vec![window(id, None, 1000)])
+        .await
+        .unwrap();
     assert_eq!(first[0].len(), 1000);
     let last = first[0][999];
     let next = store
-        .due_windows(vec![(id, Some((last.due_ms, last.delivery)), 5000)])
+        .due_windows(vec![window(id, Some((last.due_ms, last.delivery)), 5000)])
         .await
         .unwrap();
     assert_eq!(next[0].len(), 2000);
     assert!(next[0][0] > last);
     let other = store
-        .due_windows(vec![(uuid_v7(), None, 10)])
+        .due_windows(vec![window(uuid_v7(), None, 10)])
         .await
         .unwrap();
     assert!(other[0].is_empty());

@@ -48,7 +48,6 @@ pub async fn run(n: usize, drain_concurrency: usize, storage: &str) {
     setup.write_config(&Config {
         delivery: format!("per_endpoint_concurrency = {drain_concurrency}\n{HOLD}"),
         storage: storage.to_string(),
-        ..Config::default()
     });
     let spawned = Instant::now();
     let hookd = setup.spawn();
