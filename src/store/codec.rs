@@ -88,4 +88,27 @@ mod tests {
             ("acme", "order.paid")
         );
     }
+
+    #[test]
+    fn a_delivery_head_reads_the_leading_fields_of_a_delivery() {
+        use crate::store::records::DeliveryHead;
+        let record = DeliveryRecord {
+            event: 1 << 100,
+            subscription: 7,
+            state: DeliveryState::Retrying,
+            attempts: 3,
+            next_attempt_ms: Some(9),
+            last_status: Some(500),
+            last_error: Some("refused".into()),
+            created_ms: 1,
+            updated_ms: 2,
+            parked: false,
+            retry_once: false,
+        };
+        let head: DeliveryHead = decode(&encode(&record).unwrap()).unwrap();
+        assert_eq!(
+            (head.event, head.subscription, head.state),
+            (1 << 100, 7, DeliveryState::Retrying)
+        );
+    }
 }

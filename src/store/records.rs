@@ -184,6 +184,19 @@ impl Record for DeliveryRecord {
     const VERSION: u8 = 1;
 }
 
+/// The leading fields of a `DeliveryRecord`, read without decoding the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryHead {
+    pub event: u128,
+    pub subscription: u128,
+    pub state: DeliveryState,
+}
+
+impl Record for DeliveryHead {
+    const KIND: &'static str = "delivery";
+    const VERSION: u8 = DeliveryRecord::VERSION;
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub attempted_ms: u64,

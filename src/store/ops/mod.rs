@@ -18,7 +18,7 @@ use super::codec::{decode, encode};
 use super::error::StoreError;
 use super::index::SubscriptionIndex;
 use super::records::{
-    DeliveryRecord, DeliveryState, EntityRecord, EventRecord, IdempotencyRecord,
+    DeliveryHead, DeliveryRecord, DeliveryState, EntityRecord, EventRecord, IdempotencyRecord,
     SubscriptionRecord, SubscriptionStatus,
 };
 use super::tables::{
@@ -334,7 +334,7 @@ impl<'t, 'i> Batch<'t, 'i> {
             .t
             .deliveries
             .insert(delivery, encode(record)?.as_slice())?
-            .map(|old| decode::<DeliveryRecord>(old.value()))
+            .map(|old| decode::<DeliveryHead>(old.value()))
             .transpose()?
             .map(|old| old.state);
         if before != Some(record.state) {
