@@ -4,6 +4,9 @@
 //! guard sees exactly the address a request goes to. With `delivery.proxy` it tunnels
 //! through the proxy instead (`proxy.rs`); the guard then sees only IP-literal endpoints.
 //! Redirects are never followed and response bodies are read only up to a bound.
+//!
+//! The pool keeps at most `max_idle_per_host` idle connections per host and closes each
+//! after `IDLE_TIMEOUT` idle (its timer checks that often).
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -17,7 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client as PoolClient;
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -33,8 +36,12 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DNS_CONCURRENCY: usize = 8;
 /// A lookup that takes longer fails the attempt; it is retried on the schedule.
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);
-/// Idle pooled connections are closed after this; endpoints commonly keep 60-120 s.
-const POOL_IDLE: Duration = Duration::from_secs(90);
+/// A pooled connection idle this long is closed. The pool's timer checks this often, so
+/// a connection closes between one and two of these after its last request. 30 s is
+/// under the common server keep-alive limits (AWS ALB 60 s, nginx 75 s), so hookd
+/// usually closes first rather than sending on a connection the server is closing; an
+/// endpoint that gets a delivery at least every 30 s keeps its connections warm.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub type Body = Full<Bytes>;
 
@@ -50,6 +57,8 @@ pub struct ClientSettings {
     /// Every connection goes through this HTTP CONNECT proxy when set.
     pub proxy: Option<ProxyTarget>,
     pub allow_http: bool,
+    /// Idle connections kept per host (scheme, host and port); one more that comes back
+    /// to a full pool is closed.
     pub max_idle_per_host: usize,
 }
 
@@ -63,6 +72,12 @@ pub struct BoundedResponse {
 
 impl Client {
     pub fn new(settings: ClientSettings) -> Self {
+        Self::with_idle_timeout(settings, IDLE_TIMEOUT)
+    }
+
+    /// A client whose idle connections are closed after `idle` instead of `IDLE_TIMEOUT`
+    /// (tests use a short one).
+    pub fn with_idle_timeout(settings: ClientSettings, idle: Duration) -> Self {
         let connector = Connector {
             inner: Arc::new(ConnectorInner {
                 tls: TlsConnector::from(settings.tls),
@@ -73,8 +88,11 @@ impl Client {
                 dns: tokio::sync::Semaphore::new(DNS_CONCURRENCY),
             }),
         };
+        // Without a timer hyper-util drops an expired connection only when a request
+        // checks it out, so idle ones to a host that went quiet stay open for ever.
         let pool = PoolClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(idle)
             .pool_max_idle_per_host(settings.max_idle_per_host)
             .build(connector);
         Self { pool }
