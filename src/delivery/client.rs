@@ -4,24 +4,33 @@
 //! guard sees exactly the address a request goes to. With `delivery.proxy` it tunnels
 //! through the proxy instead (`proxy.rs`); the guard then sees only IP-literal endpoints.
 //! Redirects are never followed and response bodies are read only up to a bound.
+//!
+//! The pool keeps at most `max_idle_per_host` idle connections per host and closes each
+//! after `IDLE_TIMEOUT` idle (its timer checks that often). A dial goes ahead only while
+//! a host has fewer connections than requests in flight (`Hosts`), so connections to a
+//! host never outnumber the requests to it.
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client as PoolClient;
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Notify;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
 
 use super::error::DeliveryError;
 use super::guard::AddressGuard;
@@ -33,14 +42,29 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DNS_CONCURRENCY: usize = 8;
 /// A lookup that takes longer fails the attempt; it is retried on the schedule.
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);
-/// Idle pooled connections are closed after this; endpoints commonly keep 60-120 s.
-const POOL_IDLE: Duration = Duration::from_secs(90);
+/// A pooled connection idle this long is closed. The pool's timer checks this often, so
+/// a connection closes between one and two of these after its last request. 30 s is
+/// under the common server keep-alive limits (AWS ALB 60 s, nginx 75 s), so hookd
+/// usually closes first rather than sending on a connection the server is closing; an
+/// endpoint that gets a delivery at least every 30 s keeps its connections warm.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a dial waits for a busy connection to come back (see `Hosts::dial`) before it
+/// goes ahead anyway. One comes back within moments; this only bounds a miscount.
+const DIAL_WAIT: Duration = Duration::from_secs(1);
+
+tokio::task_local! {
+    /// Cancelled when the request that is being sent is over. A dial started for it
+    /// captures this, so one that is still waiting when its request got a pooled
+    /// connection instead, and finished, gives up (`Hosts::dial`).
+    static ORIGIN: CancellationToken;
+}
 
 pub type Body = Full<Bytes>;
 
 #[derive(Clone)]
 pub struct Client {
     pool: PoolClient<Connector, Body>,
+    hosts: Arc<Hosts>,
 }
 
 pub struct ClientSettings {
@@ -50,6 +74,8 @@ pub struct ClientSettings {
     /// Every connection goes through this HTTP CONNECT proxy when set.
     pub proxy: Option<ProxyTarget>,
     pub allow_http: bool,
+    /// Idle connections kept per host (scheme, host and port); one more that comes back
+    /// to a full pool is closed.
     pub max_idle_per_host: usize,
 }
 
@@ -63,6 +89,13 @@ pub struct BoundedResponse {
 
 impl Client {
     pub fn new(settings: ClientSettings) -> Self {
+        Self::with_idle_timeout(settings, IDLE_TIMEOUT)
+    }
+
+    /// A client whose idle connections are closed after `idle` instead of `IDLE_TIMEOUT`
+    /// (tests use a short one).
+    pub fn with_idle_timeout(settings: ClientSettings, idle: Duration) -> Self {
+        let hosts = Arc::new(Hosts::default());
         let connector = Connector {
             inner: Arc::new(ConnectorInner {
                 tls: TlsConnector::from(settings.tls),
@@ -71,13 +104,17 @@ impl Client {
                 proxy: settings.proxy,
                 allow_http: settings.allow_http,
                 dns: tokio::sync::Semaphore::new(DNS_CONCURRENCY),
+                hosts: hosts.clone(),
             }),
         };
+        // Without a timer hyper-util drops an expired connection only when a request
+        // checks it out, so idle ones to a host that went quiet stay open for ever.
         let pool = PoolClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(idle)
             .pool_max_idle_per_host(settings.max_idle_per_host)
             .build(connector);
-        Self { pool }
+        Self { pool, hosts }
     }
 
     /// Sends one request and reads at most `max_body` bytes of the response, all within
@@ -88,14 +125,17 @@ impl Client {
         timeout: Duration,
         max_body: usize,
     ) -> Result<BoundedResponse, DeliveryError> {
-        let exchange = async {
+        let _in_flight = pool_key(request.uri()).map(|key| self.hosts.request(key));
+        let origin = CancellationToken::new();
+        let _over = origin.clone().drop_guard();
+        let exchange = ORIGIN.scope(origin, async {
             let response = self
                 .pool
                 .request(request)
                 .await
                 .map_err(DeliveryError::from_client)?;
             read_bounded(response, max_body).await
-        };
+        });
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| DeliveryError::Timeout(timeout))?
@@ -141,6 +181,7 @@ struct ConnectorInner {
     /// Lookups run on the blocking pool, which store reads share: a slow resolver
     /// must not take all of it.
     dns: tokio::sync::Semaphore,
+    hosts: Arc<Hosts>,
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -152,14 +193,21 @@ impl tower_service::Service<Uri> for Connector {
         Poll::Ready(Ok(()))
     }
 
+    /// hyper-util calls this while polling the request's own future, so `ORIGIN` is the
+    /// request's; the dial may finish later in the background.
     fn call(&mut self, uri: Uri) -> Self::Future {
         let inner = self.inner.clone();
-        Box::pin(async move { inner.connect(uri).await })
+        let origin = ORIGIN.try_with(CancellationToken::clone).ok();
+        Box::pin(async move { inner.connect(uri, origin).await })
     }
 }
 
 impl ConnectorInner {
-    async fn connect(&self, uri: Uri) -> Result<Stream, DeliveryError> {
+    async fn connect(
+        &self,
+        uri: Uri,
+        origin: Option<CancellationToken>,
+    ) -> Result<Stream, DeliveryError> {
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") if self.allow_http => false,
@@ -168,6 +216,9 @@ impl ConnectorInner {
         let host = unbracket(uri.host().ok_or(DeliveryError::Scheme)?).to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let literal = host.parse::<IpAddr>().ok();
+        let key = pool_key(&uri).ok_or(DeliveryError::Scheme)?;
+        // Held by the connection until it closes; a failed dial gives it back at once.
+        let counted = self.hosts.dial(key, origin).await?;
 
         let tcp = match &self.proxy {
             Some(proxy) => {
@@ -196,16 +247,21 @@ impl ConnectorInner {
                 self.dial(&host, &addresses).await?
             }
         };
-        if !tls {
-            return Ok(Stream::Plain(TokioIo::new(tcp)));
-        }
-        let name = ServerName::try_from(host.clone()).map_err(|_| DeliveryError::Scheme)?;
-        let stream = self
-            .tls
-            .connect(name, tcp)
-            .await
-            .map_err(DeliveryError::Tls)?;
-        Ok(Stream::Tls(Box::new(TokioIo::new(stream))))
+        let io = if tls {
+            let name = ServerName::try_from(host.clone()).map_err(|_| DeliveryError::Scheme)?;
+            let stream = self
+                .tls
+                .connect(name, tcp)
+                .await
+                .map_err(DeliveryError::Tls)?;
+            Io::Tls(Box::new(TokioIo::new(stream)))
+        } else {
+            Io::Plain(TokioIo::new(tcp))
+        };
+        Ok(Stream {
+            io,
+            _counted: counted,
+        })
     }
 
     /// Resolves a host name, at most `DNS_CONCURRENCY` at a time and within
@@ -277,7 +333,13 @@ pub(super) async fn connect_tcp(
 }
 
 /// A connection to an endpoint: TLS, or plain TCP when `delivery.allow_http` permits.
-pub enum Stream {
+/// It stays counted against its host (`Hosts`) until it is dropped, that is closed.
+pub struct Stream {
+    io: Io,
+    _counted: Counted,
+}
+
+enum Io {
     Plain(TokioIo<TcpStream>),
     Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
@@ -294,9 +356,9 @@ impl hyper::rt::Read for Stream {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -307,9 +369,9 @@ impl hyper::rt::Write for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -318,9 +380,9 @@ impl hyper::rt::Write for Stream {
     /// writes it from there; otherwise it copies the whole body into a per-connection
     /// buffer, which keeps that size while the connection idles in the pool.
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.is_write_vectored(),
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
         }
     }
 
@@ -329,27 +391,163 @@ impl hyper::rt::Write for Stream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
 
+/// hyper-util's pool key: requests and dials to the same one share connections.
+type PoolKey = (Scheme, Authority);
+
+fn pool_key(uri: &Uri) -> Option<PoolKey> {
+    Some((uri.scheme()?.clone(), uri.authority()?.clone()))
+}
+
+/// Requests in flight and connections (open or being dialled) per pool key.
+///
+/// hyper-util races a dial against the pool for every request that finds no idle
+/// connection; when a busy connection comes back first, the request takes it and the
+/// dial still completes in the background, into one more idle connection. Under steady
+/// load those spares add up (285 connections were seen to one receiver). Here a dial
+/// goes ahead only while its host has fewer connections than requests, so connections
+/// never outnumber the requests in flight: at most `per_endpoint_concurrency` for one
+/// subscription's endpoint, and several subscriptions on one host still get a
+/// connection each (no cap across them).
+#[derive(Default)]
+struct Hosts {
+    load: Mutex<HashMap<PoolKey, Load>>,
+    /// Signalled whenever a connection closes or a dial fails.
+    closed: Notify,
+}
+
+#[derive(Default)]
+struct Load {
+    requests: usize,
+    connections: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Request,
+    Connection,
+}
+
+/// One request or connection counted against its host until dropped.
+struct Counted {
+    hosts: Arc<Hosts>,
+    key: PoolKey,
+    kind: Kind,
+}
+
+impl Hosts {
+    fn request(self: &Arc<Self>, key: PoolKey) -> Counted {
+        self.count(key, Kind::Request)
+    }
+
+    /// Counts a new connection to `key` when one is needed: at once while the host has
+    /// fewer connections than requests; otherwise a connection is about to come back to
+    /// the pool (or to close), so this waits for a close, for the request that started
+    /// it to be over (it took a pooled connection: `Err`, the dial is dropped), or at
+    /// most `DIAL_WAIT`. A dial no request started (`origin` unset) is not held back.
+    async fn dial(
+        self: &Arc<Self>,
+        key: PoolKey,
+        origin: Option<CancellationToken>,
+    ) -> Result<Counted, DeliveryError> {
+        let Some(origin) = origin else {
+            return Ok(self.count(key, Kind::Connection));
+        };
+        let give_up = tokio::time::sleep(DIAL_WAIT);
+        tokio::pin!(give_up);
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            // Registered before the check, so a close between the two is not missed.
+            closed.as_mut().enable();
+            if let Some(counted) = self.needed_connection(&key) {
+                return Ok(counted);
+            }
+            tokio::select! {
+                _ = &mut closed => {}
+                _ = origin.cancelled() => {
+                    return Err(DeliveryError::Http("dial no longer needed".into()));
+                }
+                _ = &mut give_up => break,
+            }
+        }
+        tracing::debug!(host = %key.1, "no pooled connection came back in time; dialling");
+        Ok(self.count(key, Kind::Connection))
+    }
+
+    /// Counts a connection to `key` if the host has fewer than requests.
+    fn needed_connection(self: &Arc<Self>, key: &PoolKey) -> Option<Counted> {
+        let mut hosts = self.lock();
+        let load = hosts.get_mut(key)?;
+        if load.connections >= load.requests {
+            return None;
+        }
+        load.connections += 1;
+        Some(Counted {
+            hosts: self.clone(),
+            key: key.clone(),
+            kind: Kind::Connection,
+        })
+    }
+
+    fn count(self: &Arc<Self>, key: PoolKey, kind: Kind) -> Counted {
+        let mut hosts = self.lock();
+        let load = hosts.entry(key.clone()).or_default();
+        match kind {
+            Kind::Request => load.requests += 1,
+            Kind::Connection => load.connections += 1,
+        }
+        Counted {
+            hosts: self.clone(),
+            key,
+            kind,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Load>> {
+        // Counts stay consistent under a panic elsewhere: each change is one statement.
+        self.load.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut hosts = self.hosts.lock();
+        if let Some(load) = hosts.get_mut(&self.key) {
+            match self.kind {
+                Kind::Request => load.requests = load.requests.saturating_sub(1),
+                Kind::Connection => load.connections = load.connections.saturating_sub(1),
+            }
+            if load.requests == 0 && load.connections == 0 {
+                hosts.remove(&self.key);
+            }
+        }
+        drop(hosts);
+        if let Kind::Connection = self.kind {
+            self.hosts.closed.notify_waiters();
+        }
+    }
+}
 /// Milliseconds an attempt took, saturating.
 pub fn elapsed_ms(started: Instant) -> u32 {
     u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX)
