@@ -1,26 +1,55 @@
-//! The retention task: every so often it purges, through the store writer, the events
-//! (with their deliveries, attempts and index rows) older than `storage.retention`, and
-//! idempotency records past their window, in small steps so ingest is never held up
-//! for long. An event with an unfinished delivery is never purged (see `store/purge.rs`).
+//! The retention task: it purges, through the store writer, the events (with their
+//! deliveries, attempts and index rows) older than `storage.retention`, and idempotency
+//! records past their window. An event with an unfinished delivery is never purged (see
+//! `store/purge.rs`).
+//!
+//! It keeps pace with sustained ingest. While there is expired data it sends purge
+//! steps back to back, each bounded by time (about 10 ms of writer work, `STEP_TIME` in
+//! `store/purge.rs`); ingest queued meanwhile commits in the same writer batches, so it
+//! is never starved. A pass more than a slice (1 s of event time) behind is cut into
+//! slices purged side by side, up to `MAX_PARALLEL` steps per writer batch, so purging
+//! takes a larger share of the writer the further it has fallen behind: one step per
+//! batch cannot keep pace with producers that post 1,000-event batches. It sleeps only
+//! once a pass has reached its cutoff, and then until `TICK` after that pass began, so
+//! each pass removes about a tick of newly expired events, starting where the previous
+//! one ended. Every `interval(retention)` a full pass starts from the oldest event
+//! instead, for events kept earlier because a delivery was unfinished, and walks the
+//! idempotency records (keyed by hash, not time).
+//!
 //! redb reuses the freed pages, so under steady load the file stops growing; it does not
 //! zero them, and only an offline `hookd compact` gives the space back to the disk.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{IDEMPOTENCY_WINDOW_MS, PurgeCursor, PurgeOutcome, Store, now_ms};
+use crate::store::{
+    IDEMPOTENCY_WINDOW_MS, PurgeCursor, PurgeOutcome, Scan, Store, StoreError, now_ms,
+};
 
-/// Events examined per purge step: a step costs the writer about a millisecond, so an
-/// ingest request queued behind it waits about that long.
-pub const STEP: usize = 100;
-/// Longest pause between two passes: what ages past the cutoff meanwhile is purged in
-/// the next pass.
+/// Most events one purge step examines. The store normally ends a step sooner, when its
+/// time is used (a few hundred events of one delivery each).
+pub const STEP: usize = 2_000;
+/// Once caught up, the next pass starts this long after the previous one started: what
+/// ages past the cutoff meanwhile (a second of ingest) is removed in a few steps.
+const TICK: Duration = Duration::from_secs(1);
+/// A pass that has more than this much event time left to purge cuts it into slices of
+/// this much, purged side by side.
+const SLICE_MS: u64 = 1_000;
+/// Most slices purged at once. A writer batch then carries up to this many steps (about
+/// 40 ms of purging), which producers wait for while retention catches up.
+const MAX_PARALLEL: usize = 4;
+/// Longest time between two full passes.
 const MAX_INTERVAL: Duration = Duration::from_secs(60);
-/// Shortest pause, for the very short retentions of tests.
+/// Shortest, for the very short retentions of tests.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
+/// Purge totals are logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// How long to wait between passes for a given retention: a tenth of it, within bounds.
+/// How long between two full passes for a given retention: a tenth of it, within bounds.
 pub fn interval(retention: Duration) -> Duration {
     (retention / 10).clamp(MIN_INTERVAL, MAX_INTERVAL)
 }
@@ -28,52 +57,178 @@ pub fn interval(retention: Duration) -> Duration {
 /// Runs passes until `shutdown`.
 pub async fn run(store: Store, retention: Duration, shutdown: CancellationToken) {
     let retention_ms = retention.as_millis() as u64;
+    let tick = TICK.min(interval(retention));
+    // Every event older than this cutoff was examined by a pass that completed.
+    let mut examined_before: Option<u64> = None;
+    let mut next_full = Instant::now();
+    let mut unlogged = PurgeOutcome::default();
+    let mut logged = Instant::now();
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval(retention)) => {}
-        }
+        let started = Instant::now();
         let now = now_ms();
         let before_ms = now.saturating_sub(retention_ms);
         // Past its window a key no longer deduplicates; past retention its event is gone.
         let idempotency_before_ms = now.saturating_sub(retention_ms.min(IDEMPOTENCY_WINDOW_MS));
-        match pass(&store, before_ms, idempotency_before_ms, &shutdown).await {
-            Ok(total) if total.events + total.idempotency > 0 => tracing::info!(
-                events = total.events,
-                deliveries = total.deliveries,
-                attempts = total.attempts,
-                idempotency_keys = total.idempotency,
-                kept_unfinished = total.kept,
-                "purged records older than storage.retention"
-            ),
-            Ok(_) => {}
+        let cursor = match examined_before {
+            Some(from) if started < next_full => PurgeCursor::events_between(from, None),
+            _ => {
+                next_full = started + interval(retention);
+                PurgeCursor::default()
+            }
+        };
+        match pass_from(&store, cursor, before_ms, idempotency_before_ms, &shutdown).await {
+            Ok(total) if total.next.is_done() => {
+                examined_before = Some(before_ms);
+                add(&mut unlogged, &total);
+            }
+            // Stopped by shutdown.
+            Ok(_) => return,
             Err(error) => tracing::error!(%error, "purge failed; the next pass tries again"),
+        }
+        if logged.elapsed() >= LOG_EVERY && unlogged.events + unlogged.idempotency > 0 {
+            tracing::info!(
+                events = unlogged.events,
+                deliveries = unlogged.deliveries,
+                attempts = unlogged.attempts,
+                idempotency_keys = unlogged.idempotency,
+                "purged records older than storage.retention"
+            );
+            unlogged = PurgeOutcome::default();
+            logged = Instant::now();
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(started + tick) => {}
         }
     }
 }
 
-/// One pass from the oldest record to the cutoff, step by step; returns the totals.
+/// One full pass from the oldest record to the cutoff, step by step; returns the totals.
 pub async fn pass(
     store: &Store,
     before_ms: u64,
     idempotency_before_ms: u64,
     shutdown: &CancellationToken,
-) -> Result<PurgeOutcome, crate::store::StoreError> {
-    let mut cursor = PurgeCursor::default();
+) -> Result<PurgeOutcome, StoreError> {
+    pass_from(
+        store,
+        PurgeCursor::default(),
+        before_ms,
+        idempotency_before_ms,
+        shutdown,
+    )
+    .await
+}
+
+/// A pass from `cursor` to the cutoff: steps back to back, one in the writer at a time
+/// per slice of event time. Once the pass knows where it stands (after the oldest event),
+/// what is left is cut into `SLICE`s purged by up to `MAX_PARALLEL` workers, so a pass
+/// that has fallen behind sends several steps into each writer batch; a pass that is
+/// caught up has one slice. The totals' `next` is where it stopped (`is_done()` unless
+/// shut down or failed).
+pub async fn pass_from(
+    store: &Store,
+    mut cursor: PurgeCursor,
+    before_ms: u64,
+    idempotency_before_ms: u64,
+    shutdown: &CancellationToken,
+) -> Result<PurgeOutcome, StoreError> {
     let mut total = PurgeOutcome::default();
     while !cursor.is_done() && !shutdown.is_cancelled() {
+        let end_ms = cursor.events_until_ms.unwrap_or(before_ms).min(before_ms);
+        if let Scan::After(id) = cursor.events {
+            // The event time of the last id examined (UUIDv7: the top 48 bits).
+            let from_ms = (id >> 80) as u64;
+            if end_ms.saturating_sub(from_ms) > SLICE_MS {
+                let events = PurgeCursor {
+                    idempotency: Scan::Done,
+                    ..cursor
+                };
+                let part = slices(store, events, from_ms, end_ms, before_ms, shutdown).await?;
+                add(&mut total, &part);
+                cursor.events = Scan::Done;
+                continue;
+            }
+        }
         let step = store
             .purge(before_ms, idempotency_before_ms, cursor, STEP)
             .await?;
-        total.events += step.events;
-        total.deliveries += step.deliveries;
-        total.attempts += step.attempts;
-        total.idempotency += step.idempotency;
-        total.kept += step.kept;
+        add(&mut total, &step);
         cursor = step.next;
+        // Let the runtime run what the step's answer woke before sending the next one.
+        tokio::task::yield_now().await;
     }
     total.next = cursor;
     Ok(total)
+}
+
+/// Purges the events from `first` (which stands at `from_ms`) to `end_ms`, cut into
+/// slices of `SLICE_MS`, with up to `MAX_PARALLEL` slices in progress at once.
+async fn slices(
+    store: &Store,
+    first: PurgeCursor,
+    from_ms: u64,
+    end_ms: u64,
+    before_ms: u64,
+    shutdown: &CancellationToken,
+) -> Result<PurgeOutcome, StoreError> {
+    let mut todo = Vec::new();
+    let mut start = first;
+    let mut end = from_ms;
+    while end < end_ms {
+        end = end.saturating_add(SLICE_MS).min(end_ms);
+        todo.push(PurgeCursor {
+            events_until_ms: Some(end),
+            ..start
+        });
+        start = PurgeCursor::events_between(end, None);
+    }
+    // Taken from the back: the oldest slice first.
+    todo.reverse();
+    let workers = todo.len().min(MAX_PARALLEL);
+    let todo = Arc::new(Mutex::new(todo));
+    let mut running = JoinSet::new();
+    for _ in 0..workers {
+        let (store, todo, shutdown) = (store.clone(), todo.clone(), shutdown.clone());
+        running.spawn(async move {
+            let mut total = PurgeOutcome::default();
+            loop {
+                let next = todo.lock().unwrap_or_else(PoisonError::into_inner).pop();
+                let Some(mut cursor) = next else {
+                    return Ok(total);
+                };
+                while !cursor.is_done() && !shutdown.is_cancelled() {
+                    // The pass's cutoff: a delivery that changed since is kept, whatever
+                    // slice its event is in.
+                    let step = store.purge(before_ms, 0, cursor, STEP).await?;
+                    add(&mut total, &step);
+                    cursor = step.next;
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+    }
+    let mut total = PurgeOutcome::default();
+    let mut failed = None;
+    while let Some(done) = running.join_next().await {
+        match done {
+            Ok(Ok(part)) => add(&mut total, &part),
+            Ok(Err(error)) => failed = Some(error),
+            Err(panicked) => failed = Some(StoreError::from(panicked)),
+        }
+    }
+    match failed {
+        Some(error) => Err(error),
+        None => Ok(total),
+    }
+}
+
+fn add(total: &mut PurgeOutcome, step: &PurgeOutcome) {
+    total.events += step.events;
+    total.deliveries += step.deliveries;
+    total.attempts += step.attempts;
+    total.idempotency += step.idempotency;
+    total.kept += step.kept;
 }
 
 #[cfg(test)]
@@ -81,7 +236,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passes_run_at_a_tenth_of_the_retention_within_bounds() {
+    fn full_passes_run_at_a_tenth_of_the_retention_within_bounds() {
         assert_eq!(interval(Duration::from_secs(30 * 86_400)), MAX_INTERVAL);
         assert_eq!(interval(Duration::from_secs(5)), Duration::from_millis(500));
         assert_eq!(interval(Duration::from_millis(100)), MIN_INTERVAL);
