@@ -11,6 +11,17 @@ use super::tests::{event, open, open_with, rows, subscription};
 use super::*;
 use crate::ids::uuid_v7;
 
+/// A store in `dir` with one ACTIVE subscription to every event type.
+async fn with_subscription(dir: &tempfile::TempDir) -> (Store, WriterHandle, u128) {
+    let (store, writer) = open(&dir.path().join("hookd.redb"));
+    let id = uuid_v7();
+    store
+        .put_subscription(id, subscription(), None)
+        .await
+        .unwrap();
+    (store, writer, id)
+}
+
 /// Ingests `count` events, in requests of 1000, for every ACTIVE subscription.
 async fn backlog(store: &Store, count: u32) {
     for start in (0..count).step_by(1000) {
@@ -64,12 +75,7 @@ async fn set_status(store: &Store, id: u128, status: SubscriptionStatus) {
 #[tokio::test]
 async fn pausing_and_resuming_write_the_subscription_alone_whatever_it_has_pending() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, writer) = open(&dir.path().join("hookd.redb"));
-    let id = uuid_v7();
-    store
-        .put_subscription(id, subscription(), None)
-        .await
-        .unwrap();
+    let (store, writer, id) = with_subscription(&dir).await;
     backlog(&store, 3000).await;
     let before = snapshot(&store);
     assert_eq!(before.1.len(), 3000);
@@ -311,12 +317,7 @@ fn accepted(outcomes: Vec<IngestOutcome>) -> Vec<u128> {
 #[tokio::test]
 async fn a_resumed_subscriptions_waiting_retries_become_due_now() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, writer) = open(&dir.path().join("hookd.redb"));
-    let id = uuid_v7();
-    store
-        .put_subscription(id, subscription(), None)
-        .await
-        .unwrap();
+    let (store, writer, id) = with_subscription(&dir).await;
     let deliveries = accepted(
         store
             .ingest(vec![event(1, None), event(2, None)])
@@ -359,12 +360,7 @@ fn resumed_since(store: &Store, id: u128) -> u64 {
 #[tokio::test]
 async fn filtered_lists_read_their_index_and_cost_what_they_return() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, writer) = open(&dir.path().join("hookd.redb"));
-    let id = uuid_v7();
-    store
-        .put_subscription(id, subscription(), None)
-        .await
-        .unwrap();
+    let (store, writer, id) = with_subscription(&dir).await;
     // Three rare events and three RETRYING deliveries, then more than a scan's worth
     // (MAX_SCAN) of others newer than them.
     let mut rare: Vec<NewEvent> = (0..3).map(|n| event(n, None)).collect();

@@ -43,6 +43,17 @@ pub struct SweepOutcome {
     pub more: bool,
 }
 
+impl SweepOutcome {
+    /// A step that walked the deliveries `visited`, at most `limit` of them.
+    fn walked(ended: usize, visited: &[u128], limit: usize) -> Self {
+        Self {
+            ended,
+            last: visited.last().copied(),
+            more: visited.len() == limit,
+        }
+    }
+}
+
 const DONE: SweepOutcome = SweepOutcome {
     ended: 0,
     last: None,
@@ -106,11 +117,7 @@ impl Batch<'_, '_> {
                 ended += 1;
             }
         }
-        Ok(SweepOutcome {
-            ended,
-            last: visited.last().copied(),
-            more: visited.len() == limit,
-        })
+        Ok(SweepOutcome::walked(ended, &visited, limit))
     }
 
     fn cancel_orphans(
@@ -195,10 +202,6 @@ impl Batch<'_, '_> {
             self.save(delivery, &record)?;
             ended += 1;
         }
-        Ok(SweepOutcome {
-            ended,
-            last: visited.last().copied(),
-            more: visited.len() == limit,
-        })
+        Ok(SweepOutcome::walked(ended, &visited, limit))
     }
 }
