@@ -26,7 +26,7 @@ use crate::metrics::{AttemptOutcome, Metrics};
 use crate::secret::Sealer;
 use crate::store::records::{AttemptRecord, SubscriptionStatus};
 use crate::store::{
-    AttemptReport, DueEntry, NextStep, StorageState, Store, StoreError, WindowRead, now_ms,
+    AttemptReport, DueSink, DueEntry, NextStep, StorageState, Store, StoreError, WindowRead, now_ms,
 };
 use bodies::{AttemptInput, Slot};
 use queues::{Next, Queues, Read};
@@ -384,14 +384,15 @@ impl Dispatcher {
         }
     }
 
-    /// Re-queues in memory only: the store still holds the entry, so nothing is lost if
-    /// hookd stops before then.
+    /// After a store error: the store still holds the entry, so the subscription's
+    /// window is read again from the store a little later (an entry put back in memory
+    /// under another time could fall beyond the window's horizon and be dropped).
     fn retry_later(&self, entry: DueEntry) {
-        let later = DueEntry {
-            due_ms: now_ms() + STORE_ERROR_BACKOFF.as_millis() as u64,
-            ..entry
-        };
-        self.queues.push([later]);
+        let queues = self.queues.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(STORE_ERROR_BACKOFF).await;
+            queues.forget(&[entry.subscription]);
+        });
     }
 
     fn unit_random(&self) -> f64 {
