@@ -26,7 +26,7 @@ use crate::metrics::{AttemptOutcome, Metrics};
 use crate::secret::Sealer;
 use crate::store::records::{AttemptRecord, SubscriptionStatus};
 use crate::store::{
-    AttemptReport, DueSink, DueEntry, NextStep, StorageState, Store, StoreError, WindowRead, now_ms,
+    AttemptReport, DueEntry, DueSink, NextStep, StorageState, Store, StoreError, WindowRead, now_ms,
 };
 use bodies::{AttemptInput, Slot};
 use queues::{Next, Queues, Read};
