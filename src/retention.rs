@@ -4,7 +4,7 @@
 //! `store/purge.rs`).
 //!
 //! It keeps pace with sustained ingest. While there is expired data it sends purge
-//! steps back to back, each bounded by time (about 10 ms of writer work, `STEP_TIME` in
+//! steps back to back, each bounded by time (8 ms of writer work, `STEP_TIME` in
 //! `store/purge.rs`); ingest queued meanwhile commits in the same writer batches, so it
 //! is never starved. A pass more than a slice (1 s of event time) behind is cut into
 //! slices purged side by side, up to `MAX_PARALLEL` steps per writer batch, so purging
@@ -40,7 +40,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// this much, purged side by side.
 const SLICE_MS: u64 = 1_000;
 /// Most slices purged at once. A writer batch then carries up to this many steps (about
-/// 40 ms of purging), which producers wait for while retention catches up.
+/// 32 ms of purging), which producers wait for while retention catches up.
 const MAX_PARALLEL: usize = 4;
 /// Longest time between two full passes.
 const MAX_INTERVAL: Duration = Duration::from_secs(60);
