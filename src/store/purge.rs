@@ -74,6 +74,10 @@ pub struct PurgeOutcome {
     pub kept: u64,
     /// Where the next command continues; `is_done()` when the pass is complete.
     pub next: PurgeCursor,
+    /// When a scan ended early (`events_until_ms`) reached its end: the creation time
+    /// of the next event before the cutoff, if any. Nothing lies between, so the caller
+    /// can skip that time instead of examining it slice by slice.
+    pub next_event_ms: Option<u64>,
 }
 
 impl Batch<'_, '_> {
