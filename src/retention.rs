@@ -4,17 +4,17 @@
 //! `store/purge.rs`).
 //!
 //! It keeps pace with sustained ingest. While there is expired data it sends purge
-//! steps back to back, each bounded by time (about 10 ms of writer work, `STEP_TIME` in
+//! steps back to back, each bounded by time (8 ms of writer work, `STEP_TIME` in
 //! `store/purge.rs`); ingest queued meanwhile commits in the same writer batches, so it
-//! is never starved. A pass more than a slice (1 s of event time) behind is cut into
-//! slices purged side by side, up to `MAX_PARALLEL` steps per writer batch, so purging
-//! takes a larger share of the writer the further it has fallen behind: one step per
-//! batch cannot keep pace with producers that post 1,000-event batches. It sleeps only
-//! once a pass has reached its cutoff, and then until `TICK` after that pass began, so
-//! each pass removes about a tick of newly expired events, starting where the previous
-//! one ended. Every `interval(retention)` a full pass starts from the oldest event
-//! instead, for events kept earlier because a delivery was unfinished, and walks the
-//! idempotency records (keyed by hash, not time).
+//! is never starved. It sleeps only once a pass has reached its cutoff, and then until
+//! `TICK` after that pass began, so each pass removes about a tick of newly expired
+//! events, starting where the previous one ended. A pass with more than a tick of events
+//! to examine is cut into slices of a tick purged side by side, up to `MAX_PARALLEL`
+//! steps per writer batch: the longer a pass takes, the more slices the next one has,
+//! until purging matches ingest (one step per batch cannot keep pace with producers that
+//! post 1,000-event batches). Every `interval(retention)` a full pass starts from the
+//! oldest event instead, for events kept earlier because a delivery was unfinished, and
+//! walks the idempotency records (keyed by hash, not time).
 //!
 //! redb reuses the freed pages, so under steady load the file stops growing; it does not
 //! zero them, and only an offline `hookd compact` gives the space back to the disk.
@@ -36,12 +36,10 @@ pub const STEP: usize = 2_000;
 /// Once caught up, the next pass starts this long after the previous one started: what
 /// ages past the cutoff meanwhile (a second of ingest) is removed in a few steps.
 const TICK: Duration = Duration::from_secs(1);
-/// A pass that has more than this much event time left to purge cuts it into slices of
-/// this much, purged side by side.
-const SLICE_MS: u64 = 1_000;
 /// Most slices purged at once. A writer batch then carries up to this many steps (about
-/// 40 ms of purging), which producers wait for while retention catches up.
-const MAX_PARALLEL: usize = 4;
+/// 64 ms of purging), which producers wait for while retention catches up; in exchange
+/// purging keeps pace with 8 producers posting 1,000-event batches (4 did not).
+const MAX_PARALLEL: usize = 8;
 /// Longest time between two full passes.
 const MAX_INTERVAL: Duration = Duration::from_secs(60);
 /// Shortest, for the very short retentions of tests.
@@ -76,7 +74,8 @@ pub async fn run(store: Store, retention: Duration, shutdown: CancellationToken)
                 PurgeCursor::default()
             }
         };
-        match pass_from(&store, cursor, before_ms, idempotency_before_ms, &shutdown).await {
+        let cutoffs = (before_ms, idempotency_before_ms);
+        match pass_from(&store, cursor, cutoffs, tick, &shutdown).await {
             Ok(total) if total.next.is_done() => {
                 examined_before = Some(before_ms);
                 add(&mut unlogged, &total);
@@ -110,41 +109,38 @@ pub async fn pass(
     idempotency_before_ms: u64,
     shutdown: &CancellationToken,
 ) -> Result<PurgeOutcome, StoreError> {
-    pass_from(
-        store,
-        PurgeCursor::default(),
-        before_ms,
-        idempotency_before_ms,
-        shutdown,
-    )
-    .await
+    let cutoffs = (before_ms, idempotency_before_ms);
+    pass_from(store, PurgeCursor::default(), cutoffs, TICK, shutdown).await
 }
 
-/// A pass from `cursor` to the cutoff: steps back to back, one in the writer at a time
-/// per slice of event time. Once the pass knows where it stands (after the oldest event),
-/// what is left is cut into `SLICE`s purged by up to `MAX_PARALLEL` workers, so a pass
-/// that has fallen behind sends several steps into each writer batch; a pass that is
-/// caught up has one slice. The totals' `next` is where it stopped (`is_done()` unless
-/// shut down or failed).
-pub async fn pass_from(
+/// A pass from `cursor` to the cutoffs (events, idempotency records): steps back to
+/// back, one in the writer at a time per slice of event time. Once the pass knows where
+/// it stands (after the oldest event), what is left is cut into slices of `slice` (the
+/// tick) purged by up to `MAX_PARALLEL` workers. A caught-up pass has about one slice;
+/// one that took longer leaves the next more slices and so more workers, until purging
+/// matches ingest with the next pass a few ticks behind. The totals' `next` is where it
+/// stopped (`is_done()` unless shut down).
+async fn pass_from(
     store: &Store,
     mut cursor: PurgeCursor,
-    before_ms: u64,
-    idempotency_before_ms: u64,
+    (before_ms, idempotency_before_ms): (u64, u64),
+    slice: Duration,
     shutdown: &CancellationToken,
 ) -> Result<PurgeOutcome, StoreError> {
+    let slice_ms = (slice.as_millis() as u64).max(1);
     let mut total = PurgeOutcome::default();
     while !cursor.is_done() && !shutdown.is_cancelled() {
         let end_ms = cursor.events_until_ms.unwrap_or(before_ms).min(before_ms);
         if let Scan::After(id) = cursor.events {
             // The event time of the last id examined (UUIDv7: the top 48 bits).
             let from_ms = (id >> 80) as u64;
-            if end_ms.saturating_sub(from_ms) > SLICE_MS {
+            if end_ms.saturating_sub(from_ms) > slice_ms {
                 let events = PurgeCursor {
                     idempotency: Scan::Done,
                     ..cursor
                 };
-                let part = slices(store, events, from_ms, end_ms, before_ms, shutdown).await?;
+                let span = (from_ms, end_ms, slice_ms);
+                let part = slices(store, events, span, before_ms, shutdown).await?;
                 add(&mut total, &part);
                 cursor.events = Scan::Done;
                 continue;
@@ -163,49 +159,48 @@ pub async fn pass_from(
 }
 
 /// Purges the events from `first` (which stands at `from_ms`) to `end_ms`, cut into
-/// slices of `SLICE_MS`, with up to `MAX_PARALLEL` slices in progress at once.
+/// slices of `slice_ms`, with up to `MAX_PARALLEL` slices in progress at once.
 async fn slices(
     store: &Store,
     first: PurgeCursor,
-    from_ms: u64,
-    end_ms: u64,
+    (from_ms, end_ms, slice_ms): (u64, u64, u64),
     before_ms: u64,
     shutdown: &CancellationToken,
 ) -> Result<PurgeOutcome, StoreError> {
-    let mut todo = Vec::new();
-    let mut start = first;
-    let mut end = from_ms;
-    while end < end_ms {
-        end = end.saturating_add(SLICE_MS).min(end_ms);
-        todo.push(PurgeCursor {
-            events_until_ms: Some(end),
-            ..start
-        });
-        start = PurgeCursor::events_between(end, None);
-    }
-    // Taken from the back: the oldest slice first.
-    todo.reverse();
-    let workers = todo.len().min(MAX_PARALLEL);
-    let todo = Arc::new(Mutex::new(todo));
+    let frontier = Arc::new(Mutex::new(Frontier {
+        first: Some(first),
+        next_ms: from_ms,
+        end_ms,
+        slice_ms,
+    }));
+    let slices = end_ms.saturating_sub(from_ms).div_ceil(slice_ms);
+    let workers = usize::try_from(slices).map_or(MAX_PARALLEL, |n| n.min(MAX_PARALLEL));
     let mut running = JoinSet::new();
     for _ in 0..workers {
-        let (store, todo, shutdown) = (store.clone(), todo.clone(), shutdown.clone());
+        let (store, frontier, shutdown) = (store.clone(), frontier.clone(), shutdown.clone());
         running.spawn(async move {
             let mut total = PurgeOutcome::default();
-            loop {
-                let next = todo.lock().unwrap_or_else(PoisonError::into_inner).pop();
-                let Some(mut cursor) = next else {
-                    return Ok(total);
-                };
+            let claim = || {
+                frontier
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .claim()
+            };
+            while let Some(mut cursor) = claim() {
                 while !cursor.is_done() && !shutdown.is_cancelled() {
                     // The pass's cutoff: a delivery that changed since is kept, whatever
                     // slice its event is in.
                     let step = store.purge(before_ms, 0, cursor, STEP).await?;
                     add(&mut total, &step);
+                    if let Some(next_ms) = step.next_event_ms {
+                        let mut frontier = frontier.lock().unwrap_or_else(PoisonError::into_inner);
+                        frontier.skip_to(next_ms);
+                    }
                     cursor = step.next;
                     tokio::task::yield_now().await;
                 }
             }
+            Ok(total)
         });
     }
     let mut total = PurgeOutcome::default();
@@ -220,6 +215,39 @@ async fn slices(
     match failed {
         Some(error) => Err(error),
         None => Ok(total),
+    }
+}
+
+/// The slices of a pass not handed out yet, made one at a time: a pass far behind may
+/// span days, most of it without events.
+struct Frontier {
+    /// Where the pass stands, for its first slice.
+    first: Option<PurgeCursor>,
+    next_ms: u64,
+    end_ms: u64,
+    slice_ms: u64,
+}
+
+impl Frontier {
+    fn claim(&mut self) -> Option<PurgeCursor> {
+        if self.next_ms >= self.end_ms {
+            return None;
+        }
+        let start = self.next_ms;
+        self.next_ms = start.saturating_add(self.slice_ms).min(self.end_ms);
+        let slice = match self.first.take() {
+            Some(first) => first,
+            None => PurgeCursor::events_between(start, None),
+        };
+        Some(PurgeCursor {
+            events_until_ms: Some(self.next_ms),
+            ..slice
+        })
+    }
+
+    /// No event was created before `next_ms` in what is not handed out yet.
+    fn skip_to(&mut self, next_ms: u64) {
+        self.next_ms = self.next_ms.max(next_ms).min(self.end_ms);
     }
 }
 

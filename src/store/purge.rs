@@ -19,12 +19,13 @@ use super::ops::Batch;
 use super::records::{DeliveryRecord, EventHead, IdempotencyRecord};
 
 /// Work one purge command does before it stops, timed inside the writer's transaction.
-/// Its commit adds two flushes (about 5 ms on the 2-core development VM), so a step
-/// holds the writer for 15-20 ms. Measured there (release build, 100,000 events): a
-/// removed row costs 2-4 µs; a step removes 350-750 events of one delivery and one
-/// attempt (5 rows each), and about a tenth of that at a fan-out of ten (41 rows). The
-/// fixed 100 events a step used before took 5 ms at a fan-out of one, 25-90 ms at ten.
-const STEP_TIME: Duration = Duration::from_millis(10);
+/// Its commit adds two flushes and writes the pages it changed. Measured on the 2-core
+/// development VM (release build, 100,000 events, other builds sharing the machine): a
+/// step removes 290-500 events of one delivery and one attempt (7 rows each with their
+/// index rows) and holds the writer 11-15 ms with its commit; at a fan-out of ten (62
+/// rows an event) 20-60 events and 14-26 ms, the commit writing more scattered pages.
+/// The fixed 100 events a step used before took 5 ms at a fan-out of one, 25-90 ms at ten.
+const STEP_TIME: Duration = Duration::from_millis(8);
 
 /// Where a scan stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -73,6 +74,10 @@ pub struct PurgeOutcome {
     pub kept: u64,
     /// Where the next command continues; `is_done()` when the pass is complete.
     pub next: PurgeCursor,
+    /// When a scan ended early (`events_until_ms`) reached its end: the creation time
+    /// of the next event before the cutoff, if any. Nothing lies between, so the caller
+    /// can skip that time instead of examining it slice by slice.
+    pub next_event_ms: Option<u64>,
 }
 
 impl Batch<'_, '_> {
