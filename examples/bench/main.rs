@@ -32,8 +32,8 @@
 //! without restart, no event lost or delivered more than twice.
 //! `compact`: time and peak memory of `hookd compact` on a file of about MB MiB.
 //! Each prints its figures and hookd's peak resident memory (VmHWM), and VmRSS where
-//! it matters. HOOKD_BENCH_STORAGE adds lines to `[storage]` for `ingest`, `restart` and the
-//! restarted hookd of `backlog`.
+//! it matters. HOOKD_BENCH_STORAGE adds lines to `[storage]` for `ingest`, `restart`,
+//! `fanout`, `rate` and the restarted hookd of `backlog`.
 //!
 //! Layout: `setup.rs` (config, certificates, the child process), `client.rs` (the load
 //! side's HTTPS client), `load.rs` (event bodies, producers), `receiver.rs`,

@@ -31,6 +31,16 @@ pub struct Config {
     pub delivery: String,
 }
 
+impl Config {
+    /// The default, with HOOKD_BENCH_STORAGE's lines in `[storage]`.
+    pub fn from_env() -> Self {
+        Self {
+            storage: std::env::var("HOOKD_BENCH_STORAGE").unwrap_or_default(),
+            ..Self::default()
+        }
+    }
+}
+
 pub struct Setup {
     _dir: tempfile::TempDir,
     pub root: PathBuf,

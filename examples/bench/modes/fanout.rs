@@ -9,7 +9,7 @@ use crate::receiver::{Receiver, Track};
 use crate::setup::{Config, Setup};
 
 pub async fn run(subscriptions: usize, events: usize) {
-    let setup = Setup::new(&Config::default());
+    let setup = Setup::new(&Config::from_env());
     let hookd = setup.spawn();
     setup.wait_ready(Instant::now()).await;
     let receiver = Receiver::start(&setup, Clock::new(), Track::default()).await;

@@ -105,7 +105,7 @@ impl Tally {
 
 pub async fn run(rate: usize, seconds: u64, endpoints: usize) {
     let clock = Clock::new();
-    let setup = Arc::new(Setup::new(&Config::default()));
+    let setup = Arc::new(Setup::new(&Config::from_env()));
     let hookd = setup.spawn();
     setup.wait_ready(Instant::now()).await;
     let track = Track {
