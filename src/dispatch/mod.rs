@@ -26,7 +26,7 @@ use crate::metrics::{AttemptOutcome, Metrics};
 use crate::secret::Sealer;
 use crate::store::records::{AttemptRecord, SubscriptionStatus};
 use crate::store::{
-    AttemptReport, DueEntry, DueSink, NextStep, StorageState, Store, StoreError, WindowRead, now_ms,
+    AttemptReport, DueEntry, DueSink, NextStep, StorageState, Store, StoreError, now_ms,
 };
 use bodies::{AttemptInput, Slot};
 use queues::{Next, Queues, Read};
@@ -111,20 +111,13 @@ impl Dispatcher {
             let subscriptions = self.store.subscriptions();
             let (active, inactive): (Vec<Read>, Vec<Read>) = reads.into_iter().partition(|r| {
                 subscriptions
-                    .get(r.subscription)
+                    .get(r.window.subscription)
                     .is_some_and(|s| s.status == SubscriptionStatus::Active)
             });
             for read in inactive {
                 self.queues.fill(read, &[], false);
             }
-            let asked = active
-                .iter()
-                .map(|r| WindowRead {
-                    subscription: r.subscription,
-                    after: r.after,
-                    limit: r.limit,
-                })
-                .collect();
+            let asked = active.iter().map(|r| r.window).collect();
             match self.store.due_windows(asked).await {
                 Ok(windows) => {
                     for (read, entries) in active.into_iter().zip(windows) {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use super::bodies::{AttemptInput, Bodies, Slot};
-use crate::store::{DueEntry, DueSink, Fresh};
+use crate::store::{DueEntry, DueSink, Fresh, WindowRead};
 
 /// Entries held in memory across every window (about 40 bytes each).
 const WINDOW_BUDGET: usize = 1 << 16;
@@ -91,13 +91,11 @@ pub enum Next {
     Wait(Option<u64>),
 }
 
-/// A read of one subscription's due queue the dispatcher should make: `limit` entries
-/// after `after` (from the start when None), answered with `Queues::fill`.
+/// A read of one subscription's due queue the dispatcher should make, answered with
+/// `Queues::fill`; the epoch tells an answer to a superseded read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Read {
-    pub subscription: u128,
-    pub after: Option<(u64, u128)>,
-    pub limit: usize,
+    pub window: WindowRead,
     epoch: u64,
 }
 
@@ -143,10 +141,10 @@ impl Queues {
         for read in reads {
             let current = state
                 .subs
-                .get(&read.subscription)
+                .get(&read.window.subscription)
                 .is_some_and(|q| q.loading && q.epoch == read.epoch);
             if current {
-                state.to_read.push_back(read.subscription);
+                state.to_read.push_back(read.window.subscription);
             }
         }
         self.tell_reader(&state);
@@ -210,9 +208,11 @@ impl Queues {
                 Horizon::All => continue,
             };
             out.push(Read {
-                subscription: id,
-                after,
-                limit,
+                window: WindowRead {
+                    subscription: id,
+                    after,
+                    limit,
+                },
                 epoch: queue.epoch,
             });
         }
@@ -225,7 +225,7 @@ impl Queues {
         let mut state = self.lock();
         let budget = cap(state.subs.len());
         let mut dropped = Vec::new();
-        let Some(queue) = state.subs.get_mut(&read.subscription) else {
+        let Some(queue) = state.subs.get_mut(&read.window.subscription) else {
             return;
         };
         if queue.epoch != read.epoch || !queue.loading {
@@ -236,14 +236,14 @@ impl Queues {
             queue.window.clear();
             queue.horizon = Horizon::Unread;
             queue.dropped = false;
-            forget_if_idle(&mut state, read.subscription);
+            forget_if_idle(&mut state, read.window.subscription);
             return;
         }
         queue
             .window
             .extend(entries.iter().map(|e| (e.due_ms, e.delivery)));
         let last = entries.last().map(|e| (e.due_ms, e.delivery));
-        queue.horizon = if entries.len() < read.limit && !queue.dropped {
+        queue.horizon = if entries.len() < read.window.limit && !queue.dropped {
             Horizon::All
         } else {
             match (last, queue.horizon) {
@@ -262,9 +262,9 @@ impl Queues {
         trim(queue, budget, &mut dropped);
         let low = queue.window.len() <= budget / 2 && queue.horizon != Horizon::All;
         if low {
-            ask_read(&mut state, read.subscription);
+            ask_read(&mut state, read.window.subscription);
         }
-        relist(&mut state, read.subscription, self.per_endpoint);
+        relist(&mut state, read.window.subscription, self.per_endpoint);
         self.tell_reader(&state);
         drop(state);
         self.bodies.drop_fresh(dropped);

@@ -128,8 +128,8 @@ fn a_window_is_read_from_the_store_and_topped_up_as_it_runs_low() {
     q.read_all([1]);
     let first = q.reads(8);
     assert_eq!(first.len(), 1);
-    assert_eq!(first[0].after, None);
-    let limit = first[0].limit;
+    assert_eq!(first[0].window.after, None);
+    let limit = first[0].window.limit;
     assert_eq!(limit, MAX_WINDOW);
     // A full answer: more may be in the store, beyond the last key read.
     let backlog: Vec<DueEntry> = (0..limit as u128).map(|d| entry(5, d, 1)).collect();
@@ -146,7 +146,7 @@ fn a_window_is_read_from_the_store_and_topped_up_as_it_runs_low() {
     }
     let more = q.reads(8);
     assert_eq!(more.len(), 1);
-    assert_eq!(more[0].after, Some((5, limit as u128 - 1)));
+    assert_eq!(more[0].window.after, Some((5, limit as u128 - 1)));
     // A short answer: the window now holds the whole queue, and entries told of
     // from then on go straight into it.
     q.fill(more[0], &[entry(9, 5000, 1)], true);
@@ -196,7 +196,7 @@ fn a_paused_subscription_is_dropped_and_read_again_when_resumed() {
     // Resumed: read from the start of its queue.
     q.forget(&[1]);
     let read = q.reads(8)[0];
-    assert_eq!(read.after, None);
+    assert_eq!(read.window.after, None);
     q.fill(read, &[entry(1, 10, 1), entry(2, 11, 1)], true);
     assert_eq!(run(&q, 100).map(|e| e.delivery), Some(10));
 }
