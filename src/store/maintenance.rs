@@ -16,8 +16,9 @@ use redb::{
 use super::error::StoreError;
 use super::migrate::{self, SCHEMA_VERSION};
 use super::tables::{
-    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENT_TYPES, EVENTS, FAILING,
-    HEALTH, IDEMPOTENCY, META, SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES, SUBSCRIPTIONS,
+    API_KEYS, ATTEMPT_STATS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENT_TYPES,
+    EVENTS, FAILING, HEALTH, IDEMPOTENCY, META, SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES,
+    SUBSCRIPTIONS,
 };
 
 /// Rows per write transaction of the copy: each commit lets redb write its dirty pages
@@ -93,6 +94,7 @@ pub(super) fn backup(db: &Database, dest: &Path) -> Result<BackupInfo, StoreErro
         copy_table(&source, &copy, IDEMPOTENCY)?,
         copy_table(&source, &copy, ENTITIES)?,
         copy_table(&source, &copy, API_KEYS)?,
+        copy_table(&source, &copy, ATTEMPT_STATS)?,
         copy_table(&source, &copy, META)?,
     ];
     // A table added to tables.rs but not above would be silently missing from every

@@ -6,6 +6,8 @@
 //!   subscription's deliveries keep their place in it instead of being parked under
 //!   their expiry time: a parked delivery becomes due at the migration. Two indexes
 //!   are built for filtered lists: events by type, a subscription's deliveries by state.
+//! - 2 -> 3: attempt counters per subscription and period (`attempt_stats_v1`), empty:
+//!   they count from the upgrade on.
 
 use redb::{Database, ReadableTable, WriteTransaction};
 
@@ -13,13 +15,13 @@ use super::codec::{decode, encode};
 use super::error::StoreError;
 use super::records::{DeliveryRecord, EntityRecord, EventHead};
 use super::tables::{
-    API_KEYS, ATTEMPTS, DELIVERIES, DUE, DUE_V1, ENTITIES, EVENT_DELIVERIES, EVENT_TYPES, EVENTS,
-    FAILING, HEALTH, IDEMPOTENCY, META, SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES,
-    SUBSCRIPTIONS,
+    API_KEYS, ATTEMPT_STATS, ATTEMPTS, DELIVERIES, DUE, DUE_V1, ENTITIES, EVENT_DELIVERIES,
+    EVENT_TYPES, EVENTS, FAILING, HEALTH, IDEMPOTENCY, META, SUBSCRIPTION_DELIVERIES,
+    SUBSCRIPTION_STATES, SUBSCRIPTIONS,
 };
 use crate::ids::EntityId;
 
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 pub(super) const VERSION_KEY: &str = "schema_version";
 
 pub fn run(db: &Database, now_ms: u64) -> Result<(), StoreError> {
@@ -35,8 +37,15 @@ pub fn run(db: &Database, now_ms: u64) -> Result<(), StoreError> {
                 known: SCHEMA_VERSION,
             });
         }
-        Some(1) => to_v2(&txn, now_ms)?,
-        Some(_) => {}
+        Some(SCHEMA_VERSION) => {}
+        Some(version) => {
+            if version < 2 {
+                to_v2(&txn, now_ms)?;
+            }
+            txn.open_table(ATTEMPT_STATS)?;
+            txn.open_table(META)?
+                .insert(VERSION_KEY, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+        }
         None => create(&txn, now_ms)?,
     }
     txn.commit()?;
@@ -110,6 +119,7 @@ fn create(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
     txn.open_table(HEALTH)?;
     txn.open_table(FAILING)?;
     txn.open_table(API_KEYS)?;
+    txn.open_table(ATTEMPT_STATS)?;
     let root = EntityRecord {
         name: "root".into(),
         parent: None,

@@ -14,12 +14,15 @@ mod ops;
 mod purge;
 pub mod records;
 mod space;
+pub mod stats;
 mod tables;
 pub mod tenancy;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_due;
+#[cfg(test)]
+mod tests_stats;
 mod writer;
 
 use std::ops::Bound;
@@ -406,6 +409,18 @@ impl Store {
             Outcome::Purged(outcome) => Ok(outcome),
             other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
         }
+    }
+
+    /// Attempt counters over a range of minutes or hours (at most `stats::MAX_PERIODS`),
+    /// summed per period and per subscription, for the subscriptions `visible` accepts
+    /// (the caller's subtree). Reads a row per subscription and period with attempts.
+    pub async fn attempt_stats(
+        &self,
+        query: stats::StatsQuery,
+        visible: impl Fn(u128) -> bool + Send + 'static,
+    ) -> Result<stats::AttemptStats, StoreError> {
+        self.read(move |txn| stats::read(txn, query, &visible))
+            .await
     }
 
     /// Copies every table, as of one read transaction, into a new database file at

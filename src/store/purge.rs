@@ -70,6 +70,8 @@ pub struct PurgeOutcome {
     pub deliveries: u64,
     pub attempts: u64,
     pub idempotency: u64,
+    /// Expired attempt-counter rows (`stats.rs`).
+    pub stats: u64,
     /// Old events kept because a delivery of theirs is unfinished or recently changed.
     pub kept: u64,
     /// Where the next command continues; `is_done()` when the pass is complete.
@@ -113,6 +115,11 @@ impl Batch<'_, '_> {
                 until,
                 &mut outcome,
             )?;
+        }
+        // A full pass (the one that scans idempotency records) also drops expired
+        // attempt counters, a bounded number per step.
+        if cursor.idempotency != Scan::Done && Instant::now() < until {
+            outcome.stats = self.purge_stats(before_ms, limit)?;
         }
         self.effects.report.events_purged += outcome.events;
         Ok(outcome)

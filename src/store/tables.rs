@@ -48,4 +48,7 @@ pub const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entitie
 /// key id -> `ApiKeyRecord` (only the SHA-256 of the key).
 pub const API_KEYS: TableDefinition<u128, &[u8]> = TableDefinition::new("api_keys_v1");
 /// Store-wide facts, such as `schema_version`.
+/// Attempt counters: (scale, period, subscription) -> `stats::AttemptCounters` row.
+pub const ATTEMPT_STATS: TableDefinition<(u8, u32, u128), &[u8]> =
+    TableDefinition::new("attempt_stats_v1");
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

@@ -321,7 +321,7 @@ impl Writer {
                         }
                     }
                 }
-                ops.finish()
+                ops.finish()?
             };
             txn.commit()?;
             Ok(outcome)

@@ -21,9 +21,11 @@ use super::records::{
     DeliveryHead, DeliveryRecord, DeliveryState, EntityRecord, EventRecord, IdempotencyRecord,
     SubscriptionRecord, SubscriptionStatus,
 };
+use super::stats::PendingStats;
 use super::tables::{
-    API_KEYS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENT_TYPES, EVENTS, FAILING,
-    HEALTH, IDEMPOTENCY, SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES, SUBSCRIPTIONS,
+    API_KEYS, ATTEMPT_STATS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENT_TYPES,
+    EVENTS, FAILING, HEALTH, IDEMPOTENCY, SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES,
+    SUBSCRIPTIONS,
 };
 use super::tenancy::MAX_DEPTH;
 use super::writer::{
@@ -60,6 +62,7 @@ pub(super) struct Tables<'t> {
     pub failing: Table<'t, u128, u64>,
     pub entities: Table<'t, &'static str, &'static [u8]>,
     pub api_keys: Table<'t, u128, &'static [u8]>,
+    pub attempt_stats: Table<'t, (u8, u32, u128), &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -79,6 +82,7 @@ impl<'t> Tables<'t> {
             failing: txn.open_table(FAILING)?,
             entities: txn.open_table(ENTITIES)?,
             api_keys: txn.open_table(API_KEYS)?,
+            attempt_stats: txn.open_table(ATTEMPT_STATS)?,
         })
     }
 }
@@ -100,8 +104,10 @@ pub(super) struct Batch<'t, 'i> {
     /// The subscriptions as changed by this batch so far; published after the commit.
     changed: Option<SubscriptionIndex>,
     pub(super) effects: Effects,
+    /// Attempt counters added up over the batch, written by `finish`.
+    stats: PendingStats,
     settings: WriterSettings,
-    now: u64,
+    pub(super) now: u64,
 }
 
 impl<'t, 'i> Batch<'t, 'i> {
@@ -116,13 +122,17 @@ impl<'t, 'i> Batch<'t, 'i> {
             current,
             changed: None,
             effects: Effects::default(),
+            stats: PendingStats::default(),
             settings,
             now,
         }
     }
 
-    pub fn finish(self) -> (Option<SubscriptionIndex>, Effects) {
-        (self.changed, self.effects)
+    /// Writes what the batch added up and hands over what to publish after the commit.
+    pub fn finish(mut self) -> Result<(Option<SubscriptionIndex>, Effects), StoreError> {
+        let stats = std::mem::take(&mut self.stats);
+        self.write_stats(stats)?;
+        Ok((self.changed, self.effects))
     }
 
     pub fn apply(&mut self, op: Op) -> Result<Outcome, StoreError> {

@@ -25,6 +25,13 @@ impl Batch<'_, '_> {
             return self.save(id, &record);
         }
         let subscription = record.subscription;
+        let succeeded = report.next == NextStep::Succeeded;
+        self.stats.record(
+            subscription,
+            attempted_ms,
+            succeeded,
+            report.attempt.duration_ms,
+        );
         let sub = self.subscription(subscription);
         let ended_before = std::mem::take(&mut record.retry_once);
 
