@@ -163,3 +163,58 @@ async fn retention_drops_expired_counters() {
     assert_eq!(count(Scale::Hour, now - 72 * HOUR).await, 2);
     assert_eq!(count(Scale::Minute, now - 24 * HOUR).await, 1);
 }
+
+#[tokio::test]
+async fn a_schema_2_file_gains_the_counters_and_keeps_its_data() {
+    use super::tables::{EVENTS, META};
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookd.redb");
+    let (store, writer) = open(&path);
+    let a = uuid_v7();
+    store
+        .put_subscription(a, subscription(), None)
+        .await
+        .unwrap();
+    delivery(&store, a).await;
+    drop(store);
+    writer.join();
+    // As schema 2 left it: no counters table.
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(ATTEMPT_STATS).unwrap());
+        txn.open_table(META)
+            .unwrap()
+            .insert(migrate::VERSION_KEY, 2u32.to_le_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    let (store, _writer) = open(&path);
+    let txn = store.db.get().unwrap().begin_read().unwrap();
+    let version = txn.open_table(META).unwrap();
+    let version = version.get(migrate::VERSION_KEY).unwrap().unwrap();
+    assert_eq!(
+        migrate::decode_version(version.value()),
+        migrate::SCHEMA_VERSION
+    );
+    assert_eq!(txn.open_table(EVENTS).unwrap().len().unwrap(), 1);
+    drop(txn);
+    // Readable before any write, and counting from the upgrade on.
+    let day = StatsQuery {
+        scale: Scale::Hour,
+        from_ms: now_ms() - 24 * HOUR,
+        until_ms: now_ms(),
+    };
+    assert!(
+        store
+            .attempt_stats(day, |_| true)
+            .await
+            .unwrap()
+            .periods
+            .is_empty()
+    );
+    attempt(&store, a, now_ms(), 5, NextStep::Succeeded).await;
+    assert_eq!(rows(&store, ATTEMPT_STATS), 2);
+}
