@@ -9,16 +9,15 @@
 //! after `IDLE_TIMEOUT` idle (its timer checks that often). A dial goes ahead only while
 //! a host has fewer connections than requests in flight (`Hosts`), so connections to a
 //! host never outnumber the requests to it.
-use std::collections::HashMap;
+
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -27,13 +26,13 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::Notify;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::error::DeliveryError;
 use super::guard::AddressGuard;
+use super::hosts::{Counted, Hosts, pool_key};
 use super::proxy::{ProxyTarget, unbracket};
 
 /// How long one TCP connect may take before the next resolved address is tried.
@@ -50,7 +49,7 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a dial waits for a busy connection to come back (see `Hosts::dial`) before it
 /// goes ahead anyway. One comes back within moments; this only bounds a miscount.
-const DIAL_WAIT: Duration = Duration::from_secs(1);
+pub(super) const DIAL_WAIT: Duration = Duration::from_secs(1);
 
 tokio::task_local! {
     /// Cancelled when the request that is being sent is over. A dial started for it
@@ -412,142 +411,6 @@ impl hyper::rt::Write for Stream {
     }
 }
 
-/// hyper-util's pool key: requests and dials to the same one share connections.
-type PoolKey = (Scheme, Authority);
-
-fn pool_key(uri: &Uri) -> Option<PoolKey> {
-    Some((uri.scheme()?.clone(), uri.authority()?.clone()))
-}
-
-/// Requests in flight and connections (open or being dialled) per pool key.
-///
-/// hyper-util races a dial against the pool for every request that finds no idle
-/// connection; when a busy connection comes back first, the request takes it and the
-/// dial still completes in the background, into one more idle connection. Under steady
-/// load those spares add up (285 connections were seen to one receiver). Here a dial
-/// goes ahead only while its host has fewer connections than requests, so connections
-/// never outnumber the requests in flight: at most `per_endpoint_concurrency` for one
-/// subscription's endpoint, and several subscriptions on one host still get a
-/// connection each (no cap across them).
-#[derive(Default)]
-struct Hosts {
-    load: Mutex<HashMap<PoolKey, Load>>,
-    /// Signalled whenever a connection closes or a dial fails.
-    closed: Notify,
-}
-
-#[derive(Default)]
-struct Load {
-    requests: usize,
-    connections: usize,
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Request,
-    Connection,
-}
-
-/// One request or connection counted against its host until dropped.
-struct Counted {
-    hosts: Arc<Hosts>,
-    key: PoolKey,
-    kind: Kind,
-}
-
-impl Hosts {
-    fn request(self: &Arc<Self>, key: PoolKey) -> Counted {
-        self.count(key, Kind::Request)
-    }
-
-    /// Counts a new connection to `key` when one is needed: at once while the host has
-    /// fewer connections than requests; otherwise a connection is about to come back to
-    /// the pool (or to close), so this waits for a close, for the request that started
-    /// it to be over (it took a pooled connection: `Err`, the dial is dropped), or at
-    /// most `DIAL_WAIT`. A dial no request started (`origin` unset) is not held back.
-    async fn dial(
-        self: &Arc<Self>,
-        key: PoolKey,
-        origin: Option<CancellationToken>,
-    ) -> Result<Counted, DeliveryError> {
-        let Some(origin) = origin else {
-            return Ok(self.count(key, Kind::Connection));
-        };
-        let give_up = tokio::time::sleep(DIAL_WAIT);
-        tokio::pin!(give_up);
-        loop {
-            let closed = self.closed.notified();
-            tokio::pin!(closed);
-            // Registered before the check, so a close between the two is not missed.
-            closed.as_mut().enable();
-            if let Some(counted) = self.needed_connection(&key) {
-                return Ok(counted);
-            }
-            tokio::select! {
-                _ = &mut closed => {}
-                _ = origin.cancelled() => {
-                    return Err(DeliveryError::Http("dial no longer needed".into()));
-                }
-                _ = &mut give_up => break,
-            }
-        }
-        tracing::debug!(host = %key.1, "no pooled connection came back in time; dialling");
-        Ok(self.count(key, Kind::Connection))
-    }
-
-    /// Counts a connection to `key` if the host has fewer than requests.
-    fn needed_connection(self: &Arc<Self>, key: &PoolKey) -> Option<Counted> {
-        let mut hosts = self.lock();
-        let load = hosts.get_mut(key)?;
-        if load.connections >= load.requests {
-            return None;
-        }
-        load.connections += 1;
-        Some(Counted {
-            hosts: self.clone(),
-            key: key.clone(),
-            kind: Kind::Connection,
-        })
-    }
-
-    fn count(self: &Arc<Self>, key: PoolKey, kind: Kind) -> Counted {
-        let mut hosts = self.lock();
-        let load = hosts.entry(key.clone()).or_default();
-        match kind {
-            Kind::Request => load.requests += 1,
-            Kind::Connection => load.connections += 1,
-        }
-        Counted {
-            hosts: self.clone(),
-            key,
-            kind,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Load>> {
-        // Counts stay consistent under a panic elsewhere: each change is one statement.
-        self.load.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        let mut hosts = self.hosts.lock();
-        if let Some(load) = hosts.get_mut(&self.key) {
-            match self.kind {
-                Kind::Request => load.requests = load.requests.saturating_sub(1),
-                Kind::Connection => load.connections = load.connections.saturating_sub(1),
-            }
-            if load.requests == 0 && load.connections == 0 {
-                hosts.remove(&self.key);
-            }
-        }
-        drop(hosts);
-        if let Kind::Connection = self.kind {
-            self.hosts.closed.notify_waiters();
-        }
-    }
-}
 /// Milliseconds an attempt took, saturating.
 pub fn elapsed_ms(started: Instant) -> u32 {
     u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX)

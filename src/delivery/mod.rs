@@ -5,6 +5,7 @@
 pub mod client;
 pub mod error;
 pub mod guard;
+mod hosts;
 pub mod oauth2;
 pub mod proxy;
 pub mod sign;
