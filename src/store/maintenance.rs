@@ -17,8 +17,8 @@ use super::error::StoreError;
 use super::migrate::{self, SCHEMA_VERSION};
 use super::tables::{
     API_KEYS, ATTEMPT_STATS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENT_TYPES,
-    EVENTS, FAILING, HEALTH, IDEMPOTENCY, META, SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES,
-    SUBSCRIPTIONS,
+    EVENTS, FAILING, HEALTH, IDEMPOTENCY, IDEMPOTENCY_TIMES, META, SUBSCRIPTION_DELIVERIES,
+    SUBSCRIPTION_STATES, SUBSCRIPTIONS,
 };
 
 /// Rows per write transaction of the copy: each commit lets redb write its dirty pages
@@ -92,6 +92,7 @@ pub(super) fn backup(db: &Database, dest: &Path) -> Result<BackupInfo, StoreErro
         copy_table(&source, &copy, HEALTH)?,
         copy_table(&source, &copy, FAILING)?,
         copy_table(&source, &copy, IDEMPOTENCY)?,
+        copy_table(&source, &copy, IDEMPOTENCY_TIMES)?,
         copy_table(&source, &copy, ENTITIES)?,
         copy_table(&source, &copy, API_KEYS)?,
         copy_table(&source, &copy, ATTEMPT_STATS)?,

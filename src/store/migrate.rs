@@ -7,17 +7,18 @@
 //!   their expiry time: a parked delivery becomes due at the migration. Two indexes
 //!   are built for filtered lists: events by type, a subscription's deliveries by state.
 //! - 2 -> 3: attempt counters per subscription and period (`attempt_stats_v1`), empty:
-//!   they count from the upgrade on.
+//!   they count from the upgrade on; idempotency records indexed by time
+//!   (`idempotency_times_v1`), so retention reads only the expired ones.
 
 use redb::{Database, ReadableTable, WriteTransaction};
 
 use super::codec::{decode, encode};
 use super::error::StoreError;
-use super::records::{DeliveryRecord, EntityRecord, EventHead};
+use super::records::{DeliveryRecord, EntityRecord, EventHead, IdempotencyRecord};
 use super::tables::{
     API_KEYS, ATTEMPT_STATS, ATTEMPTS, DELIVERIES, DUE, DUE_V1, ENTITIES, EVENT_DELIVERIES,
-    EVENT_TYPES, EVENTS, FAILING, HEALTH, IDEMPOTENCY, META, SUBSCRIPTION_DELIVERIES,
-    SUBSCRIPTION_STATES, SUBSCRIPTIONS,
+    EVENT_TYPES, EVENTS, FAILING, HEALTH, IDEMPOTENCY, IDEMPOTENCY_TIMES, META,
+    SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES, SUBSCRIPTIONS,
 };
 use crate::ids::EntityId;
 
@@ -42,7 +43,7 @@ pub fn run(db: &Database, now_ms: u64) -> Result<(), StoreError> {
             if version < 2 {
                 to_v2(&txn, now_ms)?;
             }
-            txn.open_table(ATTEMPT_STATS)?;
+            to_v3(&txn)?;
             txn.open_table(META)?
                 .insert(VERSION_KEY, SCHEMA_VERSION.to_le_bytes().as_slice())?;
         }
@@ -103,6 +104,18 @@ fn to_v2(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Schema 2 -> 3: the attempt counters, and the idempotency records' time index.
+fn to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(ATTEMPT_STATS)?;
+    let mut times = txn.open_table(IDEMPOTENCY_TIMES)?;
+    for entry in txn.open_table(IDEMPOTENCY)?.iter()? {
+        let (key, value) = entry?;
+        let record: IdempotencyRecord = decode(value.value())?;
+        times.insert((record.created_ms, *key.value()), ())?;
+    }
+    Ok(())
+}
+
 /// A new file: every table exists from the start (so readers never meet a missing
 /// table), and the root entity that owns everything the admin token creates.
 fn create(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
@@ -120,6 +133,7 @@ fn create(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
     txn.open_table(FAILING)?;
     txn.open_table(API_KEYS)?;
     txn.open_table(ATTEMPT_STATS)?;
+    txn.open_table(IDEMPOTENCY_TIMES)?;
     let root = EntityRecord {
         name: "root".into(),
         parent: None,

@@ -41,7 +41,8 @@ pub enum Scan<K> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PurgeCursor {
     pub events: Scan<u128>,
-    pub idempotency: Scan<[u8; 32]>,
+    /// Where the idempotency scan stands in `idempotency_times_v1`.
+    pub idempotency: Scan<(u64, [u8; 32])>,
     /// When set, the events scan ends before the events created at this time (Unix ms)
     /// even if the cutoff is later: one slice of a pass that others purge side by side.
     pub events_until_ms: Option<u64>,
@@ -240,51 +241,50 @@ impl Batch<'_, '_> {
         Ok(())
     }
 
-    /// Idempotency records are keyed by hash, so this scan walks the whole table in
-    /// slices and removes what is past its window. Stops after `limit` records or at
-    /// `until`, but never before one record.
+    /// Removes the idempotency records created before `before_ms`, oldest first, through
+    /// their time index: a step reads only what it removes. A time row whose record was
+    /// since replaced (the key reused after its window) goes without its record. Stops
+    /// after `limit` rows or at `until`, but never before one row.
     fn purge_idempotency(
         &mut self,
         before_ms: u64,
-        from: Scan<[u8; 32]>,
+        from: Scan<(u64, [u8; 32])>,
         limit: usize,
         until: Instant,
         outcome: &mut PurgeOutcome,
-    ) -> Result<Scan<[u8; 32]>, StoreError> {
-        use std::ops::Bound;
-        let lower = match &from {
-            Scan::Start => Bound::Unbounded,
-            Scan::After(key) => Bound::Excluded(key),
-            Scan::Done => return Ok(Scan::Done),
-        };
-        let mut seen = 0;
-        let mut last = None;
+    ) -> Result<Scan<(u64, [u8; 32])>, StoreError> {
+        if from == Scan::Done {
+            return Ok(Scan::Done);
+        }
         let mut old = Vec::new();
         let mut out_of_time = false;
         for entry in self
             .t
-            .idempotency
-            .range::<&[u8; 32]>((lower, Bound::Unbounded))?
+            .idempotency_times
+            .range((0, [0; 32])..(before_ms, [0; 32]))?
             .take(limit)
         {
-            if seen > 0 && Instant::now() >= until {
+            if !old.is_empty() && Instant::now() >= until {
                 out_of_time = true;
                 break;
             }
-            let (key, value) = entry?;
-            let key = *key.value();
-            seen += 1;
-            last = Some(key);
-            if decode::<IdempotencyRecord>(value.value())?.created_ms < before_ms {
-                old.push(key);
+            old.push(entry?.0.value());
+        }
+        let more = old.len() == limit || out_of_time;
+        let last = old.last().copied();
+        for (created_ms, key) in old {
+            self.t.idempotency_times.remove((created_ms, key))?;
+            let current = match self.t.idempotency.get(&key)? {
+                Some(guard) => decode::<IdempotencyRecord>(guard.value())?.created_ms == created_ms,
+                None => false,
+            };
+            if current {
+                self.t.idempotency.remove(&key)?;
+                outcome.idempotency += 1;
             }
         }
-        for key in &old {
-            self.t.idempotency.remove(key)?;
-            outcome.idempotency += 1;
-        }
         Ok(match last {
-            Some(key) if seen == limit || out_of_time => Scan::After(key),
+            Some(position) if more => Scan::After(position),
             _ => Scan::Done,
         })
     }

@@ -181,6 +181,7 @@ async fn purge_removes_every_row_of_an_ended_event_and_keeps_an_unfinished_one()
     assert_eq!(rows(&store, ATTEMPTS), 0);
     assert_eq!(rows(&store, DUE), 1, "the pending delivery is still due");
     assert_eq!(rows(&store, IDEMPOTENCY), 0);
+    assert_eq!(rows(&store, IDEMPOTENCY_TIMES), 0, "with their time rows");
     assert!(store.delivery(ended[0]).await.unwrap().is_none());
 
     // A cutoff before everything removes nothing.
@@ -275,4 +276,52 @@ async fn a_backup_holds_every_table_and_restores_in_place_of_the_database() {
 
     std::fs::write(dir.path().join("junk"), b"not a database").unwrap();
     assert!(place_backup(&dir.path().join("junk"), &path).is_err());
+}
+
+/// A key used again after its window: purging its first use's time row leaves the new
+/// record, which still answers a repeat.
+#[tokio::test]
+async fn purging_a_reused_keys_old_time_row_keeps_its_new_record() {
+    use super::codec::encode;
+    use super::records::IdempotencyRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookd.redb");
+    let (store, writer) = open(&path);
+    drop(store);
+    writer.join();
+    let day_ago = now_ms() - writer::IDEMPOTENCY_WINDOW_MS - 60_000;
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let old = IdempotencyRecord {
+            body_sha256: [0; 32],
+            created_ms: day_ago,
+            event: uuid_v7(),
+            deliveries: 0,
+        };
+        txn.open_table(IDEMPOTENCY)
+            .unwrap()
+            .insert(&[7; 32], encode(&old).unwrap().as_slice())
+            .unwrap();
+        txn.open_table(IDEMPOTENCY_TIMES)
+            .unwrap()
+            .insert((day_ago, [7; 32]), ())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let (store, _writer) = open(&path);
+    let first = store.ingest(vec![event(1, Some(7))]).await.unwrap();
+    assert!(
+        matches!(first[0], IngestOutcome::Accepted { .. }),
+        "past its window"
+    );
+    assert_eq!(rows(&store, IDEMPOTENCY_TIMES), 2);
+
+    let cutoff = now_ms() - writer::IDEMPOTENCY_WINDOW_MS;
+    let purged = purge_all(&store, 1, cutoff).await;
+    assert_eq!(purged.idempotency, 0, "the record is the new one");
+    assert_eq!(rows(&store, IDEMPOTENCY_TIMES), 1);
+    assert_eq!(rows(&store, IDEMPOTENCY), 1);
+    let repeat = store.ingest(vec![event(1, Some(7))]).await.unwrap();
+    assert!(matches!(repeat[0], IngestOutcome::Duplicate { .. }));
 }

@@ -4,7 +4,7 @@
 
 use super::records::AttemptRecord;
 use super::stats::{Scale, StatsQuery};
-use super::tables::ATTEMPT_STATS;
+use super::tables::{ATTEMPT_STATS, IDEMPOTENCY_TIMES};
 use super::tests::{event, open, rows, subscription};
 use super::*;
 use crate::ids::uuid_v7;
@@ -165,7 +165,7 @@ async fn retention_drops_expired_counters() {
 }
 
 #[tokio::test]
-async fn a_schema_2_file_gains_the_counters_and_keeps_its_data() {
+async fn a_schema_2_file_gains_the_counters_and_the_idempotency_time_index() {
     use super::tables::{EVENTS, META};
     use redb::{ReadableDatabase, ReadableTableMetadata};
     let dir = tempfile::tempdir().unwrap();
@@ -177,13 +177,15 @@ async fn a_schema_2_file_gains_the_counters_and_keeps_its_data() {
         .await
         .unwrap();
     delivery(&store, a).await;
+    store.ingest(vec![event(1, Some(9))]).await.unwrap();
     drop(store);
     writer.join();
-    // As schema 2 left it: no counters table.
+    // As schema 2 left it: no counters, no time index of the idempotency records.
     {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
         assert!(txn.delete_table(ATTEMPT_STATS).unwrap());
+        assert!(txn.delete_table(IDEMPOTENCY_TIMES).unwrap());
         txn.open_table(META)
             .unwrap()
             .insert(migrate::VERSION_KEY, 2u32.to_le_bytes().as_slice())
@@ -199,8 +201,13 @@ async fn a_schema_2_file_gains_the_counters_and_keeps_its_data() {
         migrate::decode_version(version.value()),
         migrate::SCHEMA_VERSION
     );
-    assert_eq!(txn.open_table(EVENTS).unwrap().len().unwrap(), 1);
+    assert_eq!(txn.open_table(EVENTS).unwrap().len().unwrap(), 2);
     drop(txn);
+    assert_eq!(
+        rows(&store, IDEMPOTENCY_TIMES),
+        1,
+        "the time index is built"
+    );
     // Readable before any write, and counting from the upgrade on.
     let day = StatsQuery {
         scale: Scale::Hour,

@@ -24,8 +24,8 @@ use super::records::{
 use super::stats::PendingStats;
 use super::tables::{
     API_KEYS, ATTEMPT_STATS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENT_TYPES,
-    EVENTS, FAILING, HEALTH, IDEMPOTENCY, SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES,
-    SUBSCRIPTIONS,
+    EVENTS, FAILING, HEALTH, IDEMPOTENCY, IDEMPOTENCY_TIMES, SUBSCRIPTION_DELIVERIES,
+    SUBSCRIPTION_STATES, SUBSCRIPTIONS,
 };
 use super::tenancy::MAX_DEPTH;
 use super::writer::{
@@ -58,6 +58,7 @@ pub(super) struct Tables<'t> {
     pub attempts: Table<'t, (u128, u32), &'static [u8]>,
     pub due: Table<'t, (u128, u64, u128), ()>,
     pub idempotency: Table<'t, &'static [u8; 32], &'static [u8]>,
+    pub idempotency_times: Table<'t, (u64, [u8; 32]), ()>,
     pub health: Table<'t, u128, u64>,
     pub failing: Table<'t, u128, u64>,
     pub entities: Table<'t, &'static str, &'static [u8]>,
@@ -78,6 +79,7 @@ impl<'t> Tables<'t> {
             attempts: txn.open_table(ATTEMPTS)?,
             due: txn.open_table(DUE)?,
             idempotency: txn.open_table(IDEMPOTENCY)?,
+            idempotency_times: txn.open_table(IDEMPOTENCY_TIMES)?,
             health: txn.open_table(HEALTH)?,
             failing: txn.open_table(FAILING)?,
             entities: txn.open_table(ENTITIES)?,
@@ -256,6 +258,10 @@ impl<'t, 'i> Batch<'t, 'i> {
                 self.t
                     .idempotency
                     .insert(&key.key_hash, encode(&record)?.as_slice())?;
+                // A key reused after its window leaves its old row here; purge skips it.
+                self.t
+                    .idempotency_times
+                    .insert((self.now, key.key_hash), ())?;
             }
             outcomes.push(IngestOutcome::Accepted { deliveries });
         }
