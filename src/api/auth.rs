@@ -107,30 +107,13 @@ pub fn authenticate(state: &AppState, request: &Request) -> Result<Caller, ApiEr
         .map(str::trim)
         .ok_or(missing)?;
     let view = state.store.subscriptions();
-    if token.starts_with("hk_") {
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
-        let key = view.keys.find(&hash).ok_or_else(|| {
-            ApiError::Unauthorized("the API key is not valid or was revoked".into())
-        })?;
-        let Some(entity) = EntityId::parse(&key.record.entity) else {
-            return Err(ApiError::Unauthorized(
-                "the API key is not valid or was revoked".into(),
-            ));
-        };
-        let scopes = Some(key.record.scopes.clone());
-        return Ok(Caller {
-            entity,
-            scopes,
-            view,
-        });
+    if let Some(credential) = lasting_credential(state, token) {
+        return caller_of(state, &credential);
     }
-    if state.admin.matches(token) {
-        return Ok(Caller {
-            entity: EntityId::root(),
-            scopes: None,
-            view,
-        });
+    if token.starts_with("hk_") {
+        return Err(ApiError::Unauthorized(
+            "the API key is not valid or was revoked".into(),
+        ));
     }
     if token.matches('.').count() == 2 {
         let Some(verifier) = &state.jwt else {
@@ -152,4 +135,61 @@ pub fn authenticate(state: &AppState, request: &Request) -> Result<Caller, ApiEr
         });
     }
     Err(ApiError::Unauthorized("the token is not valid".into()))
+}
+
+/// A credential a console session is bound to: checked again on every request, so a
+/// revoked key ends the sessions it opened. Never the clear token.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    Admin,
+    /// The SHA-256 of an API key, as the key index holds it.
+    Key([u8; 32]),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Admin => "Credential::Admin",
+            Self::Key(_) => "Credential::Key(..)",
+        })
+    }
+}
+
+/// The admin token or a current API key (a JWT is neither: it expires on its own
+/// terms, so it opens no session).
+pub fn lasting_credential(state: &AppState, token: &str) -> Option<Credential> {
+    if token.starts_with("hk_") {
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
+        return state
+            .store
+            .subscriptions()
+            .keys
+            .find(&hash)
+            .map(|_| Credential::Key(hash));
+    }
+    state.admin.matches(token).then_some(Credential::Admin)
+}
+
+/// The caller a credential acts as now: 401 once its key is revoked.
+pub fn caller_of(state: &AppState, credential: &Credential) -> Result<Caller, ApiError> {
+    let view = state.store.subscriptions();
+    let revoked = || ApiError::Unauthorized("the API key is not valid or was revoked".into());
+    match credential {
+        Credential::Admin => Ok(Caller {
+            entity: EntityId::root(),
+            scopes: None,
+            view,
+        }),
+        Credential::Key(hash) => {
+            let key = view.keys.find(hash).ok_or_else(revoked)?;
+            let entity = EntityId::parse(&key.record.entity).ok_or_else(revoked)?;
+            let scopes = Some(key.record.scopes.clone());
+            Ok(Caller {
+                entity,
+                scopes,
+                view,
+            })
+        }
+    }
 }

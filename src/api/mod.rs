@@ -9,6 +9,7 @@ mod deliveries;
 mod endpoint_auth;
 mod error;
 mod events;
+mod inproc;
 mod jwt;
 mod reachable;
 mod routes;
@@ -26,9 +27,10 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 pub use admin::catalog_scopes;
-pub use auth::Caller;
+pub use auth::{Caller, Credential, caller_of, lasting_credential};
 pub use error::ApiError;
-pub use routes::{Access, OPENAPI_JSON, ROUTES, Route};
+pub use inproc::{Called, call};
+pub use routes::{Access, OPENAPI_JSON, ROUTES, Route, Surface, api_routes, lookup};
 
 use crate::config::Config;
 use crate::health::Health;
@@ -36,7 +38,10 @@ use crate::secret::{Sealer, Secret};
 use crate::store::Store;
 
 pub type ApiResponse = Response<Full<Bytes>>;
-type Request = hyper::Request<Incoming>;
+/// A request as handlers take it: from the listener, or made in process by the console
+/// (`inproc::call`), which goes through the same route table and handlers.
+pub type Request = hyper::Request<RequestBody>;
+pub type RequestBody = http_body_util::Either<Incoming, Full<Bytes>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -172,12 +177,23 @@ fn authorize(
         _ => None,
     };
     let route = routes::lookup(request.method(), &segments)?;
+    // Console pages are the console's (`crate::console`); here they are not found.
+    if route.surface != Surface::Api {
+        return Err(ApiError::NotFound("route"));
+    }
     let caller = match (route.access, caller) {
         (Access::Public, _) => return Ok((route, None)),
         // Unreachable while every non-public route is under /v1 (a test holds it).
         (_, None) => return Err(ApiError::NotFound("route")),
         (_, Some(caller)) => caller,
     };
+    permit(route, &caller)?;
+    Ok((route, Some(caller)))
+}
+
+/// Whether `caller` holds what `route`'s access asks for: the one check every route of
+/// every surface (API, console) goes through.
+pub fn permit(route: &Route, caller: &Caller) -> Result<(), ApiError> {
     match route.access {
         Access::Admin if !caller.is_admin() => Err(ApiError::Forbidden(
             "this route needs the admin token".into(),
@@ -185,7 +201,7 @@ fn authorize(
         Access::Scope(scope) if !caller.has(scope) => Err(ApiError::Forbidden(format!(
             "this credential lacks the scope {scope}"
         ))),
-        _ => Ok((route, Some(caller))),
+        _ => Ok(()),
     }
 }
 
@@ -210,14 +226,7 @@ async fn dispatch(
     let query = request.uri().query().map(str::to_owned);
     let query = query.as_deref();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    // The segment where the template has `{id}` (at most one per template).
-    let id = route
-        .path
-        .split('/')
-        .skip(1)
-        .zip(&segments)
-        .find(|(template, _)| *template == "{id}")
-        .map_or("", |(_, segment)| *segment);
+    let id = route.id(&segments);
     // Routes whose handler reads the request body.
     let request = match (route.method, route.path) {
         ("POST", "/v1/events") => return events::create(state, caller, request).await,
@@ -486,7 +495,7 @@ fn name_cursor(name: &str) -> String {
 }
 
 /// `key=value` pairs of a query string, values percent-decoded (`+` is a space).
-fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, String)> {
+pub(crate) fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, String)> {
     query
         .unwrap_or("")
         .split('&')

@@ -28,12 +28,21 @@ pub enum Access {
     Scope(&'static str),
 }
 
-/// One route: method, path template and access.
+/// Which part of the listener answers a route: the JSON API (documented in
+/// `openapi.json`) or the web console's HTML pages (`crate::console`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    Api,
+    Console,
+}
+
+/// One route: method, path template, access, and the surface that serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
     pub access: Access,
+    pub surface: Surface,
 }
 
 const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
@@ -41,6 +50,18 @@ const fn route(method: &'static str, path: &'static str, access: Access) -> Rout
         method,
         path,
         access,
+        surface: Surface::Api,
+    }
+}
+
+/// A console page or form: the same access rules as the API (a page shows what the
+/// API would, through the API's own handlers), checked by the same `permit`.
+const fn page(method: &'static str, path: &'static str, access: Access) -> Route {
+    Route {
+        method,
+        path,
+        access,
+        surface: Surface::Console,
     }
 }
 
@@ -91,7 +112,44 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/admin/api-keys", Access::Admin),
     route("DELETE", "/v1/admin/api-keys/{id}", Access::Admin),
     route("GET", "/v1/admin/backup", Access::Admin),
+    // The web console (HTML; sessions from a cookie, forms carry a CSRF token).
+    page("GET", "/console", Access::Token),
+    page("GET", "/console/sign-in", Access::Public),
+    page("POST", "/console/sign-in", Access::Public),
+    page("POST", "/console/sign-out", Access::Token),
+    page("GET", "/console/assets/{id}", Access::Public),
+    page("GET", "/console/subscriptions", READ),
+    page("POST", "/console/subscriptions", WRITE),
+    page("GET", "/console/subscriptions/new", WRITE),
+    page("GET", "/console/subscriptions/{id}", READ),
+    page("POST", "/console/subscriptions/{id}", WRITE),
+    page("GET", "/console/subscriptions/{id}/edit", WRITE),
+    page("POST", "/console/subscriptions/{id}/status", WRITE),
+    page("POST", "/console/subscriptions/{id}/delete", WRITE),
+    page("POST", "/console/subscriptions/{id}/test", WRITE),
+    page("POST", "/console/subscriptions/{id}/replay", WRITE),
+    page("GET", "/console/events", READ),
+    page("GET", "/console/events/{id}", READ),
+    page("GET", "/console/deliveries", READ),
+    page("GET", "/console/deliveries/{id}", READ),
+    page("POST", "/console/deliveries/{id}/retry", WRITE),
 ];
+
+impl Route {
+    /// The request segment where the template has `{id}` (at most one per template),
+    /// or "".
+    pub fn id<'a>(&self, segments: &[&'a str]) -> &'a str {
+        template_segments(self.path)
+            .zip(segments)
+            .find(|(template, _)| *template == "{id}")
+            .map_or("", |(_, segment)| *segment)
+    }
+}
+
+/// The routes `openapi.json` documents: the API surface.
+pub fn api_routes() -> impl Iterator<Item = &'static Route> {
+    ROUTES.iter().filter(|r| r.surface == Surface::Api)
+}
 
 /// The OpenAPI 3.1 document, compiled in so the binary serves the document of its own
 /// version.
@@ -177,11 +235,14 @@ mod tests {
                 }
             }
         }
-        let routed: BTreeSet<(String, String)> = ROUTES
-            .iter()
+        let routed: BTreeSet<(String, String)> = api_routes()
             .map(|r| (r.method.to_owned(), r.path.to_owned()))
             .collect();
-        assert_eq!(routed.len(), ROUTES.len(), "ROUTES lists a route twice");
+        assert_eq!(
+            routed.len(),
+            api_routes().count(),
+            "ROUTES lists a route twice"
+        );
         let undocumented: Vec<_> = routed.difference(&documented).collect();
         let unrouted: Vec<_> = documented.difference(&routed).collect();
         assert!(
@@ -262,7 +323,7 @@ mod tests {
     fn the_document_security_is_the_table() {
         let doc = document();
         assert_eq!(doc["security"], json!([{"bearerAuth": []}]));
-        for route in ROUTES {
+        for route in api_routes() {
             let op = &doc["paths"][route.path][route.method.to_lowercase()];
             let expected = match route.access {
                 Access::Public => json!([]),
@@ -284,6 +345,27 @@ mod tests {
                 route.path
             );
         }
+    }
+
+    /// Console pages live under `/console`, API routes never do.
+    #[test]
+    fn console_routes_are_the_console_surface() {
+        for route in ROUTES {
+            let console = route.path == "/console" || route.path.starts_with("/console/");
+            assert_eq!(
+                console,
+                route.surface == Surface::Console,
+                "{} {}",
+                route.method,
+                route.path
+            );
+        }
+        assert_eq!(
+            lookup(&Method::GET, &segments("/console/subscriptions/new"))
+                .ok()
+                .map(|r| r.access),
+            Some(WRITE)
+        );
     }
 
     #[test]

@@ -1,0 +1,121 @@
+//! The console over plain HTTPS requests (no browser): signing in as a browser would
+//! (the sign-in form's token and cookie, then the session cookie) and sending pages'
+//! forms with or without their CSRF token.
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+use hookd::delivery::client::BoundedResponse;
+
+use super::{Api, WAIT};
+
+/// A signed-in console session: its cookie and its forms' CSRF token.
+pub struct ConsoleSession {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+impl Api {
+    /// One request to the console, with cookies and an optional urlencoded form.
+    pub async fn page(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        form: Option<&str>,
+    ) -> BoundedResponse {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        if form.is_some() {
+            request = request.header("content-type", "application/x-www-form-urlencoded");
+        }
+        let body = Bytes::from(form.unwrap_or_default().to_owned());
+        let request = request.body(Full::new(body)).unwrap();
+        self.client
+            .send(request, WAIT, 4 << 20)
+            .await
+            .expect("hookd answers")
+    }
+
+    /// The answer to the sign-in form sent with `token`, as a browser sends it (the
+    /// form's CSRF token and its cookie).
+    pub async fn sign_in_answer(&self, token: &str) -> BoundedResponse {
+        let form = self.page("GET", "/console/sign-in", None, None).await;
+        assert_eq!(form.status, 200);
+        let pre = set_cookie(&form, "hookd_sign_in").expect("a sign-in cookie");
+        let csrf = csrf_of(&text(&form)).expect("a CSRF field");
+        let body = format!("csrf={csrf}&token={}", encode(token));
+        self.page(
+            "POST",
+            "/console/sign-in",
+            Some(&format!("hookd_sign_in={pre}")),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// Signs in with `token` as the sign-in page does; panics if refused.
+    pub async fn sign_in(&self, token: &str) -> ConsoleSession {
+        let answer = self.sign_in_answer(token).await;
+        assert_eq!(answer.status, 303, "{}", text(&answer));
+        let session = set_cookie(&answer, "hookd_console").expect("a session cookie");
+        let cookie = format!("hookd_console={session}");
+        let home = self.page("GET", "/console/", Some(&cookie), None).await;
+        assert_eq!(home.status, 200, "{}", text(&home));
+        let csrf = csrf_of(&text(&home)).expect("the sign-out form's CSRF field");
+        ConsoleSession { cookie, csrf }
+    }
+}
+
+/// The value of cookie `name` set by a response.
+pub fn set_cookie(response: &BoundedResponse, name: &str) -> Option<String> {
+    response
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let first = v.split(';').next()?;
+            let (key, value) = first.split_once('=')?;
+            (key == name).then(|| value.to_owned())
+        })
+}
+
+/// The full `set-cookie` header that sets `name`.
+pub fn set_cookie_header(response: &BoundedResponse, name: &str) -> Option<String> {
+    response
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// The first CSRF token in a page.
+pub fn csrf_of(html: &str) -> Option<String> {
+    let start = html.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_owned())
+}
+
+pub fn text(response: &BoundedResponse) -> String {
+    String::from_utf8_lossy(&response.body).into_owned()
+}
+
+pub fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
