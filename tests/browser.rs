@@ -198,24 +198,13 @@ async fn forms_need_their_csrf_token_and_pages_run_no_injected_script() {
     let hookd = Hookd::start(options()).await;
     let endpoint = Receiver::start(&hookd.ca).await;
     let evil = "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\">";
-    let (status, body) = hookd
-        .call(
-            "POST",
-            "/v1/subscriptions",
-            Some(json!({"eventTypes": ["*"], "endpointUrl": endpoint.url, "description": evil})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let sub = body["data"]["id"].as_str().unwrap().to_owned();
-    let event = hookd
-        .post_event("order.created", json!({"note": evil}))
-        .await;
+    let (sub, event_id) = hookd.markup_everywhere(&endpoint.url, evil).await;
     let browser = Browser::start().await;
     sign_in(&browser, &hookd, &hookd.token).await;
 
     // A payload and a description holding markup are shown as text and run nothing.
     for path in [
-        format!("/console/events/{}", event["id"].as_str().unwrap()),
+        format!("/console/events/{event_id}"),
         format!("/console/subscriptions/{sub}"),
         "/console/subscriptions".to_owned(),
     ] {

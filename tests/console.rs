@@ -254,20 +254,8 @@ async fn what_pages_show_is_escaped() {
     let hookd = Hookd::start(Options::default()).await;
     let receiver = Receiver::start(&hookd.ca).await;
     let evil = "<script>alert('x')</script>";
-    let (status, body) = hookd
-        .call(
-            "POST",
-            "/v1/subscriptions",
-            Some(json!({"eventTypes": ["*"], "endpointUrl": receiver.url, "description": evil})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let sub = body["data"]["id"].as_str().unwrap().to_owned();
-    let event = hookd
-        .post_event("order.created", json!({"note": evil}))
-        .await;
+    let (sub, event_id) = hookd.markup_everywhere(&receiver.url, evil).await;
     let session = hookd.sign_in(&hookd.token).await;
-    let event_id = event["id"].as_str().unwrap();
     for path in [
         "/console/subscriptions".to_owned(),
         format!("/console/subscriptions/{sub}"),

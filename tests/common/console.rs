@@ -41,6 +41,20 @@ impl Api {
             .expect("hookd answers")
     }
 
+    /// A subscription to `*` at `url` whose description and one event's payload hold
+    /// `markup`: (subscription id, event id), for the escaping tests.
+    pub async fn markup_everywhere(&self, url: &str, markup: &str) -> (String, String) {
+        let body =
+            serde_json::json!({"eventTypes": ["*"], "endpointUrl": url, "description": markup});
+        let (status, body) = self.call("POST", "/v1/subscriptions", Some(body)).await;
+        assert_eq!(status, 201, "{body}");
+        let sub = body["data"]["id"].as_str().unwrap().to_owned();
+        let event = self
+            .post_event("order.created", serde_json::json!({"note": markup}))
+            .await;
+        (sub, event["id"].as_str().unwrap().to_owned())
+    }
+
     /// The answer to the sign-in form sent with `token`, as a browser sends it (the
     /// form's CSRF token and its cookie).
     pub async fn sign_in_answer(&self, token: &str) -> BoundedResponse {
