@@ -294,3 +294,74 @@ async fn forms_need_their_csrf_token_and_pages_run_no_injected_script() {
     );
     browser.screenshot("subscriptions-360px").await;
 }
+
+/// A customer opens the link their provider made: the portal shows their own
+/// subscription; the parent's delivery is 404 inside it; the link does not open twice.
+#[tokio::test]
+async fn a_customer_opens_a_portal_link_once_and_sees_only_their_own() {
+    if !browser::available() {
+        return;
+    }
+    let hookd = Hookd::start(options()).await;
+    let endpoint = Receiver::start(&hookd.ca).await;
+    hookd.create_entity("org", None).await;
+    hookd.create_entity("co", Some("org")).await;
+    let subscribe = |entity: &'static str| {
+        let hookd = &hookd;
+        let url = endpoint.url.clone();
+        async move {
+            let body = json!({"eventTypes": ["*"], "endpointUrl": url, "entityId": entity,
+                "description": format!("{entity}'s endpoint")});
+            let (status, body) = hookd.call("POST", "/v1/subscriptions", Some(body)).await;
+            assert_eq!(status, 201, "{body}");
+            body["data"]["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let parents = subscribe("org").await;
+    let own = subscribe("co").await;
+    let body = json!({"eventType": "order.created", "entityId": "co", "data": {}});
+    let (status, event) = hookd.call("POST", "/v1/events", Some(body)).await;
+    assert_eq!(status, 202, "{event}");
+    let deliveries = hookd
+        .deliveries_of(event["data"]["id"].as_str().unwrap())
+        .await;
+    let to_parent = deliveries
+        .iter()
+        .find(|d| d["subscriptionId"] == parents.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let link = hookd.portal_link("co", &["read", "retry"]).await;
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}{link}", hookd.url)).await;
+    browser.press("Open the portal").await;
+    browser.wait_css("form.sign-out").await;
+    browser
+        .goto(&format!("{}/portal/subscriptions", hookd.url))
+        .await;
+    browser
+        .wait_xpath(&format!("//a[@href='/portal/subscriptions/{own}']"))
+        .await;
+    let shown = browser
+        .js("return document.querySelector('main').innerText")
+        .await;
+    let shown = shown.as_str().unwrap();
+    assert!(shown.contains("co's endpoint"), "{shown}");
+    assert!(!shown.contains("org's endpoint"), "{shown}");
+    browser.screenshot("portal-subscriptions").await;
+
+    // Another entity's delivery, by its URL inside the portal: not found.
+    browser
+        .goto(&format!("{}/portal/deliveries/{to_parent}", hookd.url))
+        .await;
+    browser.wait_xpath("//h1[.='Not found']").await;
+
+    // The link again: refused.
+    browser.goto(&format!("{}{link}", hookd.url)).await;
+    let refused = browser
+        .wait_xpath("//p[@role='alert'][contains(., 'opens once')]")
+        .await;
+    assert!(refused.text().await.unwrap().contains("portal link"));
+}

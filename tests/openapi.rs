@@ -21,6 +21,11 @@ const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 /// A template made concrete with a well-formed id that names nothing, so a routed
 /// request reaches its handler and fails there (404, 422), changing nothing.
 fn concrete(template: &str) -> String {
+    // Portal pages take the ids their console twins take.
+    let template = &match template.strip_prefix("/portal/") {
+        Some(rest) => format!("/console/{rest}"),
+        None => template.to_owned(),
+    };
     let id = if template.starts_with("/v1/events/") || template.starts_with("/console/events/") {
         "evt_00000000000000000000000000000000"
     } else if template.starts_with("/v1/subscriptions/")
@@ -39,6 +44,15 @@ fn concrete(template: &str) -> String {
         "no-such-entity"
     };
     template.replace("{id}", id)
+}
+
+/// A console template's concrete path under its own root (`/portal/...` stays there).
+fn concrete_at(template: &str) -> String {
+    let path = concrete(template);
+    match template.strip_prefix("/portal") {
+        Some(_) => path.replacen("/console", "/portal", 1),
+        None => path,
+    }
 }
 
 /// The router's own answer for a request it has no route for.
@@ -88,7 +102,12 @@ async fn every_listed_route_reaches_a_handler() {
 /// dispatched when access fails, so the ids need not exist.
 #[tokio::test]
 async fn every_route_enforces_the_access_the_table_declares() {
-    const SCOPES: &[&str] = &["events:write", "subscriptions:read", "subscriptions:write"];
+    const SCOPES: &[&str] = &[
+        "events:write",
+        "subscriptions:read",
+        "subscriptions:write",
+        "portal:write",
+    ];
     let hookd = Hookd::start(Options::default()).await;
     hookd.create_entity("acme", None).await;
     let every = hookd.create_key("acme", SCOPES).await;
@@ -108,6 +127,7 @@ async fn every_route_enforces_the_access_the_table_declares() {
                 let (status, answer) = hookd.call_as(&every, method, &path, body).await;
                 assert_eq!(status, 403, "{at}: a tenant key with every scope: {answer}");
             }
+            Access::Portal(_) => unreachable!("{at}: a portal permission on an API route"),
             Access::Scope(scope) => {
                 let others: Vec<&str> = SCOPES.iter().copied().filter(|s| *s != scope).collect();
                 let lacking = hookd.create_key("acme", &others).await;
@@ -200,7 +220,12 @@ async fn public_routes_need_no_token_and_v1_routes_do() {
 /// session a page sends to sign-in and a form is 403.
 #[tokio::test]
 async fn every_console_route_enforces_the_access_the_table_declares() {
-    const SCOPES: &[&str] = &["events:write", "subscriptions:read", "subscriptions:write"];
+    const SCOPES: &[&str] = &[
+        "events:write",
+        "subscriptions:read",
+        "subscriptions:write",
+        "portal:write",
+    ];
     let hookd = Hookd::start(Options::default()).await;
     hookd.create_entity("acme", None).await;
     let every = hookd.create_key("acme", SCOPES).await;
@@ -235,6 +260,7 @@ async fn every_console_route_enforces_the_access_the_table_declares() {
                 let (status, body) = call(every.clone()).await;
                 assert_eq!(status, 403, "{at}: a tenant key with every scope: {body}");
             }
+            Access::Portal(_) => unreachable!("{at}: a portal permission on a console page"),
             Access::Scope(scope) => {
                 let others: Vec<&str> = SCOPES.iter().copied().filter(|s| *s != scope).collect();
                 let lacking = hookd.create_key("acme", &others).await;
@@ -258,4 +284,67 @@ async fn every_console_route_enforces_the_access_the_table_declares() {
         walked += 1;
     }
     assert!(walked >= 15, "walked {walked} console routes");
+}
+
+/// The portal's rows the same way, from sessions that portal links opened: a page or
+/// form that needs a permission is 403 to a session whose link granted every other
+/// permission, and answers one that granted them all; without a session a page is 401
+/// and a form 403.
+#[tokio::test]
+async fn every_portal_route_enforces_the_permission_the_table_declares() {
+    const PERMISSIONS: &[&str] = &["read", "manage", "secrets", "retry"];
+    let hookd = Hookd::start(Options::default()).await;
+    hookd.create_entity("acme", None).await;
+    let mut walked = 0;
+    for route in ROUTES.iter().filter(|r| r.surface == Surface::Portal) {
+        let (method, path) = (route.method, concrete_at(route.path));
+        let at = format!("{method} {}", route.path);
+        let call = |permissions: Vec<&'static str>| {
+            let hookd = &hookd;
+            let path = path.clone();
+            async move {
+                let session = hookd.portal_session("acme", &permissions).await;
+                let form = format!("csrf={}", session.csrf);
+                let form = (method == "POST").then_some(form.as_str());
+                let answer = hookd.page(method, &path, Some(&session.cookie), form).await;
+                (answer.status, text(&answer))
+            }
+        };
+        match route.access {
+            // A link that names nothing is refused like a used one.
+            Access::Public => {
+                let answer = hookd.page(method, &path, None, Some("csrf=x")).await;
+                assert!(
+                    matches!(answer.status, 403 | 404),
+                    "{at}: {}",
+                    answer.status
+                );
+                continue;
+            }
+            Access::Token => {
+                let (status, body) = call(vec!["read"]).await;
+                assert!(status < 400, "{at}: {status} {body}");
+            }
+            Access::Portal(permission) => {
+                let others: Vec<&str> = PERMISSIONS
+                    .iter()
+                    .copied()
+                    .filter(|p| *p != permission)
+                    .collect();
+                let (status, body) = call(others).await;
+                assert_eq!(status, 403, "{at} without {permission}: {body}");
+                assert!(body.contains(permission), "{at}: {body}");
+                let (status, body) = call(PERMISSIONS.to_vec()).await;
+                assert_ne!(status, 403, "{at} with {permission}: {body}");
+            }
+            Access::Admin | Access::Scope(_) => {
+                unreachable!("{at}: a portal page needs a permission")
+            }
+        }
+        let anonymous = hookd.page(method, &path, None, None).await;
+        let expected = if method == "GET" { 401 } else { 403 };
+        assert_eq!(anonymous.status, expected, "{at}");
+        walked += 1;
+    }
+    assert!(walked >= 15, "walked {walked} portal routes");
 }

@@ -18,6 +18,7 @@ use crate::store::{ALL_SCOPES, SubscriptionIndex};
 pub const EVENTS_WRITE: &str = "events:write";
 pub const SUBSCRIPTIONS_READ: &str = "subscriptions:read";
 pub const SUBSCRIPTIONS_WRITE: &str = "subscriptions:write";
+pub const PORTAL_WRITE: &str = "portal:write";
 
 /// The admin token, kept only as an HMAC tag under a per-process random key, so a
 /// presented token is compared in constant time (`hmac::verify`) and the clear token
@@ -49,9 +50,44 @@ pub struct Caller {
     /// `None`: every scope (the admin token).
     scopes: Option<Vec<String>>,
     view: Arc<SubscriptionIndex>,
+    /// The permissions of a customer-portal session (`None`: not a portal session).
+    portal: Option<Vec<String>>,
 }
 
 impl Caller {
+    /// This caller narrowed to a portal session: `entity` (the caller's or below it),
+    /// the scopes `scopes` keeps of the caller's, and the portal `permissions`.
+    pub fn for_portal(
+        &self,
+        entity: EntityId,
+        scopes: impl Fn(&str) -> bool,
+        all_scopes: &[String],
+        permissions: Vec<String>,
+    ) -> Caller {
+        let held: Vec<String> = all_scopes
+            .iter()
+            .filter(|s| self.has(s) && scopes(s))
+            .cloned()
+            .collect();
+        Caller {
+            entity,
+            scopes: Some(held),
+            view: self.view.clone(),
+            portal: Some(permissions),
+        }
+    }
+
+    /// Whether a portal session holds `permission`.
+    pub fn may(&self, permission: &str) -> bool {
+        self.portal
+            .as_ref()
+            .is_some_and(|p| p.iter().any(|x| x == permission))
+    }
+
+    pub fn is_portal(&self) -> bool {
+        self.portal.is_some()
+    }
+
     pub fn is_admin(&self) -> bool {
         self.scopes.is_none()
     }
@@ -132,6 +168,7 @@ pub fn authenticate(state: &AppState, request: &Request) -> Result<Caller, ApiEr
             entity,
             scopes: Some(claims.scopes),
             view,
+            portal: None,
         });
     }
     Err(ApiError::Unauthorized("the token is not valid".into()))
@@ -153,6 +190,18 @@ impl std::fmt::Debug for Credential {
             Self::Key(_) => "Credential::Key(..)",
         })
     }
+}
+
+/// The credential of a request's bearer token, when it is one a session may keep.
+pub fn bearer_credential(state: &AppState, request: &Request) -> Option<Credential> {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim();
+    lasting_credential(state, token)
 }
 
 /// The admin token or a current API key (a JWT is neither: it expires on its own
@@ -180,6 +229,7 @@ pub fn caller_of(state: &AppState, credential: &Credential) -> Result<Caller, Ap
             entity: EntityId::root(),
             scopes: None,
             view,
+            portal: None,
         }),
         Credential::Key(hash) => {
             let key = view.keys.find(hash).ok_or_else(revoked)?;
@@ -189,6 +239,7 @@ pub fn caller_of(state: &AppState, credential: &Credential) -> Result<Caller, Ap
                 entity,
                 scopes,
                 view,
+                portal: None,
             })
         }
     }

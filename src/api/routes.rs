@@ -11,7 +11,7 @@
 use http::Method;
 
 use super::ApiError;
-use super::auth::{EVENTS_WRITE, SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE};
+use super::auth::{EVENTS_WRITE, PORTAL_WRITE, SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE};
 
 /// Who may call a route. The router checks it once, before any handler runs, so a
 /// handler never checks its own scope; `openapi.json` states the same for every
@@ -26,6 +26,9 @@ pub enum Access {
     Admin,
     /// A token holding this scope (the admin token holds every scope).
     Scope(&'static str),
+    /// A customer-portal session granted this permission (`read`, `manage`, `retry`,
+    /// `secrets`); nothing else holds one.
+    Portal(&'static str),
 }
 
 /// Which part of the listener answers a route: the JSON API (documented in
@@ -34,6 +37,8 @@ pub enum Access {
 pub enum Surface {
     Api,
     Console,
+    /// The customer portal: the console's pages for one entity, under `/portal`.
+    Portal,
 }
 
 /// One route: method, path template, access, and the surface that serves it.
@@ -64,6 +69,20 @@ const fn page(method: &'static str, path: &'static str, access: Access) -> Route
         surface: Surface::Console,
     }
 }
+
+/// A customer-portal page or form.
+const fn portal(method: &'static str, path: &'static str, access: Access) -> Route {
+    Route {
+        method,
+        path,
+        access,
+        surface: Surface::Portal,
+    }
+}
+
+const SEE: Access = Access::Portal("read");
+const MANAGE: Access = Access::Portal("manage");
+const RESEND: Access = Access::Portal("retry");
 
 const READ: Access = Access::Scope(SUBSCRIPTIONS_READ);
 const WRITE: Access = Access::Scope(SUBSCRIPTIONS_WRITE);
@@ -112,6 +131,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/admin/api-keys", Access::Admin),
     route("DELETE", "/v1/admin/api-keys/{id}", Access::Admin),
     route("GET", "/v1/admin/backup", Access::Admin),
+    route("POST", "/v1/portal/sessions", Access::Scope(PORTAL_WRITE)),
     // The web console (HTML; sessions from a cookie, forms carry a CSRF token).
     page("GET", "/console", Access::Token),
     page("GET", "/console/sign-in", Access::Public),
@@ -133,6 +153,27 @@ pub const ROUTES: &[Route] = &[
     page("GET", "/console/deliveries", READ),
     page("GET", "/console/deliveries/{id}", READ),
     page("POST", "/console/deliveries/{id}/retry", WRITE),
+    // The customer portal: a one-time link opens a session for one entity's subtree
+    // with the permissions the link names.
+    portal("GET", "/portal/open/{id}", Access::Public),
+    portal("POST", "/portal/open/{id}", Access::Public),
+    portal("GET", "/portal", Access::Token),
+    portal("POST", "/portal/sign-out", Access::Token),
+    portal("GET", "/portal/subscriptions", SEE),
+    portal("POST", "/portal/subscriptions", MANAGE),
+    portal("GET", "/portal/subscriptions/new", MANAGE),
+    portal("GET", "/portal/subscriptions/{id}", SEE),
+    portal("POST", "/portal/subscriptions/{id}", MANAGE),
+    portal("GET", "/portal/subscriptions/{id}/edit", MANAGE),
+    portal("POST", "/portal/subscriptions/{id}/status", MANAGE),
+    portal("POST", "/portal/subscriptions/{id}/delete", MANAGE),
+    portal("POST", "/portal/subscriptions/{id}/test", RESEND),
+    portal("POST", "/portal/subscriptions/{id}/replay", RESEND),
+    portal("GET", "/portal/events", SEE),
+    portal("GET", "/portal/events/{id}", SEE),
+    portal("GET", "/portal/deliveries", SEE),
+    portal("GET", "/portal/deliveries/{id}", SEE),
+    portal("POST", "/portal/deliveries/{id}/retry", RESEND),
 ];
 
 impl Route {
@@ -330,6 +371,7 @@ mod tests {
                 Access::Token => Value::Null,
                 Access::Admin => json!([{"bearerAuth": ["admin"]}]),
                 Access::Scope(scope) => json!([{"bearerAuth": [scope]}]),
+                Access::Portal(_) => panic!("a portal permission on an API route"),
             };
             assert_eq!(
                 op["security"], expected,
@@ -351,10 +393,19 @@ mod tests {
     #[test]
     fn console_routes_are_the_console_surface() {
         for route in ROUTES {
-            let console = route.path == "/console" || route.path.starts_with("/console/");
+            let under =
+                |root: &str| route.path == root || route.path.starts_with(&format!("{root}/"));
+            let surface = match () {
+                _ if under("/console") => Surface::Console,
+                _ if under("/portal") => Surface::Portal,
+                _ => Surface::Api,
+            };
+            assert_eq!(surface, route.surface, "{} {}", route.method, route.path);
+            // Portal permissions are for portal pages only, and only they have them.
             assert_eq!(
-                console,
-                route.surface == Surface::Console,
+                matches!(route.access, Access::Portal(_)),
+                surface == Surface::Portal
+                    && !matches!(route.access, Access::Public | Access::Token),
                 "{} {}",
                 route.method,
                 route.path

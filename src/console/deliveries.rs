@@ -17,7 +17,7 @@ const STATES: [&str; 5] = ["RETRYING", "FAILED", "PENDING", "SUCCEEDED", "CANCEL
 const CHOOSER_LIMIT: &str = "500";
 
 /// Deliveries as a table: state, last status, attempts, when.
-pub fn table(deliveries: &Value) -> Markup {
+pub fn table(base: &str, deliveries: &Value) -> Markup {
     let empty = Vec::new();
     let items = deliveries.as_array().unwrap_or(&empty);
     html! {
@@ -30,7 +30,7 @@ pub fn table(deliveries: &Value) -> Markup {
                     tbody {
                         @for d in items {
                             tr {
-                                td.mono { a href=(format!("/console/deliveries/{}", text(d, "id"))) { (text(d, "id")) } }
+                                td.mono { a href=(format!("{base}/deliveries/{}", text(d, "id"))) { (text(d, "id")) } }
                                 td { (badge(text(d, "state"))) }
                                 td {
                                     @if let Some(status) = d["lastStatus"].as_u64() { (status) }
@@ -70,8 +70,9 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         ),
         None => None,
     };
-    let base = format!(
-        "/console/deliveries?{}",
+    let base = ctx.base;
+    let here = format!(
+        "{base}/deliveries?{}",
         query(&[
             ("subscription", subscription.as_deref()),
             ("state", state.as_deref())
@@ -79,7 +80,7 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     );
     let content = html! {
         h1 { "Deliveries" }
-        form.card.search method="get" action="/console/deliveries" {
+        form.card.search method="get" action=(format!("{base}/deliveries")) {
             div.field {
                 label for="f-subscription" { "Subscription" }
                 select id="f-subscription" name="subscription" {
@@ -100,8 +101,8 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             button type="submit" { "Show" }
         }
         @if let Some(list) = &list {
-            (table(&list["data"]))
-            (next_link(list, &base))
+            (table(base, &list["data"]))
+            (next_link(list, &here))
         } @else if choices.is_empty() {
             p.muted { "No subscriptions yet, so no deliveries." }
         } @else {
@@ -112,6 +113,7 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
 }
 
 pub async fn detail(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let base = ctx.base;
     let id = encode(&ctx.id);
     let delivery = ctx.get(&format!("/v1/deliveries/{id}")).await?["data"].clone();
     let attempts = ctx
@@ -145,15 +147,15 @@ pub async fn detail(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         @if in_flight { div hidden data-refresh="2" {} }
         dl.facts {
             dt { "State" } dd { (badge(state)) }
-            dt { "Event" } dd.mono { a href=(format!("/console/events/{}", text(&delivery, "eventId"))) { (text(&delivery, "eventId")) } }
-            dt { "Subscription" } dd.mono { a href=(format!("/console/subscriptions/{sub_id}")) { (sub_id) } }
+            dt { "Event" } dd.mono { a href=(format!("{base}/events/{}", text(&delivery, "eventId"))) { (text(&delivery, "eventId")) } }
+            dt { "Subscription" } dd.mono { a href=(format!("{base}/subscriptions/{sub_id}")) { (sub_id) } }
             dt { "Attempts" } dd { (attempts_made) }
             dt { "Next attempt" } dd { (when(&delivery["nextAttemptAt"])) }
             dt { "Last status" } dd { @if let Some(s) = delivery["lastStatus"].as_u64() { (s) } @else { "—" } }
             dt { "Last error" } dd { (text(&delivery, "lastError")) }
         }
-        @if ctx.caller.has("subscriptions:write") && state != "CANCELLED" {
-            div.actions { (button_form(&format!("/console/deliveries/{id}/retry"), ctx.csrf(), "Retry now", None)) }
+        @if ctx.allows("POST", "/deliveries/{id}/retry") && state != "CANCELLED" {
+            div.actions { (button_form(&format!("{base}/deliveries/{id}/retry"), ctx.csrf(), "Retry now", None)) }
         }
         h2 { "Attempts" }
         @let items = attempts["data"].as_array().unwrap_or(&empty);
@@ -163,7 +165,7 @@ pub async fn detail(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
                 li.attempt { (attempt_view(attempt, &delivery, sub.as_ref())) }
             }
         }
-        (next_link(&attempts, &format!("/console/deliveries/{id}")))
+        (next_link(&attempts, &format!("{base}/deliveries/{id}")))
     };
     Ok(Reply::Html(StatusCode::OK, "Delivery".into(), content))
 }
@@ -244,12 +246,13 @@ pub async fn retry(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             ctx.notify("Retry queued: one attempt now.");
             let before = called.body["data"]["attempts"].as_u64().unwrap_or(0);
             Ok(Reply::Redirect(format!(
-                "/console/deliveries/{id}?after={before}"
+                "{}/deliveries/{id}?after={before}",
+                ctx.base
             )))
         }
         Err(error @ ApiError::Conflict(_)) => {
             ctx.notify(format!("Retry refused: {error}"));
-            Ok(Reply::Redirect(format!("/console/deliveries/{id}")))
+            Ok(Reply::Redirect(format!("{}/deliveries/{id}", ctx.base)))
         }
         Err(error) => Err(error),
     }

@@ -21,7 +21,11 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             .map(|(_, v)| v.as_str())
     };
     if let Some(id) = param("id") {
-        return Ok(Reply::Redirect(format!("/console/events/{}", encode(id))));
+        return Ok(Reply::Redirect(format!(
+            "{}/events/{}",
+            ctx.base,
+            encode(id)
+        )));
     }
     let (since, until) = (param("since").map(utc), param("until").map(utc));
     let filters = [
@@ -49,12 +53,13 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         ("since", param("since")),
         ("until", param("until")),
     ]);
-    let base = format!("/console/events?{page_query}");
+    let base = ctx.base;
+    let here = format!("{base}/events?{page_query}");
     let empty = Vec::new();
     let items = list["data"].as_array().unwrap_or(&empty);
     let content = html! {
         h1 { "Events" }
-        form.card.search method="get" action="/console/events" role="search" {
+        form.card.search method="get" action=(format!("{base}/events")) role="search" {
             (field("Event id", "id", "text", "", None))
             (field("Event type", "eventType", "text", param("eventType").unwrap_or(""), error_of("eventType").as_deref()))
             (field("Since (UTC)", "since", "datetime-local", param("since").unwrap_or(""), error_of("since").as_deref()))
@@ -76,14 +81,14 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
                                 td { (when(&event["createdAt"])) }
                                 td { (text(event, "eventType")) }
                                 td.mono { (text(event, "entityId")) }
-                                td.mono { a href=(format!("/console/events/{}", text(event, "id"))) { (text(event, "id")) } }
+                                td.mono { a href=(format!("{base}/events/{}", text(event, "id"))) { (text(event, "id")) } }
                             }
                         }
                     }
                 }
             }
         }
-        (next_link(&list, &base))
+        (next_link(&list, &here))
     };
     Ok(Reply::Html(StatusCode::OK, "Events".into(), content))
 }
@@ -112,8 +117,8 @@ pub async fn detail(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         h2 { "Payload" }
         pre.payload { (pretty(&event["data"])) }
         h2 { "Deliveries" }
-        (super::deliveries::table(&deliveries["data"]))
-        (next_link(&deliveries, &format!("/console/events/{id}")))
+        (super::deliveries::table(ctx.base, &deliveries["data"]))
+        (next_link(&deliveries, &format!("{}/events/{id}", ctx.base)))
     };
     Ok(Reply::Html(StatusCode::OK, "Event".into(), content))
 }

@@ -7,6 +7,8 @@ use serde_json::Value;
 
 /// Who is signed in, the session's CSRF token (for the sign-out form) and its notice.
 pub struct Chrome {
+    /// `/console` or `/portal`: where the pages' links lead.
+    pub base: &'static str,
     pub who: String,
     pub csrf: String,
     pub notice: Option<String>,
@@ -25,14 +27,14 @@ pub fn page(chrome: Option<&Chrome>, title: &str, content: Markup) -> Markup {
             }
             body {
                 header.top {
-                    a.brand href="/console" { "hookd" }
+                    a.brand href=(chrome.map_or("/console", |c| c.base)) { "hookd" }
                     @if let Some(chrome) = chrome {
                         nav aria-label="Main" {
-                            a href="/console/subscriptions" { "Subscriptions" }
-                            a href="/console/events" { "Events" }
-                            a href="/console/deliveries" { "Deliveries" }
+                            a href=(format!("{}/subscriptions", chrome.base)) { "Subscriptions" }
+                            a href=(format!("{}/events", chrome.base)) { "Events" }
+                            a href=(format!("{}/deliveries", chrome.base)) { "Deliveries" }
                         }
-                        form.sign-out method="post" action="/console/sign-out" {
+                        form.sign-out method="post" action=(format!("{}/sign-out", chrome.base)) {
                             (csrf(&chrome.csrf))
                             span.who { (chrome.who) }
                             button type="submit" { "Sign out" }

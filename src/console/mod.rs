@@ -15,6 +15,7 @@ mod events;
 mod form;
 mod headers;
 mod layout;
+mod portal;
 mod session;
 mod sign_in;
 mod subscription_form;
@@ -35,9 +36,11 @@ use session::{Session, Sessions};
 
 pub type Page = Response<Full<Bytes>>;
 
-/// Whether a request path is the console's.
+/// Whether a request path is the console's or the portal's.
 pub fn owns(path: &str) -> bool {
-    path == "/console" || path.starts_with("/console/")
+    ["/console", "/portal"]
+        .iter()
+        .any(|root| path == *root || path.strip_prefix(root).is_some_and(|r| r.starts_with('/')))
 }
 
 pub struct Console {
@@ -48,6 +51,8 @@ pub struct Console {
 /// A signed-in request: who it acts as and its session.
 pub struct Ctx<'a> {
     console: &'a Console,
+    /// `/console` or `/portal`: where this surface's pages are.
+    pub base: &'static str,
     pub caller: Caller,
     session: Session,
     cookie: String,
@@ -71,11 +76,17 @@ impl Console {
         Self { api, sessions }
     }
 
-    /// Answers one request under `/console`.
+    /// Answers one request under `/console` or `/portal`.
     pub async fn respond(&self, request: Request) -> Page {
         let started = Instant::now();
+        let portal = request.uri().path().starts_with("/portal");
         let mut page = self.route(request).await;
-        headers::secure(&mut page, started);
+        let ancestors: &[String] = if portal {
+            &self.api.config.console.frame_ancestors
+        } else {
+            &[]
+        };
+        headers::secure(&mut page, started, ancestors);
         page
     }
 
@@ -83,7 +94,7 @@ impl Console {
         let path = request.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let route = match api::lookup(request.method(), &segments) {
-            Ok(route) if route.surface == Surface::Console => route,
+            Ok(route) if route.surface != Surface::Api => route,
             Ok(_) => return error_page(None, &ApiError::NotFound("page")),
             Err(error) => return error_page(None, &error),
         };
@@ -92,34 +103,50 @@ impl Console {
             ("GET", "/console/assets/{id}") => return assets::serve(&id),
             ("GET", "/console/sign-in") => return sign_in::form(self, None),
             ("POST", "/console/sign-in") => return sign_in::submit(self, request).await,
+            ("GET", "/portal/open/{id}") => return portal::open_form(self, &id),
+            ("POST", "/portal/open/{id}") => return portal::open(self, &id, request).await,
             _ => {}
         }
-        // Every other route needs a session, then what the route table says.
+        let in_portal = route.surface == Surface::Portal;
+        // Every other route needs a session of its surface, then what the table says.
+        let name = if in_portal {
+            session::PORTAL_COOKIE
+        } else {
+            session::COOKIE
+        };
         let cookie = request
             .headers()
             .get(header::COOKIE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|h| session::cookie(h, session::COOKIE))
+            .and_then(|h| session::cookie(h, name))
             .map(str::to_owned);
         let signed_in = cookie.and_then(|cookie| {
             let session = self.sessions.get(&cookie)?;
-            match api::caller_of(&self.api, &session.credential) {
-                Ok(caller) => Some((cookie, session, caller)),
-                // Its key was revoked: the session ends with it.
-                Err(_) => {
+            match self.caller(&session, in_portal) {
+                Some(caller) => Some((cookie, session, caller)),
+                // Its key was revoked (or the entity is gone): the session ends.
+                None => {
                     self.sessions.close(&cookie);
                     None
                 }
             }
         });
         let Some((cookie, session, caller)) = signed_in else {
-            if request.method() == Method::GET {
-                return redirect("/console/sign-in");
-            }
-            return error_page(None, &ApiError::Forbidden("sign in first".into()));
+            return match (in_portal, request.method() == Method::GET) {
+                (false, true) => redirect("/console/sign-in"),
+                (true, true) => error_page(
+                    None,
+                    &ApiError::Unauthorized(
+                        "this portal session has ended; open a new portal link".into(),
+                    ),
+                ),
+                _ => error_page(None, &ApiError::Forbidden("sign in first".into())),
+            };
         };
+        let base = if in_portal { "/portal" } else { "/console" };
+        let frame = chrome(base, &caller, &session);
         if let Err(error) = api::permit(route, &caller) {
-            return error_page(Some(&chrome(&caller, &session)), &error);
+            return error_page(Some(&frame), &error);
         }
         let query = request.uri().query().map(str::to_owned);
         let form = if request.method() == Method::POST {
@@ -127,7 +154,7 @@ impl Console {
                 Ok(form) if csrf_ok(&form, &session.csrf) => form,
                 Ok(_) => {
                     return error_page(
-                        Some(&chrome(&caller, &session)),
+                        Some(&frame),
                         &ApiError::Forbidden(
                             "the form's CSRF token is missing or stale; reload the page and send it again"
                                 .into(),
@@ -135,10 +162,7 @@ impl Console {
                     );
                 }
                 Err(error) => {
-                    return error_page(
-                        Some(&chrome(&caller, &session)),
-                        &ApiError::BadRequest(error.to_string()),
-                    );
+                    return error_page(Some(&frame), &ApiError::BadRequest(error.to_string()));
                 }
             }
         } else {
@@ -146,6 +170,7 @@ impl Console {
         };
         let ctx = Ctx {
             console: self,
+            base,
             caller,
             session,
             cookie,
@@ -153,32 +178,47 @@ impl Console {
             query,
             form,
         };
-        let result = match (route.method, route.path) {
-            ("GET", "/console") => Ok(overview(&ctx)),
-            ("POST", "/console/sign-out") => return sign_in::sign_out(&ctx),
-            ("GET", "/console/subscriptions") => subscriptions::list(&ctx).await,
-            ("POST", "/console/subscriptions") => subscription_form::create(&ctx).await,
-            ("GET", "/console/subscriptions/new") => subscription_form::new(&ctx).await,
-            ("GET", "/console/subscriptions/{id}") => subscriptions::detail(&ctx).await,
-            ("POST", "/console/subscriptions/{id}") => subscription_form::update(&ctx).await,
-            ("GET", "/console/subscriptions/{id}/edit") => subscription_form::edit(&ctx).await,
-            ("POST", "/console/subscriptions/{id}/status") => subscriptions::status(&ctx).await,
-            ("POST", "/console/subscriptions/{id}/delete") => subscriptions::delete(&ctx).await,
-            ("POST", "/console/subscriptions/{id}/test") => subscriptions::test(&ctx).await,
-            ("POST", "/console/subscriptions/{id}/replay") => subscriptions::replay(&ctx).await,
-            ("GET", "/console/events") => events::list(&ctx).await,
-            ("GET", "/console/events/{id}") => events::detail(&ctx).await,
-            ("GET", "/console/deliveries") => deliveries::list(&ctx).await,
-            ("GET", "/console/deliveries/{id}") => deliveries::detail(&ctx).await,
-            ("POST", "/console/deliveries/{id}/retry") => deliveries::retry(&ctx).await,
+        let page = route.path.strip_prefix(base).unwrap_or_default();
+        let result = match (route.method, page) {
+            ("GET", "") => Ok(overview(&ctx)),
+            ("POST", "/sign-out") => return sign_in::sign_out(&ctx),
+            ("GET", "/subscriptions") => subscriptions::list(&ctx).await,
+            ("POST", "/subscriptions") => subscription_form::create(&ctx).await,
+            ("GET", "/subscriptions/new") => subscription_form::new(&ctx).await,
+            ("GET", "/subscriptions/{id}") => subscriptions::detail(&ctx).await,
+            ("POST", "/subscriptions/{id}") => subscription_form::update(&ctx).await,
+            ("GET", "/subscriptions/{id}/edit") => subscription_form::edit(&ctx).await,
+            ("POST", "/subscriptions/{id}/status") => subscriptions::status(&ctx).await,
+            ("POST", "/subscriptions/{id}/delete") => subscriptions::delete(&ctx).await,
+            ("POST", "/subscriptions/{id}/test") => subscriptions::test(&ctx).await,
+            ("POST", "/subscriptions/{id}/replay") => subscriptions::replay(&ctx).await,
+            ("GET", "/events") => events::list(&ctx).await,
+            ("GET", "/events/{id}") => events::detail(&ctx).await,
+            ("GET", "/deliveries") => deliveries::list(&ctx).await,
+            ("GET", "/deliveries/{id}") => deliveries::detail(&ctx).await,
+            ("POST", "/deliveries/{id}/retry") => deliveries::retry(&ctx).await,
             _ => Err(ApiError::NotFound("page")),
         };
         match result {
             Ok(Reply::Html(status, title, content)) => {
-                html(status, layout::page(Some(&ctx.chrome()), &title, content))
+                html(status, layout::page(Some(&frame), &title, content))
             }
             Ok(Reply::Redirect(to)) => redirect(&to),
-            Err(error) => error_page(Some(&ctx.chrome()), &error),
+            Err(error) => error_page(Some(&frame), &error),
+        }
+    }
+
+    /// Who a session acts as now: its credential's caller, narrowed to the portal grant
+    /// for a portal session. `None` once the credential is revoked, the entity is out of
+    /// its reach, or the session is of the other surface.
+    fn caller(&self, session: &Session, in_portal: bool) -> Option<Caller> {
+        let caller = api::caller_of(&self.api, &session.credential).ok()?;
+        match (&session.portal, in_portal) {
+            (None, false) => Some(caller),
+            (Some(grant), true) if caller.sees(grant.entity.as_str()) => {
+                Some(portal::narrow(&self.api, &caller, grant))
+            }
+            _ => None,
         }
     }
 }
@@ -220,49 +260,46 @@ impl Ctx<'_> {
         &self.session.csrf
     }
 
-    fn chrome(&self) -> layout::Chrome {
-        chrome(&self.caller, &self.session)
+    /// Whether this session may use the page or form `method base+suffix` (`{id}`
+    /// for an id): the route table's answer, for showing only the buttons that work.
+    pub fn allows(&self, method: &str, suffix: &str) -> bool {
+        let path = format!("{}{suffix}", self.base);
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        http::Method::from_bytes(method.as_bytes())
+            .ok()
+            .and_then(|method| api::lookup(&method, &segments).ok())
+            .is_some_and(|route| api::permit(route, &self.caller).is_ok())
     }
 }
 
-fn chrome(caller: &Caller, session: &Session) -> layout::Chrome {
+fn chrome(base: &'static str, caller: &Caller, session: &Session) -> layout::Chrome {
+    let who = match &session.portal {
+        Some(grant) => format!("{} ({})", grant.entity, grant.permissions.join(", ")),
+        None if caller.is_admin() => "admin token".to_owned(),
+        None => format!("API key of {}", caller.entity),
+    };
     layout::Chrome {
-        who: if caller.is_admin() {
-            "admin token".to_owned()
-        } else {
-            format!("API key of {}", caller.entity)
-        },
+        base,
+        who,
         csrf: session.csrf.clone(),
         notice: session.notice.clone(),
     }
 }
 
 fn overview(ctx: &Ctx<'_>) -> Reply {
-    use crate::api::Access;
-    let can = |scope| api::permit(&scope_probe(scope), &ctx.caller).is_ok();
+    let base = ctx.base;
     let content = maud::html! {
-        h1 { "hookd console" }
-        p { "Signed in as " (ctx.chrome().who) "." }
+        h1 { @if ctx.caller.is_portal() { "Webhooks of " (ctx.caller.entity) } @else { "hookd console" } }
         ul.cards {
-            li { a href="/console/subscriptions" { "Subscriptions" } " — endpoints, their status and last outcome." }
-            li { a href="/console/events" { "Events" } " — search by type, time or id." }
-            li { a href="/console/deliveries" { "Deliveries" } " — by subscription and state, with every attempt." }
+            li { a href=(format!("{base}/subscriptions")) { "Subscriptions" } " — endpoints, their status and last outcome." }
+            li { a href=(format!("{base}/events")) { "Events" } " — search by type, time or id." }
+            li { a href=(format!("{base}/deliveries")) { "Deliveries" } " — by subscription and state, with every attempt." }
         }
-        @if !can(Access::Scope("subscriptions:write")) {
-            p.muted { "This credential cannot change subscriptions (no subscriptions:write)." }
+        @if !ctx.allows("GET", "/subscriptions/new") {
+            p.muted { "This session cannot create or change subscriptions." }
         }
     };
     Reply::Html(StatusCode::OK, "Overview".into(), content)
-}
-
-/// A route that needs only `access`, to ask `permit` what the caller may do.
-fn scope_probe(access: api::Access) -> api::Route {
-    api::Route {
-        method: "GET",
-        path: "/console",
-        access,
-        surface: Surface::Console,
-    }
 }
 
 pub fn html(status: StatusCode, markup: Markup) -> Page {

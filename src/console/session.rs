@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::api::Credential;
+use crate::api::{Credential, Grant};
 
 /// Most sessions held at once. When full, signing in drops the session that would end
 /// soonest: an attacker signing in over and over (with a valid credential) can only
@@ -21,10 +21,16 @@ pub const MAX_SESSIONS: usize = 10_000;
 pub const COOKIE: &str = "hookd_console";
 /// The cookie that carries the sign-in form's CSRF token before any session exists.
 pub const SIGN_IN_COOKIE: &str = "hookd_sign_in";
+/// The cookie that names a customer-portal session (`Path=/portal`).
+pub const PORTAL_COOKIE: &str = "hookd_portal";
+/// The cookie that carries the portal link page's CSRF token.
+pub const OPEN_COOKIE: &str = "hookd_open";
 
 #[derive(Debug, Clone)]
 pub struct Session {
     pub credential: Credential,
+    /// A customer-portal session: its entity and permissions (`None`: the console).
+    pub portal: Option<Grant>,
     pub csrf: String,
     pub expires: Instant,
     /// A message for the next page (one time): what the last form did.
@@ -63,13 +69,24 @@ impl Sessions {
         Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
     }
 
-    /// Opens a session for `credential`: (cookie value, session).
+    /// Opens a console session for `credential`: (cookie value, session).
     pub fn open(&self, credential: Credential) -> Result<(String, Session), RandomError> {
+        self.open_until(credential, None, Instant::now() + self.ttl)
+    }
+
+    /// Opens a session (a portal one with `portal`) that ends at `expires`.
+    pub fn open_until(
+        &self,
+        credential: Credential,
+        portal: Option<Grant>,
+        expires: Instant,
+    ) -> Result<(String, Session), RandomError> {
         let cookie = self.token()?;
         let session = Session {
             credential,
+            portal,
             csrf: self.token()?,
-            expires: Instant::now() + self.ttl,
+            expires,
             notice: None,
         };
         let mut map = self.lock();

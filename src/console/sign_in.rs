@@ -50,28 +50,10 @@ pub fn form(console: &Console, error: Option<&str>) -> Page {
 }
 
 pub async fn submit(console: &Console, request: Request) -> Page {
-    let expected = request
-        .headers()
-        .get(header::COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| cookie(h, SIGN_IN_COOKIE))
-        .map(str::to_owned);
-    let submitted = match form::read(request).await {
+    let submitted = match pre_session_form(request, SIGN_IN_COOKIE).await {
         Ok(submitted) => submitted,
-        Err(error) => return super::error_page(None, &ApiError::BadRequest(error.to_string())),
+        Err(page) => return page,
     };
-    let csrf_ok = matches!(
-        (submitted.raw("csrf"), &expected),
-        (Some(token), Some(expected)) if same_token(token, expected)
-    );
-    if !csrf_ok {
-        return super::error_page(
-            None,
-            &ApiError::Forbidden(
-                "the sign-in form's CSRF token is missing or stale; reload the page".into(),
-            ),
-        );
-    }
     let token = submitted.get("token").unwrap_or_default();
     let Some(credential) = crate::api::lasting_credential(&console.api, token) else {
         return form(
@@ -100,17 +82,48 @@ pub async fn submit(console: &Console, request: Request) -> Page {
     page
 }
 
+/// A form posted before any session (sign-in, opening a portal link): read, and its
+/// CSRF field checked against the cookie `cookie_name` its page set; 403 otherwise.
+pub async fn pre_session_form(request: Request, cookie_name: &str) -> Result<form::Form, Page> {
+    let expected = request
+        .headers()
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| cookie(h, cookie_name))
+        .map(str::to_owned);
+    let submitted = form::read(request)
+        .await
+        .map_err(|error| super::error_page(None, &ApiError::BadRequest(error.to_string())))?;
+    let csrf_ok = matches!(
+        (submitted.raw("csrf"), &expected),
+        (Some(token), Some(expected)) if same_token(token, expected)
+    );
+    if !csrf_ok {
+        return Err(super::error_page(
+            None,
+            &ApiError::Forbidden(
+                "the form's CSRF token is missing or stale; load its page again".into(),
+            ),
+        ));
+    }
+    Ok(submitted)
+}
+
 pub fn sign_out(ctx: &Ctx<'_>) -> Page {
     ctx.console.sessions.close(&ctx.cookie);
-    let mut page = redirect("/console/sign-in");
+    let (name, path, to) = match ctx.base {
+        "/portal" => (super::session::PORTAL_COOKIE, "/portal", "/portal"),
+        _ => (COOKIE, "/console", "/console/sign-in"),
+    };
+    let mut page = redirect(to);
     set_cookie(
         &mut page,
-        &format!("{COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path=/console; Max-Age=0"),
+        &format!("{name}=; HttpOnly; Secure; SameSite=Strict; Path={path}; Max-Age=0"),
     );
     page
 }
 
-fn set_cookie(page: &mut Page, value: &str) {
+pub fn set_cookie(page: &mut Page, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         page.headers_mut().append(header::SET_COOKIE, value);
     }

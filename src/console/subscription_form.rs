@@ -68,7 +68,7 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         Ok(called) => {
             ctx.notify("Subscription created.");
             let id = encode(text(&called.body["data"], "id"));
-            Ok(Reply::Redirect(format!("/console/subscriptions/{id}")))
+            Ok(Reply::Redirect(format!("{}/subscriptions/{id}", ctx.base)))
         }
         Err(error) => answer_error(ctx, None, error),
     }
@@ -85,7 +85,8 @@ pub async fn update(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         Ok(_) => {
             ctx.notify("Subscription saved.");
             Ok(Reply::Redirect(format!(
-                "/console/subscriptions/{}",
+                "{}/subscriptions/{}",
+                ctx.base,
                 encode(&ctx.id)
             )))
         }
@@ -323,9 +324,9 @@ fn render(
     let (title, action) = match editing {
         Some(id) => (
             "Edit subscription",
-            format!("/console/subscriptions/{}", encode(id)),
+            format!("{}/subscriptions/{}", ctx.base, encode(id)),
         ),
-        None => ("New subscription", "/console/subscriptions".to_owned()),
+        None => ("New subscription", format!("{}/subscriptions", ctx.base)),
     };
     let auth_type = value("authType");
     let content = html! {

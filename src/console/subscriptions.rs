@@ -12,6 +12,7 @@ use super::{Ctx, Reply};
 use crate::api::ApiError;
 
 pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let base = ctx.base;
     let cursor = ctx.param("cursor");
     let target = format!(
         "/v1/subscriptions?{}",
@@ -28,11 +29,11 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             .await?;
         last.push(newest["data"][0].clone());
     }
-    let can_write = ctx.caller.has("subscriptions:write");
+    let can_write = ctx.allows("GET", "/subscriptions/new");
     let content = html! {
         div.title-row {
             h1 { "Subscriptions" }
-            @if can_write { a.button href="/console/subscriptions/new" { "New subscription" } }
+            @if can_write { a.button href=(format!("{base}/subscriptions/new")) { "New subscription" } }
         }
         @if items.is_empty() {
             p.muted { "No subscriptions yet." }
@@ -44,21 +45,21 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
                         @for (item, newest) in items.iter().zip(&last) {
                             tr {
                                 td {
-                                    a href=(format!("/console/subscriptions/{}", text(item, "id"))) { (text(item, "endpointUrl")) }
+                                    a href=(format!("{base}/subscriptions/{}", text(item, "id"))) { (text(item, "endpointUrl")) }
                                     @if let Some(description) = item["description"].as_str() {
                                         br; span.muted { (description) }
                                     }
                                 }
                                 td { (badge(text(item, "status"))) }
                                 td { (types(item)) }
-                                td { (outcome(newest)) }
+                                td { (outcome(base, newest)) }
                             }
                         }
                     }
                 }
             }
         }
-        (next_link(&list, "/console/subscriptions"))
+        (next_link(&list, &format!("{base}/subscriptions")))
     };
     Ok(Reply::Html(StatusCode::OK, "Subscriptions".into(), content))
 }
@@ -77,12 +78,12 @@ pub fn types(item: &Value) -> String {
 }
 
 /// A delivery's state, last status or error, and when.
-pub fn outcome(delivery: &Value) -> maud::Markup {
+pub fn outcome(base: &str, delivery: &Value) -> maud::Markup {
     html! {
         @if delivery.is_null() {
             span.muted { "none yet" }
         } @else {
-            a href=(format!("/console/deliveries/{}", text(delivery, "id"))) { (badge(text(delivery, "state"))) }
+            a href=(format!("{base}/deliveries/{}", text(delivery, "id"))) { (badge(text(delivery, "state"))) }
             " "
             @if let Some(status) = delivery["lastStatus"].as_u64() { "HTTP " (status) }
             @if let Some(error) = delivery["lastError"].as_str() { span.muted { (error) } }
@@ -97,8 +98,10 @@ pub async fn detail(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let newest = ctx
         .get(&format!("/v1/subscriptions/{id}/deliveries?limit=10"))
         .await?;
-    let can_write = ctx.caller.has("subscriptions:write");
-    let base = format!("/console/subscriptions/{}", ctx.id);
+    let can_manage = ctx.allows("POST", "/subscriptions/{id}/status");
+    let can_resend = ctx.allows("POST", "/subscriptions/{id}/test");
+    let base = ctx.base;
+    let here = format!("{base}/subscriptions/{}", ctx.id);
     let active = text(&sub, "status") == "ACTIVE";
     let content = html! {
         h1 { "Subscription" }
@@ -119,26 +122,24 @@ pub async fn detail(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             dt { "Rate limit" } dd { @if let Some(rate) = sub["rateLimit"].as_u64() { (rate) " per second" } @else { "none" } }
             dt { "Created" } dd { (when(&sub["createdAt"])) }
         }
-        @if can_write {
-            div.actions {
-                a.button href=(format!("{base}/edit")) { "Edit" }
-                @if active {
-                    form.inline method="post" action=(format!("{base}/status")) {
-                        (super::layout::csrf(ctx.csrf()))
-                        input type="hidden" name="status" value="DEACTIVATED";
-                        button type="submit" { "Pause" }
-                    }
-                    (button_form(&format!("{base}/test"), ctx.csrf(), "Send test event", None))
-                } @else {
-                    form.inline method="post" action=(format!("{base}/status")) {
-                        (super::layout::csrf(ctx.csrf()))
-                        input type="hidden" name="status" value="ACTIVE";
-                        button type="submit" { "Resume" }
-                    }
+        div.actions {
+            @if can_manage {
+                a.button href=(format!("{here}/edit")) { "Edit" }
+                form.inline method="post" action=(format!("{here}/status")) {
+                    (super::layout::csrf(ctx.csrf()))
+                    input type="hidden" name="status" value=(if active { "DEACTIVATED" } else { "ACTIVE" });
+                    button type="submit" { (if active { "Pause" } else { "Resume" }) }
                 }
-                (button_form(&format!("{base}/delete"), ctx.csrf(), "Delete", Some("Delete this subscription? Its pending deliveries are cancelled.")))
             }
-            form.card method="post" action=(format!("{base}/replay")) {
+            @if can_resend && active {
+                (button_form(&format!("{here}/test"), ctx.csrf(), "Send test event", None))
+            }
+            @if can_manage {
+                (button_form(&format!("{here}/delete"), ctx.csrf(), "Delete", Some("Delete this subscription? Its pending deliveries are cancelled.")))
+            }
+        }
+        @if can_resend {
+            form.card method="post" action=(format!("{here}/replay")) {
                 h2 { "Replay" }
                 (super::layout::csrf(ctx.csrf()))
                 (field("Since (UTC)", "since", "datetime-local", "", None))
@@ -150,8 +151,8 @@ pub async fn detail(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             }
         }
         h2 { "Latest deliveries" }
-        (super::deliveries::table(&newest["data"]))
-        p { a href=(format!("/console/deliveries?subscription={}", ctx.id)) { "All deliveries of this subscription →" } }
+        (super::deliveries::table(base, &newest["data"]))
+        p { a href=(format!("{base}/deliveries?subscription={}", ctx.id)) { "All deliveries of this subscription →" } }
     };
     Ok(Reply::Html(StatusCode::OK, "Subscription".into(), content))
 }
@@ -172,7 +173,7 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let target = format!("/v1/subscriptions/{}", encode(&ctx.id));
     ctx.api(Method::DELETE, &target, None).await?;
     ctx.notify("Subscription deleted; its pending deliveries were cancelled.");
-    Ok(Reply::Redirect("/console/subscriptions".into()))
+    Ok(Reply::Redirect(format!("{}/subscriptions", ctx.base)))
 }
 
 /// Sends a `hookd.ping` and shows its delivery.
@@ -183,7 +184,8 @@ pub async fn test(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             ctx.notify("Test event sent.");
             let delivery = text(&called.body["data"], "id");
             Ok(Reply::Redirect(format!(
-                "/console/deliveries/{}",
+                "{}/deliveries/{}",
+                ctx.base,
                 encode(delivery)
             )))
         }
@@ -216,5 +218,5 @@ pub async fn replay(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
 }
 
 fn back(ctx: &Ctx<'_>) -> Reply {
-    Reply::Redirect(format!("/console/subscriptions/{}", encode(&ctx.id)))
+    Reply::Redirect(format!("{}/subscriptions/{}", ctx.base, encode(&ctx.id)))
 }

@@ -55,6 +55,47 @@ impl Api {
         (sub, event["id"].as_str().unwrap().to_owned())
     }
 
+    /// A portal link for `entity` with `permissions`, made with the admin token: the
+    /// path of its URL.
+    pub async fn portal_link(&self, entity: &str, permissions: &[&str]) -> String {
+        let body = serde_json::json!({"entityId": entity, "permissions": permissions});
+        let (status, body) = self.call("POST", "/v1/portal/sessions", Some(body)).await;
+        assert_eq!(status, 201, "{body}");
+        let url = body["data"]["url"].as_str().unwrap();
+        let path = &url[url.find("/portal/open/").expect("a portal link")..];
+        path.to_owned()
+    }
+
+    /// The answer to opening a portal link (its page, then its form), as a browser.
+    pub async fn open_portal_link(&self, path: &str) -> BoundedResponse {
+        let page = self.page("GET", path, None, None).await;
+        if page.status != 200 {
+            return page;
+        }
+        let pre = set_cookie(&page, "hookd_open").expect("the open form's cookie");
+        let csrf = csrf_of(&text(&page)).expect("a CSRF field");
+        self.page(
+            "POST",
+            path,
+            Some(&format!("hookd_open={pre}")),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await
+    }
+
+    /// A portal session for `entity` with `permissions`.
+    pub async fn portal_session(&self, entity: &str, permissions: &[&str]) -> ConsoleSession {
+        let link = self.portal_link(entity, permissions).await;
+        let answer = self.open_portal_link(&link).await;
+        assert_eq!(answer.status, 303, "{}", text(&answer));
+        let value = set_cookie(&answer, "hookd_portal").expect("a portal cookie");
+        let cookie = format!("hookd_portal={value}");
+        let home = self.page("GET", "/portal", Some(&cookie), None).await;
+        assert_eq!(home.status, 200, "{}", text(&home));
+        let csrf = csrf_of(&text(&home)).expect("the sign-out form's CSRF field");
+        ConsoleSession { cookie, csrf }
+    }
+
     /// The answer to the sign-in form sent with `token`, as a browser sends it (the
     /// form's CSRF token and its cookie).
     pub async fn sign_in_answer(&self, token: &str) -> BoundedResponse {
