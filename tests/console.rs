@@ -132,6 +132,17 @@ async fn a_form_without_its_csrf_token_is_403_and_changes_nothing() {
         assert_eq!(answer.status, 403, "{form}: {}", text(&answer));
         assert!(text(&answer).contains("CSRF"), "{}", text(&answer));
     }
+    // A body that is not a form carries no token either.
+    let json = hookd
+        .page_with_type(
+            "POST",
+            &delete,
+            &session.cookie,
+            "application/json",
+            &format!("{{\"csrf\":\"{}\"}}", session.csrf),
+        )
+        .await;
+    assert_eq!(json.status, 403, "{}", text(&json));
     // Another session's token is not this one's.
     let other = hookd.sign_in(&hookd.token).await;
     let answer = hookd

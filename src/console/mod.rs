@@ -161,6 +161,10 @@ impl Console {
                         ),
                     );
                 }
+                // Not a form at all (another media type): no CSRF token either.
+                Err(error @ form::FormError::MediaType) => {
+                    return error_page(Some(&frame), &ApiError::Forbidden(error.to_string()));
+                }
                 Err(error) => {
                     return error_page(Some(&frame), &ApiError::BadRequest(error.to_string()));
                 }

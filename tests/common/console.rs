@@ -24,17 +24,44 @@ impl Api {
         cookie: Option<&str>,
         form: Option<&str>,
     ) -> BoundedResponse {
+        let kind = form.map(|_| "application/x-www-form-urlencoded");
+        self.send_page(method, path, cookie, kind, form.unwrap_or_default())
+            .await
+    }
+
+    /// A POST with a body of another media type.
+    pub async fn page_with_type(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: &str,
+        kind: &str,
+        body: &str,
+    ) -> BoundedResponse {
+        self.send_page(method, path, Some(cookie), Some(kind), body)
+            .await
+    }
+
+    async fn send_page(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        kind: Option<&str>,
+        body: &str,
+    ) -> BoundedResponse {
         let mut request = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.url));
         if let Some(cookie) = cookie {
             request = request.header("cookie", cookie);
         }
-        if form.is_some() {
-            request = request.header("content-type", "application/x-www-form-urlencoded");
+        if let Some(kind) = kind {
+            request = request.header("content-type", kind);
         }
-        let body = Bytes::from(form.unwrap_or_default().to_owned());
-        let request = request.body(Full::new(body)).unwrap();
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
         self.client
             .send(request, WAIT, 4 << 20)
             .await
