@@ -277,3 +277,78 @@ async fn only_the_configured_origins_may_frame_the_portal() {
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(console.headers["x-frame-options"], "DENY");
 }
+
+/// A signing secret is shown only when asked for by its form, and only to a session
+/// allowed to read it: the console with subscriptions:write, the portal with `secrets`.
+#[tokio::test]
+async fn signing_secrets_are_shown_only_when_asked_for_and_allowed() {
+    let hookd = Hookd::start(Options::default()).await;
+    let receiver = Receiver::start(&hookd.ca).await;
+    hookd.create_entity("acme", None).await;
+    let body = json!({"eventTypes": ["*"], "endpointUrl": receiver.url, "entityId": "acme"});
+    let (status, created) = hookd.call("POST", "/v1/subscriptions", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let sub = created["data"]["id"].as_str().unwrap().to_owned();
+    let secret = created["data"]["signingSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let admin = hookd.sign_in(&hookd.token).await;
+    let detail = hookd
+        .page(
+            "GET",
+            &format!("/console/subscriptions/{sub}"),
+            Some(&admin.cookie),
+            None,
+        )
+        .await;
+    assert!(
+        !text(&detail).contains(&secret),
+        "never on a page that did not ask"
+    );
+    let form = format!("csrf={}", admin.csrf);
+    let shown = hookd
+        .page(
+            "POST",
+            &format!("/console/subscriptions/{sub}/secret"),
+            Some(&admin.cookie),
+            Some(&form),
+        )
+        .await;
+    assert_eq!(shown.status, 200);
+    assert!(text(&shown).contains(&secret));
+    assert_eq!(shown.headers["cache-control"], "no-store");
+
+    let reader = hookd
+        .portal_session("acme", &["read", "manage", "retry"])
+        .await;
+    let form = format!("csrf={}", reader.csrf);
+    let refused = hookd
+        .page(
+            "POST",
+            &format!("/portal/subscriptions/{sub}/secret"),
+            Some(&reader.cookie),
+            Some(&form),
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    assert!(!text(&refused).contains(&secret));
+
+    let keeper = hookd.portal_session("acme", &["read", "secrets"]).await;
+    let form = format!("csrf={}", keeper.csrf);
+    let rotated = hookd
+        .page(
+            "POST",
+            &format!("/portal/subscriptions/{sub}/secret/rotate"),
+            Some(&keeper.cookie),
+            Some(&form),
+        )
+        .await;
+    assert_eq!(rotated.status, 200, "{}", text(&rotated));
+    let (_, now) = hookd
+        .call("GET", &format!("/v1/subscriptions/{sub}/secret"), None)
+        .await;
+    let new = now["data"]["signingSecret"].as_str().unwrap();
+    assert_ne!(new, secret);
+    assert!(text(&rotated).contains(new));
+}

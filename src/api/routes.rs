@@ -83,6 +83,7 @@ const fn portal(method: &'static str, path: &'static str, access: Access) -> Rou
 const SEE: Access = Access::Portal("read");
 const MANAGE: Access = Access::Portal("manage");
 const RESEND: Access = Access::Portal("retry");
+const SECRETS: Access = Access::Portal("secrets");
 
 const READ: Access = Access::Scope(SUBSCRIPTIONS_READ);
 const WRITE: Access = Access::Scope(SUBSCRIPTIONS_WRITE);
@@ -148,6 +149,9 @@ pub const ROUTES: &[Route] = &[
     page("POST", "/console/subscriptions/{id}/delete", WRITE),
     page("POST", "/console/subscriptions/{id}/test", WRITE),
     page("POST", "/console/subscriptions/{id}/replay", WRITE),
+    // A signing secret is shown only when asked for, by a form (never on a GET page).
+    page("POST", "/console/subscriptions/{id}/secret", WRITE),
+    page("POST", "/console/subscriptions/{id}/secret/rotate", WRITE),
     page("GET", "/console/events", READ),
     page("GET", "/console/events/{id}", READ),
     page("GET", "/console/deliveries", READ),
@@ -169,6 +173,8 @@ pub const ROUTES: &[Route] = &[
     portal("POST", "/portal/subscriptions/{id}/delete", MANAGE),
     portal("POST", "/portal/subscriptions/{id}/test", RESEND),
     portal("POST", "/portal/subscriptions/{id}/replay", RESEND),
+    portal("POST", "/portal/subscriptions/{id}/secret", SECRETS),
+    portal("POST", "/portal/subscriptions/{id}/secret/rotate", SECRETS),
     portal("GET", "/portal/events", SEE),
     portal("GET", "/portal/events/{id}", SEE),
     portal("GET", "/portal/deliveries", SEE),

@@ -196,6 +196,10 @@ impl Console {
             ("POST", "/subscriptions/{id}/delete") => subscriptions::delete(&ctx).await,
             ("POST", "/subscriptions/{id}/test") => subscriptions::test(&ctx).await,
             ("POST", "/subscriptions/{id}/replay") => subscriptions::replay(&ctx).await,
+            ("POST", "/subscriptions/{id}/secret") => subscriptions::secret(&ctx, false).await,
+            ("POST", "/subscriptions/{id}/secret/rotate") => {
+                subscriptions::secret(&ctx, true).await
+            }
             ("GET", "/events") => events::list(&ctx).await,
             ("GET", "/events/{id}") => events::detail(&ctx).await,
             ("GET", "/deliveries") => deliveries::list(&ctx).await,

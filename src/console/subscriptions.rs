@@ -100,6 +100,7 @@ pub async fn detail(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         .await?;
     let can_manage = ctx.allows("POST", "/subscriptions/{id}/status");
     let can_resend = ctx.allows("POST", "/subscriptions/{id}/test");
+    let can_see_secret = ctx.allows("POST", "/subscriptions/{id}/secret");
     let base = ctx.base;
     let here = format!("{base}/subscriptions/{}", ctx.id);
     let active = text(&sub, "status") == "ACTIVE";
@@ -133,6 +134,10 @@ pub async fn detail(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             }
             @if can_resend && active {
                 (button_form(&format!("{here}/test"), ctx.csrf(), "Send test event", None))
+            }
+            @if can_see_secret {
+                (button_form(&format!("{here}/secret"), ctx.csrf(), "Reveal signing secret", None))
+                (button_form(&format!("{here}/secret/rotate"), ctx.csrf(), "Rotate signing secret", Some("Rotate the signing secret? The old one keeps signing beside the new one for delivery.rotation_overlap.")))
             }
             @if can_manage {
                 (button_form(&format!("{here}/delete"), ctx.csrf(), "Delete", Some("Delete this subscription? Its pending deliveries are cancelled.")))
@@ -215,6 +220,35 @@ pub async fn replay(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         Err(error) => return Err(error),
     }
     Ok(back(ctx))
+}
+
+/// The signing secret, shown because the form asked for it (`rotate`: a new one first).
+/// The page is never cached (every console answer is `no-store`).
+pub async fn secret(ctx: &Ctx<'_>, rotate: bool) -> Result<Reply, ApiError> {
+    let id = encode(&ctx.id);
+    let called = if rotate {
+        let target = format!("/v1/subscriptions/{id}/secret/rotate");
+        ctx.api(Method::POST, &target, None).await?
+    } else {
+        let target = format!("/v1/subscriptions/{id}/secret");
+        ctx.api(Method::GET, &target, None).await?
+    };
+    let secret = text(&called.body["data"], "signingSecret").to_owned();
+    let content = html! {
+        h1 { @if rotate { "New signing secret" } @else { "Signing secret" } }
+        p.mono { (ctx.id) }
+        @if rotate {
+            p { "The previous secret keeps signing beside this one for the rotation overlap, so receivers can switch." }
+        }
+        p { "Whoever holds this secret can sign webhooks as hookd. It is not shown again unless asked for." }
+        pre.secret { (secret) }
+        p { a href=(format!("{}/subscriptions/{}", ctx.base, id)) { "Back to the subscription" } }
+    };
+    Ok(Reply::Html(
+        StatusCode::OK,
+        "Signing secret".into(),
+        content,
+    ))
 }
 
 fn back(ctx: &Ctx<'_>) -> Reply {
