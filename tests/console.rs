@@ -400,3 +400,44 @@ async fn validation_messages_are_shown_beside_their_field() {
     let (_, list) = hookd.call("GET", "/v1/subscriptions", None).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
 }
+
+/// A subscription's deliveries page puts what needs attention first: its FAILED
+/// deliveries above the full list.
+#[tokio::test]
+async fn failed_deliveries_come_first() {
+    let hookd = Hookd::start(Options {
+        delivery: "max_age = \"1s\"".into(),
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start(&hookd.ca).await;
+    let (sub, _) = hookd.subscribe(&receiver.url, &["order.*"]).await;
+    let ok = hookd.post_event("order.created", json!({})).await;
+    let ok = hookd.first_delivery(&ok).await;
+    hookd.wait_for_delivery_state(&ok, "SUCCEEDED").await;
+    receiver.reply_with(&[500; 64]);
+    let failing = hookd.post_event("order.created", json!({})).await;
+    let failing = hookd.first_delivery(&failing).await;
+    hookd.wait_for_delivery_state(&failing, "FAILED").await;
+    let session = hookd.sign_in(&hookd.token).await;
+    let page = hookd
+        .page(
+            "GET",
+            &format!("/console/deliveries?subscription={sub}"),
+            Some(&session.cookie),
+            None,
+        )
+        .await;
+    let html = text(&page);
+    let failed_at = html.find("<h2>FAILED</h2>").expect("a FAILED section");
+    let all_at = html
+        .find("<h2>All, newest first</h2>")
+        .expect("the full list");
+    assert!(failed_at < all_at);
+    let section = &html[failed_at..all_at];
+    assert!(
+        section.contains(&failing) && !section.contains(&ok),
+        "{section}"
+    );
+    assert!(html[all_at..].contains(&ok));
+}

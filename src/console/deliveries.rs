@@ -1,6 +1,6 @@
-//! Delivery pages: a subscription's deliveries by state, one delivery with every
-//! attempt (when, URL, the request headers, status, duration, response headers and
-//! body, error), and a retry.
+//! Delivery pages: a subscription's deliveries by state (RETRYING and FAILED first),
+//! one delivery with every attempt (when, URL, the request headers, status, duration,
+//! response headers and body, error), and a retry.
 
 use http::{Method, StatusCode};
 use maud::{Markup, html};
@@ -13,6 +13,8 @@ use crate::api::ApiError;
 
 /// States in the order an operator looks at them: what needs attention first.
 const STATES: [&str; 5] = ["RETRYING", "FAILED", "PENDING", "SUCCEEDED", "CANCELLED"];
+/// Deliveries shown in each "needs attention" table above the full list.
+const ATTENTION_LIMIT: u32 = 10;
 /// Subscriptions offered in the chooser (the API's largest page).
 const CHOOSER_LIMIT: &str = "500";
 
@@ -70,6 +72,19 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         ),
         None => None,
     };
+    // Without a state, first what needs attention: the newest RETRYING and FAILED.
+    let mut attention = Vec::new();
+    if let (Some(id), None, None) = (&subscription, &state, ctx.param("cursor")) {
+        for wanted in ["RETRYING", "FAILED"] {
+            let found = ctx
+                .get(&format!(
+                    "/v1/subscriptions/{}/deliveries?state={wanted}&limit={ATTENTION_LIMIT}",
+                    encode(id)
+                ))
+                .await?;
+            attention.push((wanted, found));
+        }
+    }
     let base = ctx.base;
     let here = format!(
         "{base}/deliveries?{}",
@@ -100,7 +115,17 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             }
             button type="submit" { "Show" }
         }
+        @for (wanted, found) in &attention {
+            @if found["data"].as_array().is_some_and(|d| !d.is_empty()) {
+                h2 { (wanted) }
+                (table(base, &found["data"]))
+                @if found["nextCursor"].is_string() {
+                    p { a href=(format!("{here}&state={wanted}")) { "All " (wanted) " deliveries →" } }
+                }
+            }
+        }
         @if let Some(list) = &list {
+            @if !attention.is_empty() { h2 { "All, newest first" } }
             (table(base, &list["data"]))
             (next_link(list, &here))
         } @else if choices.is_empty() {
