@@ -149,6 +149,12 @@ pub const ROUTES: &[Route] = &[
     page("POST", "/console/subscriptions/{id}/delete", WRITE),
     page("POST", "/console/subscriptions/{id}/test", WRITE),
     page("POST", "/console/subscriptions/{id}/replay", WRITE),
+    // The operator's pages.
+    page("GET", "/console/entities", Access::Admin),
+    page("POST", "/console/entities", Access::Admin),
+    page("GET", "/console/keys", Access::Admin),
+    page("POST", "/console/keys", Access::Admin),
+    page("POST", "/console/keys/{id}/revoke", Access::Admin),
     // A signing secret is shown only when asked for, by a form (never on a GET page).
     page("POST", "/console/subscriptions/{id}/secret", WRITE),
     page("POST", "/console/subscriptions/{id}/secret/rotate", WRITE),

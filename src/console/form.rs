@@ -51,6 +51,15 @@ impl Form {
             .map(|(_, value)| value.as_str())
     }
 
+    /// Every value of `name` (checkboxes), trimmed and not blank.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.fields
+            .iter()
+            .filter(move |(key, _)| key == name)
+            .map(|(_, value)| value.trim())
+            .filter(|value| !value.is_empty())
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.fields.iter().any(|(key, _)| key == name)
     }

@@ -9,6 +9,8 @@ use serde_json::Value;
 pub struct Chrome {
     /// `/console` or `/portal`: where the pages' links lead.
     pub base: &'static str,
+    /// The admin token: the entity and key pages are linked.
+    pub operator: bool,
     pub who: String,
     pub csrf: String,
     pub notice: Option<String>,
@@ -33,6 +35,10 @@ pub fn page(chrome: Option<&Chrome>, title: &str, content: Markup) -> Markup {
                             a href=(format!("{}/subscriptions", chrome.base)) { "Subscriptions" }
                             a href=(format!("{}/events", chrome.base)) { "Events" }
                             a href=(format!("{}/deliveries", chrome.base)) { "Deliveries" }
+                            @if chrome.operator {
+                                a href="/console/entities" { "Entities" }
+                                a href="/console/keys" { "API keys" }
+                            }
                         }
                         form.sign-out method="post" action=(format!("{}/sign-out", chrome.base)) {
                             (csrf(&chrome.csrf))

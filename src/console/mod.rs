@@ -15,6 +15,7 @@ mod events;
 mod form;
 mod headers;
 mod layout;
+mod operator;
 mod portal;
 mod session;
 mod sign_in;
@@ -200,6 +201,11 @@ impl Console {
             ("POST", "/subscriptions/{id}/secret/rotate") => {
                 subscriptions::secret(&ctx, true).await
             }
+            ("GET", "/entities") => operator::entities(&ctx).await,
+            ("POST", "/entities") => operator::create_entity(&ctx).await,
+            ("GET", "/keys") => operator::keys(&ctx).await,
+            ("POST", "/keys") => operator::create_key(&ctx).await,
+            ("POST", "/keys/{id}/revoke") => operator::revoke_key(&ctx).await,
             ("GET", "/events") => events::list(&ctx).await,
             ("GET", "/events/{id}") => events::detail(&ctx).await,
             ("GET", "/deliveries") => deliveries::list(&ctx).await,
@@ -288,6 +294,7 @@ fn chrome(base: &'static str, caller: &Caller, session: &Session) -> layout::Chr
     };
     layout::Chrome {
         base,
+        operator: base == "/console" && caller.is_admin(),
         who,
         csrf: session.csrf.clone(),
         notice: session.notice.clone(),
