@@ -61,6 +61,7 @@ async fn every_answer_carries_the_security_headers_and_pages_hold_no_inline_code
         "/console/subscriptions/new",
         "/console/events",
         "/console/deliveries",
+        "/console/event-types",
         "/console/assets/console.css",
         "/console/assets/console.js",
         "/console/assets/nothing.js",
@@ -440,4 +441,29 @@ async fn failed_deliveries_come_first() {
         "{section}"
     );
     assert!(html[all_at..].contains(&ok));
+}
+
+/// The catalog page lists the configured types, their descriptions and scopes.
+#[tokio::test]
+async fn the_catalog_page_lists_the_configured_types() {
+    let hookd = Hookd::start(Options {
+        tail: "[[event_types]]\nname = \"v2.export-job.created\"\n\
+               description = \"The <b>export</b> finished.\"\nscope = \"export-jobs:read\"\n"
+            .into(),
+        ..Options::default()
+    })
+    .await;
+    let session = hookd.sign_in(&hookd.token).await;
+    let page = hookd
+        .page("GET", "/console/event-types", Some(&session.cookie), None)
+        .await;
+    assert_eq!(page.status, 200);
+    let html = text(&page);
+    assert!(html.contains("v2.export-job.created"), "{html}");
+    assert!(
+        html.contains("The &lt;b&gt;export&lt;/b&gt; finished."),
+        "{html}"
+    );
+    assert!(html.contains("export-jobs:read"), "{html}");
+    assert!(html.contains("hookd.ping"), "the built-in types too");
 }

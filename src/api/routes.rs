@@ -161,6 +161,7 @@ pub const ROUTES: &[Route] = &[
     page("GET", "/console/events", READ),
     page("GET", "/console/events/{id}", READ),
     page("GET", "/console/deliveries", READ),
+    page("GET", "/console/event-types", Access::Token),
     page("GET", "/console/deliveries/{id}", READ),
     page("POST", "/console/deliveries/{id}/retry", WRITE),
     // The customer portal: a one-time link opens a session for one entity's subtree
@@ -184,6 +185,7 @@ pub const ROUTES: &[Route] = &[
     portal("GET", "/portal/events", SEE),
     portal("GET", "/portal/events/{id}", SEE),
     portal("GET", "/portal/deliveries", SEE),
+    portal("GET", "/portal/event-types", SEE),
     portal("GET", "/portal/deliveries/{id}", SEE),
     portal("POST", "/portal/deliveries/{id}/retry", RESEND),
 ];

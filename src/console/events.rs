@@ -1,5 +1,5 @@
-//! Event pages: search by type, time range or id (newest first, a page at a time), and
-//! one event with its payload and the deliveries the caller may see.
+//! Event pages: search by type, time range or id (newest first, a page at a time), one
+//! event with its payload and the deliveries the caller may see, and the catalog.
 
 use http::StatusCode;
 use maud::html;
@@ -121,4 +121,31 @@ pub async fn detail(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         (next_link(&deliveries, &format!("{}/events/{id}", ctx.base)))
     };
     Ok(Reply::Html(StatusCode::OK, "Event".into(), content))
+}
+
+/// The catalog: every event type, what it means and the scope that reads it (an open
+/// catalog lists only hookd's own types).
+pub async fn catalog(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let list = ctx.get("/v1/event-types?limit=500").await?;
+    let empty = Vec::new();
+    let items = list["data"].as_array().unwrap_or(&empty);
+    let content = html! {
+        h1 { "Event types" }
+        div.table-wrap {
+            table {
+                thead { tr { th { "Type" } th { "Description" } th { "Read scope" } } }
+                tbody {
+                    @for t in items {
+                        tr {
+                            td.mono { (text(t, "name")) }
+                            td { (text(t, "description")) }
+                            td.mono { (text(t, "scope")) }
+                        }
+                    }
+                }
+            }
+        }
+        (next_link(&list, &format!("{}/event-types", ctx.base)))
+    };
+    Ok(Reply::Html(StatusCode::OK, "Event types".into(), content))
 }

@@ -35,6 +35,7 @@ pub fn page(chrome: Option<&Chrome>, title: &str, content: Markup) -> Markup {
                             a href=(format!("{}/subscriptions", chrome.base)) { "Subscriptions" }
                             a href=(format!("{}/events", chrome.base)) { "Events" }
                             a href=(format!("{}/deliveries", chrome.base)) { "Deliveries" }
+                            a href=(format!("{}/event-types", chrome.base)) { "Event types" }
                             @if chrome.operator {
                                 a href="/console/entities" { "Entities" }
                                 a href="/console/keys" { "API keys" }

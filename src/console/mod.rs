@@ -208,6 +208,7 @@ impl Console {
             ("POST", "/keys/{id}/revoke") => operator::revoke_key(&ctx).await,
             ("GET", "/events") => events::list(&ctx).await,
             ("GET", "/events/{id}") => events::detail(&ctx).await,
+            ("GET", "/event-types") => events::catalog(&ctx).await,
             ("GET", "/deliveries") => deliveries::list(&ctx).await,
             ("GET", "/deliveries/{id}") => deliveries::detail(&ctx).await,
             ("POST", "/deliveries/{id}/retry") => deliveries::retry(&ctx).await,
