@@ -85,7 +85,7 @@ api() {
 }
 api -X POST "$BASE/v1/admin/entities" -d '{"id": "schemathesis", "name": "Schemathesis tenant"}' >/dev/null
 TENANT_KEY=$(api -X POST "$BASE/v1/admin/api-keys" -d '{"entityId": "schemathesis",
-    "name": "schemathesis", "scopes": ["events:write", "subscriptions:read", "subscriptions:write"]}' |
+    "name": "schemathesis", "scopes": ["events:write", "subscriptions:read", "subscriptions:write", "portal:write"]}' |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["key"])')
 
 run() {

@@ -4,6 +4,7 @@
 //! two secret files it points at (master key, admin token). Nothing else in hookd
 //! parses configuration; everything else receives a validated `Config`.
 
+mod console;
 mod validate;
 mod values;
 
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 
+pub use console::{Console, DEFAULT_SESSION_TTL};
 pub use values::{Cidr, CidrError, MinFree};
 
 /// Where `hookd serve` and `hookd check-config` look without `--config`; the packages
@@ -93,6 +95,7 @@ pub struct Config {
     pub storage: Storage,
     pub secrets: Secrets,
     pub delivery: Delivery,
+    pub console: Console,
     pub auth: Auth,
     pub event_types: Vec<EventType>,
     /// The file this was loaded from (None for built-in defaults or `from_toml`).

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod dispatch;
 pub mod health;

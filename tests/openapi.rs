@@ -8,11 +8,12 @@
 mod common;
 
 use bytes::Bytes;
+use common::console::text;
 use common::{Hookd, Options, WAIT};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
-use hookd::api::{Access, OPENAPI_JSON, ROUTES};
+use hookd::api::{Access, OPENAPI_JSON, ROUTES, Surface, api_routes};
 use hookd::delivery::client::BoundedResponse;
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
@@ -20,11 +21,22 @@ const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 /// A template made concrete with a well-formed id that names nothing, so a routed
 /// request reaches its handler and fails there (404, 422), changing nothing.
 fn concrete(template: &str) -> String {
-    let id = if template.starts_with("/v1/events/") {
+    // Portal pages take the ids their console twins take.
+    let template = &match template.strip_prefix("/portal/") {
+        Some(rest) => format!("/console/{rest}"),
+        None => template.to_owned(),
+    };
+    let id = if template.starts_with("/v1/events/") || template.starts_with("/console/events/") {
         "evt_00000000000000000000000000000000"
-    } else if template.starts_with("/v1/subscriptions/") {
+    } else if template.starts_with("/v1/subscriptions/")
+        || template.starts_with("/console/subscriptions/")
+    {
         "sub_00000000000000000000000000000000"
-    } else if template.starts_with("/v1/deliveries/") {
+    } else if template.starts_with("/console/assets/") {
+        "console.css"
+    } else if template.starts_with("/v1/deliveries/")
+        || template.starts_with("/console/deliveries/")
+    {
         "dlv_00000000000000000000000000000000"
     } else if template.starts_with("/v1/admin/api-keys/") {
         "key_00000000000000000000000000000000"
@@ -32,6 +44,15 @@ fn concrete(template: &str) -> String {
         "no-such-entity"
     };
     template.replace("{id}", id)
+}
+
+/// A console template's concrete path under its own root (`/portal/...` stays there).
+fn concrete_at(template: &str) -> String {
+    let path = concrete(template);
+    match template.strip_prefix("/portal") {
+        Some(_) => path.replacen("/console", "/portal", 1),
+        None => path,
+    }
 }
 
 /// The router's own answer for a request it has no route for.
@@ -63,7 +84,7 @@ fn json_of(response: &BoundedResponse) -> Value {
 #[tokio::test]
 async fn every_listed_route_reaches_a_handler() {
     let hookd = Hookd::start(Options::default()).await;
-    for route in ROUTES {
+    for route in api_routes() {
         let (method, path) = (route.method, concrete(route.path));
         // An empty object: enough to get past body parsing to the handler's own checks.
         let body = matches!(method, "POST" | "PATCH").then(|| json!({}));
@@ -81,13 +102,18 @@ async fn every_listed_route_reaches_a_handler() {
 /// dispatched when access fails, so the ids need not exist.
 #[tokio::test]
 async fn every_route_enforces_the_access_the_table_declares() {
-    const SCOPES: &[&str] = &["events:write", "subscriptions:read", "subscriptions:write"];
+    const SCOPES: &[&str] = &[
+        "events:write",
+        "subscriptions:read",
+        "subscriptions:write",
+        "portal:write",
+    ];
     let hookd = Hookd::start(Options::default()).await;
     hookd.create_entity("acme", None).await;
     let every = hookd.create_key("acme", SCOPES).await;
     let none = hookd.create_key("acme", &[]).await;
     let mut walked = 0;
-    for route in ROUTES {
+    for route in api_routes() {
         let (method, path) = (route.method, concrete(route.path));
         let body = matches!(method, "POST" | "PATCH").then(|| json!({}));
         let at = format!("{method} {}", route.path);
@@ -101,6 +127,7 @@ async fn every_route_enforces_the_access_the_table_declares() {
                 let (status, answer) = hookd.call_as(&every, method, &path, body).await;
                 assert_eq!(status, 403, "{at}: a tenant key with every scope: {answer}");
             }
+            Access::Portal(_) => unreachable!("{at}: a portal permission on an API route"),
             Access::Scope(scope) => {
                 let others: Vec<&str> = SCOPES.iter().copied().filter(|s| *s != scope).collect();
                 let lacking = hookd.create_key("acme", &others).await;
@@ -120,14 +147,14 @@ async fn every_route_enforces_the_access_the_table_declares() {
     }
     assert_eq!(
         walked,
-        ROUTES.iter().filter(|r| r.access != Access::Public).count()
+        api_routes().filter(|r| r.access != Access::Public).count()
     );
 }
 
 #[tokio::test]
 async fn other_methods_on_listed_paths_are_405_with_allow() {
     let hookd = Hookd::start(Options::default()).await;
-    let mut templates: Vec<&str> = ROUTES.iter().map(|r| r.path).collect();
+    let mut templates: Vec<&str> = api_routes().map(|r| r.path).collect();
     templates.sort_unstable();
     templates.dedup();
     for template in templates {
@@ -175,7 +202,7 @@ async fn the_document_is_served_without_a_token() {
 #[tokio::test]
 async fn public_routes_need_no_token_and_v1_routes_do() {
     let hookd = Hookd::start(Options::default()).await;
-    for route in ROUTES {
+    for route in api_routes() {
         let (method, template) = (route.method, route.path);
         let (status, body) = hookd.call_raw(method, &concrete(template), None, &[]).await;
         if template.starts_with("/v1/") {
@@ -184,4 +211,140 @@ async fn public_routes_need_no_token_and_v1_routes_do() {
             assert_eq!(status, 200, "{method} {template}: {body}");
         }
     }
+}
+
+/// The console's pages and forms are rows of the same table, and the console enforces
+/// each row's access the same way, from a session opened with a key: a page or form
+/// that needs a scope is 403 to a session lacking it (the form carrying its CSRF
+/// token), a page open to any token answers a session holding none, and without a
+/// session a page sends to sign-in and a form is 403.
+#[tokio::test]
+async fn every_console_route_enforces_the_access_the_table_declares() {
+    const SCOPES: &[&str] = &[
+        "events:write",
+        "subscriptions:read",
+        "subscriptions:write",
+        "portal:write",
+    ];
+    let hookd = Hookd::start(Options::default()).await;
+    hookd.create_entity("acme", None).await;
+    let every = hookd.create_key("acme", SCOPES).await;
+    let none = hookd.create_key("acme", &[]).await;
+    let mut walked = 0;
+    for route in ROUTES.iter().filter(|r| r.surface == Surface::Console) {
+        let (method, path) = (route.method, concrete(route.path));
+        let at = format!("{method} {}", route.path);
+        // A session per call: sign-out ends the one it is sent with.
+        let call = |token: String| {
+            let hookd = &hookd;
+            let path = path.clone();
+            async move {
+                let session = hookd.sign_in(&token).await;
+                let form = format!("csrf={}", session.csrf);
+                let form = (method == "POST").then_some(form.as_str());
+                let answer = hookd.page(method, &path, Some(&session.cookie), form).await;
+                (answer.status, text(&answer))
+            }
+        };
+        match route.access {
+            Access::Public => {
+                let answer = hookd.page(method, &path, None, None).await;
+                assert_ne!(answer.status, 404, "{at}");
+                continue;
+            }
+            Access::Token => {
+                let (status, body) = call(none.clone()).await;
+                assert!(status < 400, "{at}: {status} {body}");
+            }
+            Access::Admin => {
+                let (status, body) = call(every.clone()).await;
+                assert_eq!(status, 403, "{at}: a tenant key with every scope: {body}");
+            }
+            Access::Portal(_) => unreachable!("{at}: a portal permission on a console page"),
+            Access::Scope(scope) => {
+                let others: Vec<&str> = SCOPES.iter().copied().filter(|s| *s != scope).collect();
+                let lacking = hookd.create_key("acme", &others).await;
+                for token in [&lacking, &none] {
+                    let (status, body) = call(token.clone()).await;
+                    assert_eq!(status, 403, "{at} without {scope}: {body}");
+                    assert!(body.contains(scope), "{at}: {body}");
+                }
+                let (status, body) = call(every.clone()).await;
+                assert_ne!(status, 403, "{at} with {scope}: {body}");
+            }
+        }
+        let anonymous = hookd.page(method, &path, None, None).await;
+        match method {
+            "GET" => {
+                assert_eq!(anonymous.status, 303, "{at}");
+                assert_eq!(anonymous.headers["location"], "/console/sign-in", "{at}");
+            }
+            _ => assert_eq!(anonymous.status, 403, "{at}"),
+        }
+        walked += 1;
+    }
+    assert!(walked >= 15, "walked {walked} console routes");
+}
+
+/// The portal's rows the same way, from sessions that portal links opened: a page or
+/// form that needs a permission is 403 to a session whose link granted every other
+/// permission, and answers one that granted them all; without a session a page is 401
+/// and a form 403.
+#[tokio::test]
+async fn every_portal_route_enforces_the_permission_the_table_declares() {
+    const PERMISSIONS: &[&str] = &["read", "manage", "secrets", "retry"];
+    let hookd = Hookd::start(Options::default()).await;
+    hookd.create_entity("acme", None).await;
+    let mut walked = 0;
+    for route in ROUTES.iter().filter(|r| r.surface == Surface::Portal) {
+        let (method, path) = (route.method, concrete_at(route.path));
+        let at = format!("{method} {}", route.path);
+        let call = |permissions: Vec<&'static str>| {
+            let hookd = &hookd;
+            let path = path.clone();
+            async move {
+                let session = hookd.portal_session("acme", &permissions).await;
+                let form = format!("csrf={}", session.csrf);
+                let form = (method == "POST").then_some(form.as_str());
+                let answer = hookd.page(method, &path, Some(&session.cookie), form).await;
+                (answer.status, text(&answer))
+            }
+        };
+        match route.access {
+            // A link that names nothing is refused like a used one.
+            Access::Public => {
+                let answer = hookd.page(method, &path, None, Some("csrf=x")).await;
+                assert!(
+                    matches!(answer.status, 403 | 404),
+                    "{at}: {}",
+                    answer.status
+                );
+                continue;
+            }
+            Access::Token => {
+                let (status, body) = call(vec!["read"]).await;
+                assert!(status < 400, "{at}: {status} {body}");
+            }
+            Access::Portal(permission) => {
+                let others: Vec<&str> = PERMISSIONS
+                    .iter()
+                    .copied()
+                    .filter(|p| *p != permission)
+                    .collect();
+                let (status, body) = call(others).await;
+                assert_eq!(status, 403, "{at} without {permission}: {body}");
+                assert!(body.contains(permission), "{at}: {body}");
+                let (status, body) = call(PERMISSIONS.to_vec()).await;
+                assert_ne!(status, 403, "{at} with {permission}: {body}");
+            }
+            Access::Admin | Access::Scope(_) => {
+                unreachable!("{at}: a portal page needs a permission")
+            }
+        }
+        let anonymous = hookd.page(method, &path, None, None).await;
+        let expected = if method == "GET" { 401 } else { 403 };
+        assert_eq!(anonymous.status, expected, "{at}");
+        walked += 1;
+    }
+    assert!(walked >= 15, "walked {walked} portal routes");
 }

@@ -8,7 +8,7 @@ use ring::digest::{SHA256, digest};
 use ring::rand::SecureRandom;
 use serde_json::{Value, json};
 
-use super::auth::{EVENTS_WRITE, SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE};
+use super::auth::{EVENTS_WRITE, PORTAL_WRITE, SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE};
 use super::validate::{self, Fields};
 use super::{ApiError, ApiResponse, AppState, Caller, Page, Request, data};
 use crate::ids::{ApiKeyId, EntityId};
@@ -102,7 +102,13 @@ pub(super) async fn delete_entity(state: &AppState, id: &str) -> Result<ApiRespo
 
 /// Scopes a key may carry: the three of API.md and each catalog type's read scope.
 fn known_scope(state: &AppState, scope: &str) -> bool {
-    [EVENTS_WRITE, SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE].contains(&scope)
+    [
+        EVENTS_WRITE,
+        SUBSCRIPTIONS_READ,
+        SUBSCRIPTIONS_WRITE,
+        PORTAL_WRITE,
+    ]
+    .contains(&scope)
         || state.config.event_types.iter().any(|t| t.scope == scope)
 }
 
@@ -126,7 +132,7 @@ pub(super) async fn create_key(
         if !known_scope(state, scope) {
             return Err(ApiError::invalid(
                 format!("scopes[{i}]"),
-                "is not events:write, subscriptions:read, subscriptions:write or a catalog scope",
+                "is not events:write, subscriptions:read, subscriptions:write, portal:write or a catalog scope",
             ));
         }
     }

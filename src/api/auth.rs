@@ -18,6 +18,7 @@ use crate::store::{ALL_SCOPES, SubscriptionIndex};
 pub const EVENTS_WRITE: &str = "events:write";
 pub const SUBSCRIPTIONS_READ: &str = "subscriptions:read";
 pub const SUBSCRIPTIONS_WRITE: &str = "subscriptions:write";
+pub const PORTAL_WRITE: &str = "portal:write";
 
 /// The admin token, kept only as an HMAC tag under a per-process random key, so a
 /// presented token is compared in constant time (`hmac::verify`) and the clear token
@@ -49,9 +50,44 @@ pub struct Caller {
     /// `None`: every scope (the admin token).
     scopes: Option<Vec<String>>,
     view: Arc<SubscriptionIndex>,
+    /// The permissions of a customer-portal session (`None`: not a portal session).
+    portal: Option<Vec<String>>,
 }
 
 impl Caller {
+    /// This caller narrowed to a portal session: `entity` (the caller's or below it),
+    /// the scopes `scopes` keeps of the caller's, and the portal `permissions`.
+    pub fn for_portal(
+        &self,
+        entity: EntityId,
+        scopes: impl Fn(&str) -> bool,
+        all_scopes: &[String],
+        permissions: Vec<String>,
+    ) -> Caller {
+        let held: Vec<String> = all_scopes
+            .iter()
+            .filter(|s| self.has(s) && scopes(s))
+            .cloned()
+            .collect();
+        Caller {
+            entity,
+            scopes: Some(held),
+            view: self.view.clone(),
+            portal: Some(permissions),
+        }
+    }
+
+    /// Whether a portal session holds `permission`.
+    pub fn may(&self, permission: &str) -> bool {
+        self.portal
+            .as_ref()
+            .is_some_and(|p| p.iter().any(|x| x == permission))
+    }
+
+    pub fn is_portal(&self) -> bool {
+        self.portal.is_some()
+    }
+
     pub fn is_admin(&self) -> bool {
         self.scopes.is_none()
     }
@@ -107,30 +143,13 @@ pub fn authenticate(state: &AppState, request: &Request) -> Result<Caller, ApiEr
         .map(str::trim)
         .ok_or(missing)?;
     let view = state.store.subscriptions();
-    if token.starts_with("hk_") {
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
-        let key = view.keys.find(&hash).ok_or_else(|| {
-            ApiError::Unauthorized("the API key is not valid or was revoked".into())
-        })?;
-        let Some(entity) = EntityId::parse(&key.record.entity) else {
-            return Err(ApiError::Unauthorized(
-                "the API key is not valid or was revoked".into(),
-            ));
-        };
-        let scopes = Some(key.record.scopes.clone());
-        return Ok(Caller {
-            entity,
-            scopes,
-            view,
-        });
+    if let Some(credential) = lasting_credential(state, token) {
+        return caller_of(state, &credential);
     }
-    if state.admin.matches(token) {
-        return Ok(Caller {
-            entity: EntityId::root(),
-            scopes: None,
-            view,
-        });
+    if token.starts_with("hk_") {
+        return Err(ApiError::Unauthorized(
+            "the API key is not valid or was revoked".into(),
+        ));
     }
     if token.matches('.').count() == 2 {
         let Some(verifier) = &state.jwt else {
@@ -149,7 +168,79 @@ pub fn authenticate(state: &AppState, request: &Request) -> Result<Caller, ApiEr
             entity,
             scopes: Some(claims.scopes),
             view,
+            portal: None,
         });
     }
     Err(ApiError::Unauthorized("the token is not valid".into()))
+}
+
+/// A credential a console session is bound to: checked again on every request, so a
+/// revoked key ends the sessions it opened. Never the clear token.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    Admin,
+    /// The SHA-256 of an API key, as the key index holds it.
+    Key([u8; 32]),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Admin => "Credential::Admin",
+            Self::Key(_) => "Credential::Key(..)",
+        })
+    }
+}
+
+/// The credential of a request's bearer token, when it is one a session may keep.
+pub fn bearer_credential(state: &AppState, request: &Request) -> Option<Credential> {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim();
+    lasting_credential(state, token)
+}
+
+/// The admin token or a current API key (a JWT is neither: it expires on its own
+/// terms, so it opens no session).
+pub fn lasting_credential(state: &AppState, token: &str) -> Option<Credential> {
+    if token.starts_with("hk_") {
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
+        return state
+            .store
+            .subscriptions()
+            .keys
+            .find(&hash)
+            .map(|_| Credential::Key(hash));
+    }
+    state.admin.matches(token).then_some(Credential::Admin)
+}
+
+/// The caller a credential acts as now: 401 once its key is revoked.
+pub fn caller_of(state: &AppState, credential: &Credential) -> Result<Caller, ApiError> {
+    let view = state.store.subscriptions();
+    let revoked = || ApiError::Unauthorized("the API key is not valid or was revoked".into());
+    match credential {
+        Credential::Admin => Ok(Caller {
+            entity: EntityId::root(),
+            scopes: None,
+            view,
+            portal: None,
+        }),
+        Credential::Key(hash) => {
+            let key = view.keys.find(hash).ok_or_else(revoked)?;
+            let entity = EntityId::parse(&key.record.entity).ok_or_else(revoked)?;
+            let scopes = Some(key.record.scopes.clone());
+            Ok(Caller {
+                entity,
+                scopes,
+                view,
+                portal: None,
+            })
+        }
+    }
 }

@@ -158,6 +158,12 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// The status and title this error answers with (the console shows them as a page).
+    pub fn status_and_title(&self) -> (StatusCode, &'static str) {
+        let (status, _, title) = self.parts();
+        (status, title)
+    }
+
     /// The action needs the subscription ACTIVE (retry, replay, test).
     pub fn inactive_subscription() -> Self {
         Self::Conflict("the subscription is not ACTIVE; set its status to ACTIVE first".into())

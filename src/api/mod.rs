@@ -9,7 +9,10 @@ mod deliveries;
 mod endpoint_auth;
 mod error;
 mod events;
+mod inproc;
 mod jwt;
+mod paging;
+mod portal;
 mod reachable;
 mod routes;
 mod strict;
@@ -26,9 +29,11 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 pub use admin::catalog_scopes;
-pub use auth::Caller;
+pub use auth::{Caller, Credential, caller_of, lasting_credential};
 pub use error::ApiError;
-pub use routes::{Access, OPENAPI_JSON, ROUTES, Route};
+pub use inproc::{Called, call};
+pub use portal::{Grant, PERMISSIONS as PORTAL_PERMISSIONS};
+pub use routes::{Access, OPENAPI_JSON, ROUTES, Route, Surface, api_routes, lookup};
 
 use crate::config::Config;
 use crate::health::Health;
@@ -36,7 +41,10 @@ use crate::secret::{Sealer, Secret};
 use crate::store::Store;
 
 pub type ApiResponse = Response<Full<Bytes>>;
-type Request = hyper::Request<Incoming>;
+/// A request as handlers take it: from the listener, or made in process by the console
+/// (`inproc::call`), which goes through the same route table and handlers.
+pub type Request = hyper::Request<RequestBody>;
+pub type RequestBody = http_body_util::Either<Incoming, Full<Bytes>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -59,6 +67,8 @@ pub struct AppState {
     backup_slot: Arc<tokio::sync::Semaphore>,
     /// The delivery client's address rules, to refuse at once a URL it would refuse.
     guard: crate::delivery::guard::AddressGuard,
+    /// Customer-portal links made and not yet opened.
+    pub portal: portal::Links,
 }
 
 impl AppState {
@@ -88,6 +98,7 @@ impl AppState {
             rng,
             health,
             backup_slot: backup::slot(),
+            portal: portal::Links::default(),
         })
     }
 }
@@ -172,12 +183,23 @@ fn authorize(
         _ => None,
     };
     let route = routes::lookup(request.method(), &segments)?;
+    // Console pages are the console's (`crate::console`); here they are not found.
+    if route.surface != Surface::Api {
+        return Err(ApiError::NotFound("route"));
+    }
     let caller = match (route.access, caller) {
         (Access::Public, _) => return Ok((route, None)),
         // Unreachable while every non-public route is under /v1 (a test holds it).
         (_, None) => return Err(ApiError::NotFound("route")),
         (_, Some(caller)) => caller,
     };
+    permit(route, &caller)?;
+    Ok((route, Some(caller)))
+}
+
+/// Whether `caller` holds what `route`'s access asks for: the one check every route of
+/// every surface (API, console) goes through.
+pub fn permit(route: &Route, caller: &Caller) -> Result<(), ApiError> {
     match route.access {
         Access::Admin if !caller.is_admin() => Err(ApiError::Forbidden(
             "this route needs the admin token".into(),
@@ -185,7 +207,10 @@ fn authorize(
         Access::Scope(scope) if !caller.has(scope) => Err(ApiError::Forbidden(format!(
             "this credential lacks the scope {scope}"
         ))),
-        _ => Ok((route, Some(caller))),
+        Access::Portal(permission) if !caller.may(permission) => Err(ApiError::Forbidden(format!(
+            "this portal session lacks the permission {permission}"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -210,14 +235,7 @@ async fn dispatch(
     let query = request.uri().query().map(str::to_owned);
     let query = query.as_deref();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    // The segment where the template has `{id}` (at most one per template).
-    let id = route
-        .path
-        .split('/')
-        .skip(1)
-        .zip(&segments)
-        .find(|(template, _)| *template == "{id}")
-        .map_or("", |(_, segment)| *segment);
+    let id = route.id(&segments);
     // Routes whose handler reads the request body.
     let request = match (route.method, route.path) {
         ("POST", "/v1/events") => return events::create(state, caller, request).await,
@@ -233,6 +251,10 @@ async fn dispatch(
         }
         ("POST", "/v1/admin/entities") => return admin::create_entity(state, request).await,
         ("POST", "/v1/admin/api-keys") => return admin::create_key(state, caller, request).await,
+        ("POST", "/v1/portal/sessions") => {
+            let credential = auth::bearer_credential(state, &request);
+            return portal::create(state, caller, credential, request).await;
+        }
         _ => request,
     };
     // The rest take none; a body sent anyway is read first, so the answer is not lost
@@ -382,204 +404,5 @@ fn no_content() -> ApiResponse {
 }
 
 pub use crate::payload::timestamp;
-
-/// `?limit=` (1..=500, default 50) and `?cursor=` (opaque; empty is the same as none),
-/// the same on every list. A cursor is what the previous page returned as `nextCursor`:
-/// the last item's key, as hex.
-struct Page {
-    limit: usize,
-    cursor: Option<String>,
-}
-
-const DEFAULT_LIMIT: usize = 50;
-const MAX_LIMIT: usize = 500;
-
-impl Page {
-    fn parse(query: Option<&str>) -> Result<Self, ApiError> {
-        let mut page = Page {
-            limit: DEFAULT_LIMIT,
-            cursor: None,
-        };
-        for (key, value) in query_pairs(query) {
-            match key {
-                "limit" => {
-                    page.limit = value
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=MAX_LIMIT).contains(n))
-                        .ok_or_else(|| {
-                            ApiError::invalid("limit", "must be an integer from 1 to 500")
-                        })?;
-                }
-                "cursor" if value.is_empty() => page.cursor = None,
-                "cursor" => page.cursor = Some(value),
-                _ => {}
-            }
-        }
-        Ok(page)
-    }
-
-    /// The cursor of a list keyed by id (events, subscriptions, deliveries, keys,
-    /// attempts).
-    fn after_id(&self) -> Result<Option<u128>, ApiError> {
-        self.cursor
-            .as_deref()
-            .map(|c| {
-                // from_str_radix also takes a leading `+`: only hex digits are a cursor.
-                (c.len() == 32 && c.bytes().all(|b| b.is_ascii_hexdigit()))
-                    .then(|| u128::from_str_radix(c, 16).ok())
-                    .flatten()
-                    .ok_or_else(bad_cursor)
-            })
-            .transpose()
-    }
-
-    /// The cursor of a list keyed by name (entities).
-    fn after_name(&self) -> Result<Option<String>, ApiError> {
-        self.cursor
-            .as_deref()
-            .map(|c| {
-                let hex = c.bytes().all(|b| b.is_ascii_hexdigit());
-                let bytes: Option<Vec<u8>> = (hex && c.len() % 2 == 0 && c.len() <= 256)
-                    .then(|| {
-                        (0..c.len())
-                            .step_by(2)
-                            .map(|i| u8::from_str_radix(c.get(i..i + 2)?, 16).ok())
-                            .collect()
-                    })
-                    .flatten();
-                bytes
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .filter(|name| !name.is_empty())
-                    .ok_or_else(bad_cursor)
-            })
-            .transpose()
-    }
-}
-
-/// One page from `items` (already past the cursor and filtered): at most `limit` of
-/// them, and the key of the last one when more follow.
-fn take_page<K, T>(items: impl Iterator<Item = (K, T)>, limit: usize) -> (Vec<(K, T)>, Option<K>)
-where
-    K: Copy,
-{
-    let mut out = Vec::with_capacity(limit.min(64));
-    for item in items {
-        if out.len() == limit {
-            let last = out.last().map(|(key, _): &(K, T)| *key);
-            return (out, last);
-        }
-        out.push(item);
-    }
-    (out, None)
-}
-
-fn bad_cursor() -> ApiError {
-    ApiError::invalid(
-        "cursor",
-        "is not a cursor this API returned (use nextCursor)",
-    )
-}
-
-fn name_cursor(name: &str) -> String {
-    name.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `key=value` pairs of a query string, values percent-decoded (`+` is a space).
-fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, String)> {
-    query
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (key, percent_decode(value))
-        })
-}
-
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = bytes
-            .get(i + 1..i + 3)
-            .filter(|hex| bytes[i] == b'%' && hex.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// An RFC 3339 time in a query (`since`, `until`) as Unix milliseconds.
-fn parse_time(field: &'static str, value: &str) -> Result<u64, ApiError> {
-    humantime::parse_rfc3339_weak(value)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                field,
-                "must be an RFC 3339 time such as 2026-01-31T12:00:00Z",
-            )
-        })
-}
-
-/// A list body: `{"data": [...], "nextCursor": ...}`.
-fn list(items: Vec<serde_json::Value>, next: Option<u128>) -> ApiResponse {
-    list_from(items, next.map(cursor))
-}
-
-fn list_from(items: Vec<serde_json::Value>, next: Option<String>) -> ApiResponse {
-    json(
-        StatusCode::OK,
-        &serde_json::json!({"data": items, "nextCursor": next}),
-    )
-}
-
-fn cursor(id: u128) -> String {
-    format!("{id:032x}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_are_percent_decoded() {
-        let pairs: Vec<_> = query_pairs(Some(
-            "since=2026-01-31T12%3A00%3A00Z&eventType=a.b&x=%zz+1&limit=5",
-        ))
-        .collect();
-        assert_eq!(pairs[0], ("since", "2026-01-31T12:00:00Z".to_string()));
-        assert_eq!(pairs[1], ("eventType", "a.b".to_string()));
-        assert_eq!(pairs[2], ("x", "%zz 1".to_string()));
-        assert_eq!(parse_time("since", &pairs[0].1).unwrap(), 1_769_860_800_000);
-        assert!(parse_time("since", "yesterday").is_err());
-    }
-
-    /// A cursor is hex digits only, as `openapi.json`'s pattern says; `from_str_radix`
-    /// alone would also take a sign.
-    #[test]
-    fn cursors_are_hex_digits_only() {
-        let page = |cursor: &str| Page::parse(Some(&format!("cursor={cursor}"))).unwrap();
-        let id = "0195f3c2a1b27c4e9d8f001122334455";
-        assert_eq!(
-            page(id).after_id().unwrap(),
-            Some(0x0195f3c2a1b27c4e9d8f001122334455)
-        );
-        assert!(page(&format!("%2B{}", &id[1..])).after_id().is_err());
-        assert_eq!(page("").after_id().unwrap(), None);
-        assert_eq!(page("6163").after_name().unwrap().as_deref(), Some("ac"));
-        assert!(page("%2B6%2B6").after_name().is_err());
-    }
-}
+pub(crate) use paging::query_pairs;
+use paging::{Page, bad_cursor, list, list_from, name_cursor, parse_time, take_page};

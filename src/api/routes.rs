@@ -11,7 +11,7 @@
 use http::Method;
 
 use super::ApiError;
-use super::auth::{EVENTS_WRITE, SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE};
+use super::auth::{EVENTS_WRITE, PORTAL_WRITE, SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE};
 
 /// Who may call a route. The router checks it once, before any handler runs, so a
 /// handler never checks its own scope; `openapi.json` states the same for every
@@ -26,14 +26,28 @@ pub enum Access {
     Admin,
     /// A token holding this scope (the admin token holds every scope).
     Scope(&'static str),
+    /// A customer-portal session granted this permission (`read`, `manage`, `retry`,
+    /// `secrets`); nothing else holds one.
+    Portal(&'static str),
 }
 
-/// One route: method, path template and access.
+/// Which part of the listener answers a route: the JSON API (documented in
+/// `openapi.json`) or the web console's HTML pages (`crate::console`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    Api,
+    Console,
+    /// The customer portal: the console's pages for one entity, under `/portal`.
+    Portal,
+}
+
+/// One route: method, path template, access, and the surface that serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
     pub access: Access,
+    pub surface: Surface,
 }
 
 const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
@@ -41,8 +55,35 @@ const fn route(method: &'static str, path: &'static str, access: Access) -> Rout
         method,
         path,
         access,
+        surface: Surface::Api,
     }
 }
+
+/// A console page or form: the same access rules as the API (a page shows what the
+/// API would, through the API's own handlers), checked by the same `permit`.
+const fn page(method: &'static str, path: &'static str, access: Access) -> Route {
+    Route {
+        method,
+        path,
+        access,
+        surface: Surface::Console,
+    }
+}
+
+/// A customer-portal page or form.
+const fn portal(method: &'static str, path: &'static str, access: Access) -> Route {
+    Route {
+        method,
+        path,
+        access,
+        surface: Surface::Portal,
+    }
+}
+
+const SEE: Access = Access::Portal("read");
+const MANAGE: Access = Access::Portal("manage");
+const RESEND: Access = Access::Portal("retry");
+const SECRETS: Access = Access::Portal("secrets");
 
 const READ: Access = Access::Scope(SUBSCRIPTIONS_READ);
 const WRITE: Access = Access::Scope(SUBSCRIPTIONS_WRITE);
@@ -91,7 +132,79 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/admin/api-keys", Access::Admin),
     route("DELETE", "/v1/admin/api-keys/{id}", Access::Admin),
     route("GET", "/v1/admin/backup", Access::Admin),
+    route("POST", "/v1/portal/sessions", Access::Scope(PORTAL_WRITE)),
+    // The web console (HTML; sessions from a cookie, forms carry a CSRF token).
+    page("GET", "/console", Access::Token),
+    page("GET", "/console/sign-in", Access::Public),
+    page("POST", "/console/sign-in", Access::Public),
+    page("POST", "/console/sign-out", Access::Token),
+    page("GET", "/console/assets/{id}", Access::Public),
+    page("GET", "/console/subscriptions", READ),
+    page("POST", "/console/subscriptions", WRITE),
+    page("GET", "/console/subscriptions/new", WRITE),
+    page("GET", "/console/subscriptions/{id}", READ),
+    page("POST", "/console/subscriptions/{id}", WRITE),
+    page("GET", "/console/subscriptions/{id}/edit", WRITE),
+    page("POST", "/console/subscriptions/{id}/status", WRITE),
+    page("POST", "/console/subscriptions/{id}/delete", WRITE),
+    page("POST", "/console/subscriptions/{id}/test", WRITE),
+    page("POST", "/console/subscriptions/{id}/replay", WRITE),
+    // The operator's pages.
+    page("GET", "/console/entities", Access::Admin),
+    page("POST", "/console/entities", Access::Admin),
+    page("GET", "/console/keys", Access::Admin),
+    page("POST", "/console/keys", Access::Admin),
+    page("POST", "/console/keys/{id}/revoke", Access::Admin),
+    // A signing secret is shown only when asked for, by a form (never on a GET page).
+    page("POST", "/console/subscriptions/{id}/secret", WRITE),
+    page("POST", "/console/subscriptions/{id}/secret/rotate", WRITE),
+    page("GET", "/console/events", READ),
+    page("GET", "/console/events/{id}", READ),
+    page("GET", "/console/deliveries", READ),
+    page("GET", "/console/event-types", Access::Token),
+    page("GET", "/console/deliveries/{id}", READ),
+    page("POST", "/console/deliveries/{id}/retry", WRITE),
+    // The customer portal: a one-time link opens a session for one entity's subtree
+    // with the permissions the link names.
+    portal("GET", "/portal/open/{id}", Access::Public),
+    portal("POST", "/portal/open/{id}", Access::Public),
+    portal("GET", "/portal", Access::Token),
+    portal("POST", "/portal/sign-out", Access::Token),
+    portal("GET", "/portal/subscriptions", SEE),
+    portal("POST", "/portal/subscriptions", MANAGE),
+    portal("GET", "/portal/subscriptions/new", MANAGE),
+    portal("GET", "/portal/subscriptions/{id}", SEE),
+    portal("POST", "/portal/subscriptions/{id}", MANAGE),
+    portal("GET", "/portal/subscriptions/{id}/edit", MANAGE),
+    portal("POST", "/portal/subscriptions/{id}/status", MANAGE),
+    portal("POST", "/portal/subscriptions/{id}/delete", MANAGE),
+    portal("POST", "/portal/subscriptions/{id}/test", RESEND),
+    portal("POST", "/portal/subscriptions/{id}/replay", RESEND),
+    portal("POST", "/portal/subscriptions/{id}/secret", SECRETS),
+    portal("POST", "/portal/subscriptions/{id}/secret/rotate", SECRETS),
+    portal("GET", "/portal/events", SEE),
+    portal("GET", "/portal/events/{id}", SEE),
+    portal("GET", "/portal/deliveries", SEE),
+    portal("GET", "/portal/event-types", SEE),
+    portal("GET", "/portal/deliveries/{id}", SEE),
+    portal("POST", "/portal/deliveries/{id}/retry", RESEND),
 ];
+
+impl Route {
+    /// The request segment where the template has `{id}` (at most one per template),
+    /// or "".
+    pub fn id<'a>(&self, segments: &[&'a str]) -> &'a str {
+        template_segments(self.path)
+            .zip(segments)
+            .find(|(template, _)| *template == "{id}")
+            .map_or("", |(_, segment)| *segment)
+    }
+}
+
+/// The routes `openapi.json` documents: the API surface.
+pub fn api_routes() -> impl Iterator<Item = &'static Route> {
+    ROUTES.iter().filter(|r| r.surface == Surface::Api)
+}
 
 /// The OpenAPI 3.1 document, compiled in so the binary serves the document of its own
 /// version.
@@ -177,11 +290,14 @@ mod tests {
                 }
             }
         }
-        let routed: BTreeSet<(String, String)> = ROUTES
-            .iter()
+        let routed: BTreeSet<(String, String)> = api_routes()
             .map(|r| (r.method.to_owned(), r.path.to_owned()))
             .collect();
-        assert_eq!(routed.len(), ROUTES.len(), "ROUTES lists a route twice");
+        assert_eq!(
+            routed.len(),
+            api_routes().count(),
+            "ROUTES lists a route twice"
+        );
         let undocumented: Vec<_> = routed.difference(&documented).collect();
         let unrouted: Vec<_> = documented.difference(&routed).collect();
         assert!(
@@ -262,13 +378,14 @@ mod tests {
     fn the_document_security_is_the_table() {
         let doc = document();
         assert_eq!(doc["security"], json!([{"bearerAuth": []}]));
-        for route in ROUTES {
+        for route in api_routes() {
             let op = &doc["paths"][route.path][route.method.to_lowercase()];
             let expected = match route.access {
                 Access::Public => json!([]),
                 Access::Token => Value::Null,
                 Access::Admin => json!([{"bearerAuth": ["admin"]}]),
                 Access::Scope(scope) => json!([{"bearerAuth": [scope]}]),
+                Access::Portal(_) => panic!("a portal permission on an API route"),
             };
             assert_eq!(
                 op["security"], expected,
@@ -284,6 +401,36 @@ mod tests {
                 route.path
             );
         }
+    }
+
+    /// Console pages live under `/console`, API routes never do.
+    #[test]
+    fn console_routes_are_the_console_surface() {
+        for route in ROUTES {
+            let under =
+                |root: &str| route.path == root || route.path.starts_with(&format!("{root}/"));
+            let surface = match () {
+                _ if under("/console") => Surface::Console,
+                _ if under("/portal") => Surface::Portal,
+                _ => Surface::Api,
+            };
+            assert_eq!(surface, route.surface, "{} {}", route.method, route.path);
+            // Portal permissions are for portal pages only, and only they have them.
+            assert_eq!(
+                matches!(route.access, Access::Portal(_)),
+                surface == Surface::Portal
+                    && !matches!(route.access, Access::Public | Access::Token),
+                "{} {}",
+                route.method,
+                route.path
+            );
+        }
+        assert_eq!(
+            lookup(&Method::GET, &segments("/console/subscriptions/new"))
+                .ok()
+                .map(|r| r.access),
+            Some(WRITE)
+        );
     }
 
     #[test]

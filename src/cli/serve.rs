@@ -88,9 +88,14 @@ fn dev_hints(config: &Config, bound: SocketAddr) -> String {
         tls_dir.join("ca.pem")
     });
     let ca = ca.display();
+    let console = if config.console.enabled {
+        format!("\n  console      {url}/console/ (sign in with the admin token)")
+    } else {
+        String::new()
+    };
     format!(
         "hookd development server\n\
-         \x20 API          {url}\n\
+         \x20 API          {url}{console}\n\
          \x20 admin token  {token}\n\
          \x20              export HOOKD_TOKEN=$(cat {token})\n\
          \x20 CA to trust  {ca}\n\
@@ -111,6 +116,10 @@ mod tests {
         .unwrap();
         let hints = dev_hints(&config, "0.0.0.0:8443".parse().unwrap());
         assert!(hints.contains("https://127.0.0.1:8443"), "{hints}");
+        assert!(
+            hints.contains("console      https://127.0.0.1:8443/console/"),
+            "{hints}"
+        );
         assert!(
             hints.contains("export HOOKD_TOKEN=$(cat ./hookd-dev/admin.token)"),
             "{hints}"

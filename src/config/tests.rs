@@ -75,6 +75,7 @@ fn the_example_file_sets_every_key_to_its_default() {
     assert_eq!(example.secrets, defaults.secrets);
     assert_eq!(example.delivery, defaults.delivery);
     assert_eq!(example.auth, defaults.auth);
+    assert_eq!(example.console, defaults.console);
     assert!(
         example.event_types.is_empty(),
         "the example's catalog is open"

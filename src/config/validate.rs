@@ -36,6 +36,7 @@ pub(super) fn validate(config: &Config) -> Rule {
     secrets(config)?;
     delivery(config)?;
     jwt(config)?;
+    super::console::validate(&config.console)?;
     event_types(config)
 }
 

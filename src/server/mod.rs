@@ -78,6 +78,14 @@ pub async fn serve(
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let connections = TaskTracker::new();
+    let site = Arc::new(Site {
+        console: state
+            .config
+            .console
+            .enabled
+            .then(|| crate::console::Console::new(state.clone())),
+        api: state,
+    });
     let hard_stop = CancellationToken::new();
     loop {
         let Some((stream, peer, permit)) =
@@ -86,7 +94,7 @@ pub async fn serve(
             break;
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let site = site.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         let hard_stop = hard_stop.clone();
@@ -96,14 +104,14 @@ pub async fn serve(
                     Some(acceptor) => {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                         {
-                            Ok(Ok(stream)) => serve_connection(stream, state, shutdown).await,
+                            Ok(Ok(stream)) => serve_connection(stream, site, shutdown).await,
                             Ok(Err(error)) => {
                                 tracing::debug!(%peer, %error, "TLS handshake failed")
                             }
                             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
                     }
-                    None => serve_connection(stream, state, shutdown).await,
+                    None => serve_connection(stream, site, shutdown).await,
                 }
             };
             tokio::select! {
@@ -127,13 +135,33 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection<S>(stream: S, state: Arc<AppState>, shutdown: CancellationToken)
+/// What the listener serves: the API, and the console when `console.enabled`.
+struct Site {
+    api: Arc<AppState>,
+    console: Option<crate::console::Console>,
+}
+
+impl Site {
+    async fn respond(&self, request: Request<Incoming>) -> Response<api::Body> {
+        let request = request.map(api::RequestBody::Left);
+        match &self.console {
+            Some(console) if crate::console::owns(request.uri().path()) => console
+                .respond(request)
+                .await
+                .map(http_body_util::Either::Left),
+            // Disabled, console paths reach the API, which has no page: 404.
+            _ => api::respond(&self.api, request).await,
+        }
+    }
+}
+
+async fn serve_connection<S>(stream: S, site: Arc<Site>, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request: Request<Incoming>| {
-        let state = state.clone();
-        async move { Ok::<Response<api::Body>, Infallible>(api::respond(&state, request).await) }
+        let site = site.clone();
+        async move { Ok::<Response<api::Body>, Infallible>(site.respond(request).await) }
     });
     serve_http1(stream, service, HEADER_TIMEOUT, &shutdown, None).await;
 }

@@ -4,6 +4,8 @@
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+pub mod browser;
+pub mod console;
 pub mod daemon;
 mod receiver;
 
