@@ -15,6 +15,7 @@ mod paging;
 mod portal;
 mod reachable;
 mod routes;
+mod stats;
 mod strict;
 mod subscription_actions;
 mod subscriptions;
@@ -262,6 +263,7 @@ async fn dispatch(
     discard_body(state, request).await;
     match (route.method, route.path) {
         ("GET", "/v1/event-types") => admin::event_types(state, query),
+        ("GET", "/v1/stats") => stats::get(state, caller, query).await,
         ("GET", "/v1/events") => events::list(state, caller, query).await,
         ("GET", "/v1/events/{id}") => events::get(state, caller, id).await,
         ("GET", "/v1/events/{id}/deliveries") => events::deliveries(state, caller, id, query).await,

@@ -121,6 +121,8 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/deliveries/{id}", READ),
     route("GET", "/v1/deliveries/{id}/attempts", READ),
     route("POST", "/v1/deliveries/{id}/retry", WRITE),
+    // Attempt counts and latency of the subscriptions the caller sees.
+    route("GET", "/v1/stats", READ),
     // The catalog is public knowledge to any tenant.
     route("GET", "/v1/event-types", Access::Token),
     // Tenancy and maintenance.
