@@ -16,6 +16,7 @@ mod form;
 mod headers;
 mod layout;
 mod operator;
+mod overview;
 mod portal;
 mod session;
 mod sign_in;
@@ -185,7 +186,7 @@ impl Console {
         };
         let page = route.path.strip_prefix(base).unwrap_or_default();
         let result = match (route.method, page) {
-            ("GET", "") => Ok(overview(&ctx)),
+            ("GET", "") => overview::page(&ctx).await,
             ("POST", "/sign-out") => return sign_in::sign_out(&ctx),
             ("GET", "/subscriptions") => subscriptions::list(&ctx).await,
             ("POST", "/subscriptions") => subscription_form::create(&ctx).await,
@@ -300,22 +301,6 @@ fn chrome(base: &'static str, caller: &Caller, session: &Session) -> layout::Chr
         csrf: session.csrf.clone(),
         notice: session.notice.clone(),
     }
-}
-
-fn overview(ctx: &Ctx<'_>) -> Reply {
-    let base = ctx.base;
-    let content = maud::html! {
-        h1 { @if ctx.caller.is_portal() { "Webhooks of " (ctx.caller.entity) } @else { "hookd console" } }
-        ul.cards {
-            li { a href=(format!("{base}/subscriptions")) { "Subscriptions" } " — endpoints, their status and last outcome." }
-            li { a href=(format!("{base}/events")) { "Events" } " — search by type, time or id." }
-            li { a href=(format!("{base}/deliveries")) { "Deliveries" } " — by subscription and state, with every attempt." }
-        }
-        @if !ctx.allows("GET", "/subscriptions/new") {
-            p.muted { "This session cannot create or change subscriptions." }
-        }
-    };
-    Reply::Html(StatusCode::OK, "Overview".into(), content)
 }
 
 pub fn html(status: StatusCode, markup: Markup) -> Page {
