@@ -173,6 +173,7 @@ async fn a_support_engineer_follows_a_delivery_from_subscription_to_retry() {
 
     // The other main pages, for the record.
     for (name, path) in [
+        ("overview", "/console".to_owned()),
         ("subscriptions", "/console/subscriptions".to_owned()),
         ("events", "/console/events".to_owned()),
         (
