@@ -387,3 +387,49 @@ async fn a_rotated_secret_signs_beside_the_new_one_for_the_overlap() {
     assert!(verify(&after, &new));
     assert!(!verify(&after, &old));
 }
+
+/// An attempt records the headers its request carried: the signature and ids as sent,
+/// the bearer token and custom header values masked, nothing secret in the answer.
+#[tokio::test]
+async fn an_attempt_shows_the_headers_it_sent_with_secrets_masked() {
+    let hookd = Hookd::start(Options::default()).await;
+    let tokens = token_server(&hookd, 3600).await;
+    let mut endpoint = Receiver::start(&hookd.ca).await;
+    let sub = oauth_subscription(&hookd, &endpoint.url, &tokens.url, json!({})).await;
+    let (status, body) = hookd
+        .call(
+            "PATCH",
+            &format!("/v1/subscriptions/{sub}"),
+            Some(json!({"customHeaders": {"x-tenant-key": "tenant-secret-42"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let accepted = hookd.post_event("job.done", json!({"n": 1})).await;
+    let received = endpoint.next().await;
+    assert_eq!(received.header("x-tenant-key"), "tenant-secret-42");
+    let delivery = hookd.first_delivery(&accepted).await;
+    hookd.wait_for_delivery_state(&delivery, "SUCCEEDED").await;
+
+    let (status, attempts) = hookd
+        .call("GET", &format!("/v1/deliveries/{delivery}/attempts"), None)
+        .await;
+    assert_eq!(status, 200, "{attempts}");
+    let sent = &attempts["data"][0]["requestHeaders"];
+    assert_eq!(sent["webhook-id"], received.header("webhook-id"), "{sent}");
+    assert_eq!(
+        sent["webhook-signature"],
+        received.header("webhook-signature")
+    );
+    assert_eq!(
+        sent["webhook-timestamp"],
+        received.header("webhook-timestamp")
+    );
+    assert_eq!(sent["content-type"], "application/json");
+    assert_eq!(sent["authorization"], "••••••");
+    assert_eq!(sent["x-tenant-key"], "••••••");
+    let text = attempts.to_string();
+    assert!(
+        !text.contains(TOKEN) && !text.contains("tenant-secret-42"),
+        "{text}"
+    );
+}

@@ -32,12 +32,19 @@ pub async fn attempts(
     let attempts: Vec<Value> = found
         .items
         .into_iter()
-        .map(|(_, a)| {
+        .map(|(_, a, request)| {
             let headers: serde_json::Map<String, Value> = a
                 .response_headers
                 .into_iter()
                 .map(|(k, v)| (k, Value::String(v)))
                 .collect();
+            // Attempts recorded before hookd kept request headers have none: null.
+            let request_headers = request.map(|r| {
+                r.headers
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect::<serde_json::Map<String, Value>>()
+            });
             json!({
                 "attemptedAt": super::timestamp(a.attempted_ms),
                 "url": a.url,
@@ -46,6 +53,7 @@ pub async fn attempts(
                 "durationMs": a.duration_ms,
                 "responseBody": String::from_utf8_lossy(&a.response_body),
                 "responseHeaders": headers,
+                "requestHeaders": request_headers,
             })
         })
         .collect();

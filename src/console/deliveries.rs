@@ -210,9 +210,18 @@ fn attempt_view(attempt: &Value, delivery: &Value, sub: Option<&Value>) -> Marku
             dt { "URL" } dd.mono { (text(attempt, "url")) }
             @if let Some(error) = attempt["error"].as_str() { dt { "Error" } dd.error { (error) } }
         }
-        details {
-            summary { "Request headers (from the subscription as configured now; secrets masked)" }
-            pre { (request_headers(attempt, delivery, sub)) }
+        @if let Some(sent) = attempt["requestHeaders"].as_object() {
+            details {
+                summary { "Request headers (as sent; secrets masked)" }
+                pre {
+                    @for (name, value) in sent { (name) ": " (value.as_str().unwrap_or("")) "\n" }
+                }
+            }
+        } @else {
+            details {
+                summary { "Request headers (not recorded for this attempt: from the subscription as configured now; secrets masked)" }
+                pre { (request_headers(attempt, delivery, sub)) }
+            }
         }
         details open[!ok] {
             summary { "Response headers" }

@@ -132,10 +132,12 @@ impl Outgoing {
             .ok_or_else(|| DeliveryError::Http("invalid endpoint URL".into()))?;
         for (name, value) in &self.headers {
             // Names and values were validated when the subscription was stored.
-            if let (Ok(name), Ok(value)) = (
+            if let (Ok(name), Ok(mut value)) = (
                 HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_str(value.expose()),
             ) {
+                // Sealed like a credential: masked wherever the request is shown.
+                value.set_sensitive(true);
                 headers.insert(name, value);
             }
         }
@@ -170,6 +172,8 @@ impl Outgoing {
 /// What one attempt produced: the record to store and what the policy needs to know.
 pub struct AttemptResult {
     pub record: AttemptRecord,
+    /// The headers of the request sent last, sensitive values masked.
+    pub request_headers: Vec<(String, String)>,
     pub status: Option<u16>,
     pub timed_out: bool,
     pub retry_after: Option<String>,
@@ -197,37 +201,45 @@ async fn send(
     outgoing: &Outgoing,
     timestamp: i64,
     timeout: Duration,
+    shown: &mut Vec<(String, String)>,
 ) -> Result<client::BoundedResponse, DeliveryError> {
     let Some(credentials) = &outgoing.oauth else {
-        return client
-            .send(
-                outgoing.request(timestamp, None)?,
-                timeout,
-                RESPONSE_BODY_LIMIT,
-            )
-            .await;
+        let request = outgoing.request(timestamp, None)?;
+        *shown = masked(request.headers());
+        return client.send(request, timeout, RESPONSE_BODY_LIMIT).await;
     };
     let token = tokens.token(client, credentials, timeout).await?;
-    let response = client
-        .send(
-            outgoing.request(timestamp, Some(&token))?,
-            timeout,
-            RESPONSE_BODY_LIMIT,
-        )
-        .await?;
+    let request = outgoing.request(timestamp, Some(&token))?;
+    *shown = masked(request.headers());
+    let response = client.send(request, timeout, RESPONSE_BODY_LIMIT).await?;
     if response.status != 401 {
         return Ok(response);
     }
     tokens.reject(credentials, &token).await;
     let fresh = tokens.token(client, credentials, timeout).await?;
-    client
-        .send(
-            outgoing.request(timestamp, Some(&fresh))?,
-            timeout,
-            RESPONSE_BODY_LIMIT,
-        )
-        .await
+    let request = outgoing.request(timestamp, Some(&fresh))?;
+    *shown = masked(request.headers());
+    client.send(request, timeout, RESPONSE_BODY_LIMIT).await
 }
+
+/// What an attempt's page shows of its request's headers: sensitive values (the
+/// authorization, custom headers, which are sealed like credentials) masked.
+fn masked(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let shown = if value.is_sensitive() {
+                MASK.to_owned()
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+            (name.as_str().to_owned(), shown)
+        })
+        .collect()
+}
+
+/// What a masked header value reads as.
+pub const MASK: &str = "••••••";
 
 pub async fn attempt(
     client: &Client,
@@ -241,12 +253,14 @@ pub async fn attempt(
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let started = Instant::now();
+    let mut request_headers = Vec::new();
     let sent = send(
         client,
         tokens,
         outgoing,
         (attempted_ms / 1000) as i64,
         timeout,
+        &mut request_headers,
     )
     .await;
     let duration_ms = client::elapsed_ms(started);
@@ -282,6 +296,7 @@ pub async fn attempt(
             AttemptResult {
                 status: Some(response.status),
                 record,
+                request_headers,
                 timed_out: false,
                 retry_after,
             }
@@ -291,6 +306,7 @@ pub async fn attempt(
             record.error = Some(error.to_string());
             AttemptResult {
                 record,
+                request_headers,
                 status: None,
                 timed_out,
                 retry_after: None,

@@ -297,6 +297,7 @@ impl Dispatcher {
                         response_body: Vec::new(),
                         response_headers: Vec::new(),
                     },
+                    request_headers: Vec::new(),
                     status: None,
                     timed_out: false,
                     retry_after: None,
@@ -339,6 +340,7 @@ impl Dispatcher {
         Some(AttemptReport {
             delivery: entry.delivery,
             attempt: outcome.record,
+            request_headers: outcome.request_headers,
             next,
             gone: outcome.status == Some(410),
         })

@@ -6,10 +6,10 @@
 use redb::ReadTransaction;
 
 use super::codec::decode;
-use super::records::{AttemptRecord, DeliveryRecord, DeliveryState, EventRecord};
+use super::records::{AttemptRecord, AttemptRequest, DeliveryRecord, DeliveryState, EventRecord};
 use super::tables::{
-    ATTEMPTS, DELIVERIES, EVENT_DELIVERIES, EVENT_TYPES, EVENTS, SUBSCRIPTION_DELIVERIES,
-    SUBSCRIPTION_STATES,
+    ATTEMPT_REQUESTS, ATTEMPTS, DELIVERIES, EVENT_DELIVERIES, EVENT_TYPES, EVENTS,
+    SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES,
 };
 use super::{Store, StoreError};
 
@@ -55,23 +55,29 @@ impl Store {
         delivery: u128,
         after: u32,
         limit: usize,
-    ) -> Result<Page<(u32, AttemptRecord)>, StoreError> {
+    ) -> Result<Page<(u32, AttemptRecord, Option<AttemptRequest>)>, StoreError> {
         self.read(move |txn| {
             let mut page = Page {
                 items: Vec::new(),
                 next: None,
             };
             let first = after.saturating_add(1);
+            let requests = txn.open_table(ATTEMPT_REQUESTS)?;
             for entry in txn
                 .open_table(ATTEMPTS)?
                 .range((delivery, first)..=(delivery, u32::MAX))?
             {
                 let (key, value) = entry?;
                 if page.items.len() == limit {
-                    page.next = page.items.last().map(|(n, _)| u128::from(*n));
+                    page.next = page.items.last().map(|(n, _, _)| u128::from(*n));
                     break;
                 }
-                page.items.push((key.value().1, decode(value.value())?));
+                let request = requests
+                    .get(key.value())?
+                    .map(|guard| decode(guard.value()))
+                    .transpose()?;
+                page.items
+                    .push((key.value().1, decode(value.value())?, request));
             }
             Ok(page)
         })

@@ -16,9 +16,9 @@ use redb::{
 use super::error::StoreError;
 use super::migrate::{self, SCHEMA_VERSION};
 use super::tables::{
-    API_KEYS, ATTEMPT_STATS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENT_TYPES,
-    EVENTS, FAILING, HEALTH, IDEMPOTENCY, IDEMPOTENCY_TIMES, META, SUBSCRIPTION_DELIVERIES,
-    SUBSCRIPTION_STATES, SUBSCRIPTIONS,
+    API_KEYS, ATTEMPT_REQUESTS, ATTEMPT_STATS, ATTEMPTS, DELIVERIES, DUE, ENTITIES,
+    EVENT_DELIVERIES, EVENT_TYPES, EVENTS, FAILING, HEALTH, IDEMPOTENCY, IDEMPOTENCY_TIMES, META,
+    SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES, SUBSCRIPTIONS,
 };
 
 /// Rows per write transaction of the copy: each commit lets redb write its dirty pages
@@ -88,6 +88,7 @@ pub(super) fn backup(db: &Database, dest: &Path) -> Result<BackupInfo, StoreErro
         copy_table(&source, &copy, SUBSCRIPTION_STATES)?,
         copy_table(&source, &copy, EVENT_TYPES)?,
         copy_table(&source, &copy, ATTEMPTS)?,
+        copy_table(&source, &copy, ATTEMPT_REQUESTS)?,
         copy_table(&source, &copy, DUE)?,
         copy_table(&source, &copy, HEALTH)?,
         copy_table(&source, &copy, FAILING)?,

@@ -8,7 +8,8 @@
 //!   are built for filtered lists: events by type, a subscription's deliveries by state.
 //! - 2 -> 3: attempt counters per subscription and period (`attempt_stats_v1`), empty:
 //!   they count from the upgrade on; idempotency records indexed by time
-//!   (`idempotency_times_v1`), so retention reads only the expired ones.
+//!   (`idempotency_times_v1`), so retention reads only the expired ones; attempts'
+//!   request headers (`attempt_requests_v1`), empty: recorded from the upgrade on.
 
 use redb::{Database, ReadableTable, WriteTransaction};
 
@@ -16,8 +17,8 @@ use super::codec::{decode, encode};
 use super::error::StoreError;
 use super::records::{DeliveryRecord, EntityRecord, EventHead, IdempotencyRecord};
 use super::tables::{
-    API_KEYS, ATTEMPT_STATS, ATTEMPTS, DELIVERIES, DUE, DUE_V1, ENTITIES, EVENT_DELIVERIES,
-    EVENT_TYPES, EVENTS, FAILING, HEALTH, IDEMPOTENCY, IDEMPOTENCY_TIMES, META,
+    API_KEYS, ATTEMPT_REQUESTS, ATTEMPT_STATS, ATTEMPTS, DELIVERIES, DUE, DUE_V1, ENTITIES,
+    EVENT_DELIVERIES, EVENT_TYPES, EVENTS, FAILING, HEALTH, IDEMPOTENCY, IDEMPOTENCY_TIMES, META,
     SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES, SUBSCRIPTIONS,
 };
 use crate::ids::EntityId;
@@ -107,6 +108,7 @@ fn to_v2(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
 /// Schema 2 -> 3: the attempt counters, and the idempotency records' time index.
 fn to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ATTEMPT_STATS)?;
+    txn.open_table(ATTEMPT_REQUESTS)?;
     let mut times = txn.open_table(IDEMPOTENCY_TIMES)?;
     for entry in txn.open_table(IDEMPOTENCY)?.iter()? {
         let (key, value) = entry?;
@@ -133,6 +135,7 @@ fn create(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
     txn.open_table(FAILING)?;
     txn.open_table(API_KEYS)?;
     txn.open_table(ATTEMPT_STATS)?;
+    txn.open_table(ATTEMPT_REQUESTS)?;
     txn.open_table(IDEMPOTENCY_TIMES)?;
     let root = EntityRecord {
         name: "root".into(),

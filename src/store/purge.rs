@@ -215,6 +215,7 @@ impl Batch<'_, '_> {
                     .collect::<Result<_, _>>()?;
                 for key in attempts {
                     self.t.attempts.remove(key)?;
+                    self.t.attempt_requests.remove(key)?;
                     outcome.attempts += 1;
                 }
                 self.t

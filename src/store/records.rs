@@ -214,6 +214,18 @@ impl Record for AttemptRecord {
     const VERSION: u8 = 1;
 }
 
+/// The headers an attempt's request carried, secrets masked (`attempt_requests_v1`,
+/// beside the attempt: attempts stored before it have none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRequest {
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record for AttemptRequest {
+    const KIND: &'static str = "attempt request";
+    const VERSION: u8 = 1;
+}
+
 /// What an `Idempotency-Key` answered the first time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {

@@ -48,6 +48,10 @@ pub const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entitie
 /// key id -> `ApiKeyRecord` (only the SHA-256 of the key).
 pub const API_KEYS: TableDefinition<u128, &[u8]> = TableDefinition::new("api_keys_v1");
 /// Store-wide facts, such as `schema_version`.
+/// The request headers of an attempt, secrets masked: (delivery, attempt number) ->
+/// `AttemptRequest`.
+pub const ATTEMPT_REQUESTS: TableDefinition<(u128, u32), &[u8]> =
+    TableDefinition::new("attempt_requests_v1");
 /// Idempotency records by time: (created ms, key hash) -> (), so retention finds the
 /// expired ones without walking every record.
 pub const IDEMPOTENCY_TIMES: TableDefinition<(u64, [u8; 32]), ()> =

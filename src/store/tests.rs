@@ -92,6 +92,7 @@ async fn succeed(store: &Store, delivery: u128) {
         .record_attempt(AttemptReport {
             delivery,
             attempt,
+            request_headers: vec![("webhook-id".into(), "evt_1".into())],
             next: NextStep::Succeeded,
             gone: false,
         })
@@ -179,6 +180,11 @@ async fn purge_removes_every_row_of_an_ended_event_and_keeps_an_unfinished_one()
     );
     assert_eq!(rows(&store, EVENT_TYPES), 1);
     assert_eq!(rows(&store, ATTEMPTS), 0);
+    assert_eq!(
+        rows(&store, ATTEMPT_REQUESTS),
+        0,
+        "with their request headers"
+    );
     assert_eq!(rows(&store, DUE), 1, "the pending delivery is still due");
     assert_eq!(rows(&store, IDEMPOTENCY), 0);
     assert_eq!(rows(&store, IDEMPOTENCY_TIMES), 0, "with their time rows");

@@ -298,6 +298,7 @@ async fn fail(store: &Store, delivery: u128, retry_at: u64) {
     let report = AttemptReport {
         delivery,
         attempt,
+        request_headers: Vec::new(),
         next: NextStep::RetryAt(retry_at),
         gone: false,
     };

@@ -42,6 +42,7 @@ async fn attempt(store: &Store, subscription: u128, at_ms: u64, duration_ms: u32
     let report = AttemptReport {
         delivery,
         attempt,
+        request_headers: Vec::new(),
         next,
         gone: false,
     };

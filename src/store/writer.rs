@@ -99,6 +99,8 @@ pub enum NextStep {
 pub struct AttemptReport {
     pub delivery: u128,
     pub attempt: AttemptRecord,
+    /// The request's headers, secrets masked (empty: none to record).
+    pub request_headers: Vec<(String, String)>,
     pub next: NextStep,
     /// The endpoint answered 410 Gone: its subscription is disabled.
     pub gone: bool,

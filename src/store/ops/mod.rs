@@ -18,14 +18,14 @@ use super::codec::{decode, encode};
 use super::error::StoreError;
 use super::index::SubscriptionIndex;
 use super::records::{
-    DeliveryHead, DeliveryRecord, DeliveryState, EntityRecord, EventRecord, IdempotencyRecord,
-    SubscriptionRecord, SubscriptionStatus,
+    AttemptRequest, DeliveryHead, DeliveryRecord, DeliveryState, EntityRecord, EventRecord,
+    IdempotencyRecord, SubscriptionRecord, SubscriptionStatus,
 };
 use super::stats::PendingStats;
 use super::tables::{
-    API_KEYS, ATTEMPT_STATS, ATTEMPTS, DELIVERIES, DUE, ENTITIES, EVENT_DELIVERIES, EVENT_TYPES,
-    EVENTS, FAILING, HEALTH, IDEMPOTENCY, IDEMPOTENCY_TIMES, SUBSCRIPTION_DELIVERIES,
-    SUBSCRIPTION_STATES, SUBSCRIPTIONS,
+    API_KEYS, ATTEMPT_REQUESTS, ATTEMPT_STATS, ATTEMPTS, DELIVERIES, DUE, ENTITIES,
+    EVENT_DELIVERIES, EVENT_TYPES, EVENTS, FAILING, HEALTH, IDEMPOTENCY, IDEMPOTENCY_TIMES,
+    SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES, SUBSCRIPTIONS,
 };
 use super::tenancy::MAX_DEPTH;
 use super::writer::{
@@ -56,6 +56,7 @@ pub(super) struct Tables<'t> {
     pub subscription_states: Table<'t, (u128, u8, u128), ()>,
     pub event_types: Table<'t, (&'static str, u128), ()>,
     pub attempts: Table<'t, (u128, u32), &'static [u8]>,
+    pub attempt_requests: Table<'t, (u128, u32), &'static [u8]>,
     pub due: Table<'t, (u128, u64, u128), ()>,
     pub idempotency: Table<'t, &'static [u8; 32], &'static [u8]>,
     pub idempotency_times: Table<'t, (u64, [u8; 32]), ()>,
@@ -77,6 +78,7 @@ impl<'t> Tables<'t> {
             subscription_states: txn.open_table(SUBSCRIPTION_STATES)?,
             event_types: txn.open_table(EVENT_TYPES)?,
             attempts: txn.open_table(ATTEMPTS)?,
+            attempt_requests: txn.open_table(ATTEMPT_REQUESTS)?,
             due: txn.open_table(DUE)?,
             idempotency: txn.open_table(IDEMPOTENCY)?,
             idempotency_times: txn.open_table(IDEMPOTENCY_TIMES)?,

@@ -18,6 +18,14 @@ impl Batch<'_, '_> {
         self.t
             .attempts
             .insert((id, record.attempts), encode(&report.attempt)?.as_slice())?;
+        if !report.request_headers.is_empty() {
+            let request = AttemptRequest {
+                headers: report.request_headers,
+            };
+            self.t
+                .attempt_requests
+                .insert((id, record.attempts), encode(&request)?.as_slice())?;
+        }
         record.last_status = report.attempt.status;
         record.last_error = report.attempt.error.clone();
         record.updated_ms = self.now;
