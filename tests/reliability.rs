@@ -120,7 +120,7 @@ async fn a_quiet_endpoint_is_not_disabled_by_its_first_failure() {
     // does only once the clock's first failure is older than disable_after. That
     // failure came after the quiet subscription was made, so by then the quiet one
     // has been quiet for longer than disable_after.
-    let mut clock = Receiver::start(&hookd.ca).await;
+    let clock = Receiver::start(&hookd.ca).await;
     clock.reply_with(&[500; 50]);
     let (clock_sub, _) = hookd.subscribe(&clock.url, &["clock.*"]).await;
     let made = std::time::Instant::now();

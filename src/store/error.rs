@@ -37,8 +37,6 @@ pub enum StoreError {
     Shared(#[source] std::sync::Arc<StoreError>),
     #[error("rolled back because another request in the same batch failed")]
     Aborted,
-    #[error("the writer answered a command with the wrong outcome: {0}")]
-    UnexpectedOutcome(String),
     #[error("the store writer has stopped")]
     WriterGone,
     #[error("storage is unavailable: a write failed (disk full or failing); retry shortly")]

@@ -52,7 +52,7 @@ use codec::decode;
 use records::{DeliveryRecord, EventRecord, SubscriptionRecord};
 use tables::{API_KEYS, DELIVERIES, DUE, ENTITIES, EVENTS, SUBSCRIPTIONS};
 use tenancy::{ApiKeyRecord, EntityTree, KeyIndex};
-use writer::{Command, Op, Outcome, Writer};
+use writer::{Command, Writer};
 
 /// Commands that may wait for the writer: enough to fill several batches, small enough
 /// that a stalled disk pushes back on producers instead of growing memory.
@@ -290,10 +290,14 @@ impl Store {
         &self.health
     }
 
-    async fn command(&self, op: Op) -> Result<Outcome, StoreError> {
+    /// Sends a command to the writer and waits for its answer (after the commit).
+    async fn command<T>(
+        &self,
+        command: impl FnOnce(writer::Reply<T>) -> Command,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Command { op, reply })
+            .send(command(reply))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
@@ -313,10 +317,7 @@ impl Store {
 
     /// Stores events and their deliveries durably, all in one commit; answers after it.
     pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<Vec<IngestOutcome>, StoreError> {
-        match self.command(Op::Ingest(events)).await? {
-            Outcome::Ingested(outcomes) => Ok(outcomes),
-            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
-        }
+        self.command(|reply| Command::Ingest(events, reply)).await
     }
 
     /// Creates or replaces a subscription. With `expected_updated_ms`, only if it has
@@ -328,44 +329,35 @@ impl Store {
         record: SubscriptionRecord,
         expected_updated_ms: Option<u64>,
     ) -> Result<PutOutcome, StoreError> {
-        let op = Op::PutSubscription {
+        self.command(|reply| Command::PutSubscription {
             id,
             record: Box::new(record),
             expected_updated_ms,
-        };
-        match self.command(op).await? {
-            Outcome::Put(outcome) => Ok(outcome),
-            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
-        }
+            reply,
+        })
+        .await
     }
 
     /// Removes a subscription; the sweeper then cancels its unfinished deliveries in
     /// bounded steps. False if absent.
     pub async fn delete_subscription(&self, id: u128) -> Result<bool, StoreError> {
-        match self.command(Op::DeleteSubscription(id)).await? {
-            Outcome::Deleted(existed) => Ok(existed),
-            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
-        }
+        self.command(|reply| Command::DeleteSubscription(id, reply))
+            .await
     }
 
     pub async fn record_attempt(&self, report: AttemptReport) -> Result<(), StoreError> {
-        self.command(Op::RecordAttempt(report)).await.map(drop)
+        self.command(|reply| Command::RecordAttempt(Box::new(report), reply))
+            .await
     }
 
     /// One bounded step of cancelling a deleted subscription's deliveries or expiring a
     /// paused one's (`ops/sweep.rs`).
     pub async fn sweep(&self, sweep: Sweep) -> Result<SweepOutcome, StoreError> {
-        match self.command(Op::Sweep(sweep)).await? {
-            Outcome::Swept(outcome) => Ok(outcome),
-            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
-        }
+        self.command(|reply| Command::Sweep(sweep, reply)).await
     }
 
     pub async fn retry(&self, delivery: u128) -> Result<RetryOutcome, StoreError> {
-        match self.command(Op::Retry(delivery)).await? {
-            Outcome::Retried(outcome) => Ok(outcome),
-            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
-        }
+        self.command(|reply| Command::Retry(delivery, reply)).await
     }
 
     pub async fn replay(
@@ -375,16 +367,14 @@ impl Store {
         until_ms: u64,
         only_failed: bool,
     ) -> Result<ReplayOutcome, StoreError> {
-        let op = Op::Replay {
+        self.command(|reply| Command::Replay {
             subscription,
             since_ms,
             until_ms,
             only_failed,
-        };
-        match self.command(op).await? {
-            Outcome::Replayed(outcome) => Ok(outcome),
-            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
-        }
+            reply,
+        })
+        .await
     }
 
     /// Removes up to `limit` events older than `before_ms` (with their deliveries,
@@ -399,16 +389,14 @@ impl Store {
         cursor: PurgeCursor,
         limit: usize,
     ) -> Result<PurgeOutcome, StoreError> {
-        let op = Op::Purge {
+        self.command(|reply| Command::Purge {
             before_ms,
             idempotency_before_ms,
             cursor,
             limit,
-        };
-        match self.command(op).await? {
-            Outcome::Purged(outcome) => Ok(outcome),
-            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
-        }
+            reply,
+        })
+        .await
     }
 
     /// Attempt counters over a range of minutes or hours (at most `stats::MAX_PERIODS`),
@@ -534,30 +522,23 @@ impl Store {
         id: String,
         record: records::EntityRecord,
     ) -> Result<EntityOutcome, StoreError> {
-        match self.command(Op::CreateEntity { id, record }).await? {
-            Outcome::Entity(outcome) => Ok(outcome),
-            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
-        }
+        self.command(|reply| Command::CreateEntity { id, record, reply })
+            .await
     }
 
     /// Refused while the entity has children, keys or subscriptions.
     pub async fn delete_entity(&self, id: String) -> Result<EntityOutcome, StoreError> {
-        match self.command(Op::DeleteEntity(id)).await? {
-            Outcome::Entity(outcome) => Ok(outcome),
-            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
-        }
+        self.command(|reply| Command::DeleteEntity(id, reply)).await
     }
 
     pub async fn create_key(&self, id: u128, record: ApiKeyRecord) -> Result<(), StoreError> {
-        self.command(Op::CreateKey { id, record }).await.map(drop)
+        self.command(|reply| Command::CreateKey { id, record, reply })
+            .await
     }
 
     /// Revokes (deletes) a key; effective for the next request. False if absent.
     pub async fn revoke_key(&self, id: u128) -> Result<bool, StoreError> {
-        match self.command(Op::RevokeKey(id)).await? {
-            Outcome::Deleted(existed) => Ok(existed),
-            other => Err(StoreError::UnexpectedOutcome(format!("{other:?}"))),
-        }
+        self.command(|reply| Command::RevokeKey(id, reply)).await
     }
 }
 

@@ -143,58 +143,95 @@ pub enum EntityOutcome {
     InUse(&'static str),
 }
 
-pub(super) enum Op {
-    Ingest(Vec<NewEvent>),
+/// Where a command's answer goes; sent only once its batch has committed.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A write command, one variant per `Store` method, each with a reply of the type that
+/// method returns (so no answer can be of the wrong kind).
+pub(super) enum Command {
+    Ingest(Vec<NewEvent>, Reply<Vec<IngestOutcome>>),
     PutSubscription {
         id: u128,
         record: Box<SubscriptionRecord>,
         expected_updated_ms: Option<u64>,
+        reply: Reply<PutOutcome>,
     },
-    DeleteSubscription(u128),
-    RecordAttempt(AttemptReport),
-    Sweep(super::ops::Sweep),
-    Retry(u128),
+    DeleteSubscription(u128, Reply<bool>),
+    RecordAttempt(Box<AttemptReport>, Reply<()>),
+    Sweep(super::ops::Sweep, Reply<super::ops::SweepOutcome>),
+    Retry(u128, Reply<RetryOutcome>),
     Replay {
         subscription: u128,
         since_ms: u64,
         until_ms: u64,
         only_failed: bool,
+        reply: Reply<ReplayOutcome>,
     },
     CreateEntity {
         id: String,
         record: super::records::EntityRecord,
+        reply: Reply<EntityOutcome>,
     },
-    DeleteEntity(String),
+    DeleteEntity(String, Reply<EntityOutcome>),
     CreateKey {
         id: u128,
         record: super::tenancy::ApiKeyRecord,
+        reply: Reply<()>,
     },
-    RevokeKey(u128),
+    RevokeKey(u128, Reply<bool>),
     Purge {
         before_ms: u64,
         idempotency_before_ms: u64,
         cursor: PurgeCursor,
         limit: usize,
+        reply: Reply<PurgeOutcome>,
     },
 }
 
-/// Each op's answer; `Store` unpacks the variant its op produces.
-#[derive(Debug)]
-pub(super) enum Outcome {
-    Ingested(Vec<IngestOutcome>),
-    Put(PutOutcome),
-    Deleted(bool),
-    Done,
-    Retried(RetryOutcome),
-    Replayed(ReplayOutcome),
-    Entity(EntityOutcome),
-    Purged(PurgeOutcome),
-    Swept(super::ops::SweepOutcome),
+impl Command {
+    /// Answers the command with `error` without applying it.
+    pub fn refuse(self, error: StoreError) {
+        fn fail<T>(reply: Reply<T>, error: StoreError) {
+            let _ = reply.send(Err(error));
+        }
+        match self {
+            Command::Ingest(_, reply) => fail(reply, error),
+            Command::PutSubscription { reply, .. } => fail(reply, error),
+            Command::DeleteSubscription(_, reply) => fail(reply, error),
+            Command::RecordAttempt(_, reply) => fail(reply, error),
+            Command::Sweep(_, reply) => fail(reply, error),
+            Command::Retry(_, reply) => fail(reply, error),
+            Command::Replay { reply, .. } => fail(reply, error),
+            Command::CreateEntity { reply, .. } => fail(reply, error),
+            Command::DeleteEntity(_, reply) => fail(reply, error),
+            Command::CreateKey { reply, .. } => fail(reply, error),
+            Command::RevokeKey(_, reply) => fail(reply, error),
+            Command::Purge { reply, .. } => fail(reply, error),
+        }
+    }
+
+    /// An attempt's outcome: nobody waits for it, so it may linger for company.
+    fn is_outcome(&self) -> bool {
+        matches!(self, Command::RecordAttempt(..))
+    }
 }
 
-pub(super) struct Command {
-    pub op: Op,
-    pub reply: oneshot::Sender<Result<Outcome, StoreError>>,
+/// An applied command's answer, held until its batch commits (or fails).
+pub(super) struct Answer(Box<dyn FnOnce(Option<StoreError>) + Send>);
+
+impl Answer {
+    pub fn new<T: Send + 'static>(reply: Reply<T>, value: T) -> Self {
+        Answer(Box::new(move |failed| {
+            let _ = reply.send(match failed {
+                None => Ok(value),
+                Some(error) => Err(error),
+            });
+        }))
+    }
+
+    fn send(self, failed: Option<StoreError>) {
+        (self.0)(failed)
+    }
 }
 
 pub(super) struct Writer {
@@ -233,7 +270,7 @@ impl Writer {
                 }
             }
             self.take_queued(&mut batch);
-            if batch.iter().all(|c| matches!(c.op, Op::RecordAttempt(_))) {
+            if batch.iter().all(Command::is_outcome) {
                 self.linger(&mut batch);
             }
             if !batch.is_empty() {
@@ -269,7 +306,7 @@ impl Writer {
             let Ok(Some(command)) = next else {
                 return; // the deadline passed, or every sender is gone
             };
-            let urgent = !matches!(command.op, Op::RecordAttempt(_));
+            let urgent = !command.is_outcome();
             batch.push_back(command);
             self.take_queued(batch);
             if urgent {
@@ -287,7 +324,7 @@ impl Writer {
             Ok(db) if self.health.state() != StorageState::Faulted => db,
             _ => {
                 for command in batch.drain(..) {
-                    let _ = command.reply.send(Err(StoreError::Unavailable));
+                    command.refuse(StoreError::Unavailable);
                 }
                 return;
             }
@@ -309,19 +346,13 @@ impl Writer {
             let outcome = {
                 let tables = Tables::open(&txn)?;
                 let mut ops = Batch::new(tables, &current, self.settings, now_ms());
-                while let Some(Command { op, reply }) = batch.pop_front() {
-                    if low && matches!(op, Op::Ingest(_)) {
+                while let Some(command) = batch.pop_front() {
+                    if low && matches!(command, Command::Ingest(..)) {
                         // The rest of the batch (outcomes, purges, changes) commits.
-                        let _ = reply.send(Err(StoreError::LowDisk));
+                        command.refuse(StoreError::LowDisk);
                         continue;
                     }
-                    match ops.apply(op) {
-                        Ok(outcome) => answers.push((reply, outcome)),
-                        Err(error) => {
-                            let _ = reply.send(Err(StoreError::Aborted));
-                            return Err(error);
-                        }
-                    }
+                    answers.push(ops.apply(command)?);
                 }
                 ops.finish()?
             };
@@ -347,29 +378,29 @@ impl Writer {
                 if !effects.due.is_empty() {
                     self.sink.schedule(effects.due, effects.fresh);
                 }
-                for (reply, outcome) in answers {
-                    let _ = reply.send(Ok(outcome));
+                for answer in answers {
+                    answer.send(None);
                 }
             }
             Err(error) if error.is_io() => {
                 if self.set_state(StorageState::Faulted) {
                     tracing::error!(%error, batch = size, "a store write failed (disk full or failing); the batch was rolled back, new work is refused until the database can be reopened");
                 }
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(StoreError::Unavailable));
+                for answer in answers {
+                    answer.send(Some(StoreError::Unavailable));
                 }
                 for command in batch.drain(..) {
-                    let _ = command.reply.send(Err(StoreError::Unavailable));
+                    command.refuse(StoreError::Unavailable);
                 }
             }
             Err(error) => {
                 tracing::error!(%error, batch = size, "store commit failed; the batch was rolled back");
                 let error = Arc::new(error);
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(StoreError::Shared(error.clone())));
+                for answer in answers {
+                    answer.send(Some(StoreError::Shared(error.clone())));
                 }
                 for command in batch.drain(..) {
-                    let _ = command.reply.send(Err(StoreError::Shared(error.clone())));
+                    command.refuse(StoreError::Shared(error.clone()));
                 }
             }
         }

@@ -29,8 +29,8 @@ use super::tables::{
 };
 use super::tenancy::MAX_DEPTH;
 use super::writer::{
-    AttemptReport, EntityOutcome, IDEMPOTENCY_WINDOW_MS, IngestOutcome, NewEvent, NextStep, Op,
-    Outcome, PutOutcome, ReplayOutcome, RetryOutcome, WriterSettings,
+    Answer, AttemptReport, Command, EntityOutcome, IDEMPOTENCY_WINDOW_MS, IngestOutcome, NewEvent,
+    NextStep, PutOutcome, ReplayOutcome, Reply, RetryOutcome, WriterSettings,
 };
 use super::{CommitReport, DueEntry, Fresh};
 use crate::ids::{DeliveryId, EventId, SubscriptionId, uuid_v7};
@@ -139,46 +139,72 @@ impl<'t, 'i> Batch<'t, 'i> {
         Ok((self.changed, self.effects))
     }
 
-    pub fn apply(&mut self, op: Op) -> Result<Outcome, StoreError> {
-        Ok(match op {
-            Op::Ingest(events) => Outcome::Ingested(self.ingest(events)?),
-            Op::PutSubscription {
+    /// Applies one command; its answer is sent once the batch commits. A command that
+    /// fails is answered `Aborted` here, and its error rolls back the whole batch.
+    pub fn apply(&mut self, command: Command) -> Result<Answer, StoreError> {
+        match command {
+            Command::Ingest(events, reply) => self.run(reply, |b| b.ingest(events)),
+            Command::PutSubscription {
                 id,
                 record,
                 expected_updated_ms,
-            } => Outcome::Put(self.put_subscription(id, *record, expected_updated_ms)?),
-            Op::DeleteSubscription(id) => Outcome::Deleted(self.delete_subscription(id)?),
-            Op::RecordAttempt(report) => {
-                self.record_attempt(report)?;
-                Outcome::Done
+                reply,
+            } => self.run(reply, |b| {
+                b.put_subscription(id, *record, expected_updated_ms)
+            }),
+            Command::DeleteSubscription(id, reply) => {
+                self.run(reply, |b| b.delete_subscription(id))
             }
-            Op::Sweep(sweep) => Outcome::Swept(self.sweep(sweep)?),
-            Op::Retry(delivery) => Outcome::Retried(self.retry(delivery)?),
-            Op::Replay {
+            Command::RecordAttempt(report, reply) => self.run(reply, |b| b.record_attempt(*report)),
+            Command::Sweep(sweep, reply) => self.run(reply, |b| b.sweep(sweep)),
+            Command::Retry(delivery, reply) => self.run(reply, |b| b.retry(delivery)),
+            Command::Replay {
                 subscription,
                 since_ms,
                 until_ms,
                 only_failed,
-            } => Outcome::Replayed(self.replay(subscription, since_ms, until_ms, only_failed)?),
-            Op::CreateEntity { id, record } => Outcome::Entity(self.create_entity(id, record)?),
-            Op::DeleteEntity(id) => Outcome::Entity(self.delete_entity(&id)?),
-            Op::CreateKey { id, record } => {
-                self.t.api_keys.insert(id, encode(&record)?.as_slice())?;
-                self.changed_mut().keys_mut().insert(id, record);
-                Outcome::Done
+                reply,
+            } => self.run(reply, |b| {
+                b.replay(subscription, since_ms, until_ms, only_failed)
+            }),
+            Command::CreateEntity { id, record, reply } => {
+                self.run(reply, |b| b.create_entity(id, record))
             }
-            Op::RevokeKey(id) => {
-                let existed = self.t.api_keys.remove(id)?.is_some();
-                self.changed_mut().keys_mut().remove(id);
-                Outcome::Deleted(existed)
-            }
-            Op::Purge {
+            Command::DeleteEntity(id, reply) => self.run(reply, |b| b.delete_entity(&id)),
+            Command::CreateKey { id, record, reply } => self.run(reply, |b| {
+                b.t.api_keys.insert(id, encode(&record)?.as_slice())?;
+                b.changed_mut().keys_mut().insert(id, record);
+                Ok(())
+            }),
+            Command::RevokeKey(id, reply) => self.run(reply, |b| {
+                let existed = b.t.api_keys.remove(id)?.is_some();
+                b.changed_mut().keys_mut().remove(id);
+                Ok(existed)
+            }),
+            Command::Purge {
                 before_ms,
                 idempotency_before_ms,
                 cursor,
                 limit,
-            } => Outcome::Purged(self.purge(before_ms, idempotency_before_ms, cursor, limit)?),
-        })
+                reply,
+            } => self.run(reply, |b| {
+                b.purge(before_ms, idempotency_before_ms, cursor, limit)
+            }),
+        }
+    }
+
+    fn run<T: Send + 'static>(
+        &mut self,
+        reply: Reply<T>,
+        apply: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<Answer, StoreError> {
+        match apply(self) {
+            Ok(value) => Ok(Answer::new(reply, value)),
+            Err(error) => {
+                let _ = reply.send(Err(StoreError::Aborted));
+                Err(error)
+            }
+        }
     }
 
     fn changed_mut(&mut self) -> &mut SubscriptionIndex {
