@@ -15,11 +15,7 @@ use redb::{
 
 use super::error::StoreError;
 use super::migrate::{self, SCHEMA_VERSION};
-use super::tables::{
-    API_KEYS, ATTEMPT_REQUESTS, ATTEMPT_STATS, ATTEMPTS, DELIVERIES, DUE, ENTITIES,
-    EVENT_DELIVERIES, EVENT_TYPES, EVENTS, FAILING, HEALTH, IDEMPOTENCY, IDEMPOTENCY_TIMES, META,
-    SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES, SUBSCRIPTIONS,
-};
+use super::tables::{self, DELIVERIES, EVENTS, META, SUBSCRIPTIONS};
 
 /// Rows per write transaction of the copy: each commit lets redb write its dirty pages
 /// out, so a backup of any size holds about this much in memory.
@@ -79,28 +75,15 @@ pub(super) fn backup(db: &Database, dest: &Path) -> Result<BackupInfo, StoreErro
         .set_cache_size(COPY_CACHE)
         .create_with_backend(FileBackend::new(file)?)?;
     let source = db.begin_read()?;
-    let copied = [
-        copy_table(&source, &copy, EVENTS)?,
-        copy_table(&source, &copy, SUBSCRIPTIONS)?,
-        copy_table(&source, &copy, DELIVERIES)?,
-        copy_table(&source, &copy, EVENT_DELIVERIES)?,
-        copy_table(&source, &copy, SUBSCRIPTION_DELIVERIES)?,
-        copy_table(&source, &copy, SUBSCRIPTION_STATES)?,
-        copy_table(&source, &copy, EVENT_TYPES)?,
-        copy_table(&source, &copy, ATTEMPTS)?,
-        copy_table(&source, &copy, ATTEMPT_REQUESTS)?,
-        copy_table(&source, &copy, DUE)?,
-        copy_table(&source, &copy, HEALTH)?,
-        copy_table(&source, &copy, FAILING)?,
-        copy_table(&source, &copy, IDEMPOTENCY)?,
-        copy_table(&source, &copy, IDEMPOTENCY_TIMES)?,
-        copy_table(&source, &copy, ENTITIES)?,
-        copy_table(&source, &copy, API_KEYS)?,
-        copy_table(&source, &copy, ATTEMPT_STATS)?,
-        copy_table(&source, &copy, META)?,
-    ];
-    // A table added to tables.rs but not above would be silently missing from every
-    // backup: refuse instead.
+    let mut copier = Copy {
+        source: &source,
+        copy: &copy,
+        copied: Vec::new(),
+    };
+    tables::visit_all(&mut copier)?;
+    let copied = copier.copied;
+    // A table in the file that the schema does not list would be silently missing from
+    // every backup: refuse instead.
     for table in source.list_tables()? {
         if !copied.iter().any(|name| name == table.name()) {
             return Err(StoreError::UnknownTable(table.name().to_owned()));
@@ -115,10 +98,27 @@ pub(super) fn backup(db: &Database, dest: &Path) -> Result<BackupInfo, StoreErro
     Ok(info)
 }
 
+/// Copies each table it visits from `source` into `copy`, naming what it copied.
+struct Copy<'a> {
+    source: &'a ReadTransaction,
+    copy: &'a Database,
+    copied: Vec<String>,
+}
+
+impl tables::Visit for Copy<'_> {
+    fn visit<K: Key + 'static, V: Value + 'static>(
+        &mut self,
+        table: TableDefinition<'static, K, V>,
+    ) -> Result<(), StoreError> {
+        self.copied.push(copy_table(self.source, self.copy, table)?);
+        Ok(())
+    }
+}
+
 fn copy_table<K: Key + 'static, V: Value + 'static>(
     source: &ReadTransaction,
     copy: &Database,
-    definition: TableDefinition<K, V>,
+    definition: TableDefinition<'static, K, V>,
 ) -> Result<String, StoreError> {
     let table = source.open_table(definition)?;
     let mut rows = table.iter()?;

@@ -11,15 +11,14 @@
 //!   (`idempotency_times_v1`), so retention reads only the expired ones; attempts'
 //!   request headers (`attempt_requests_v1`), empty: recorded from the upgrade on.
 
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{Database, Key, ReadableTable, TableDefinition, Value, WriteTransaction};
 
 use super::codec::{decode, encode};
 use super::error::StoreError;
 use super::records::{DeliveryRecord, EntityRecord, EventHead, IdempotencyRecord};
 use super::tables::{
-    API_KEYS, ATTEMPT_REQUESTS, ATTEMPT_STATS, ATTEMPTS, DELIVERIES, DUE, DUE_V1, ENTITIES,
-    EVENT_DELIVERIES, EVENT_TYPES, EVENTS, FAILING, HEALTH, IDEMPOTENCY, IDEMPOTENCY_TIMES, META,
-    SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES, SUBSCRIPTIONS,
+    self, ATTEMPT_REQUESTS, ATTEMPT_STATS, DELIVERIES, DUE, DUE_V1, ENTITIES, EVENT_TYPES, EVENTS,
+    FAILING, IDEMPOTENCY, IDEMPOTENCY_TIMES, META, SUBSCRIPTION_STATES,
 };
 use crate::ids::EntityId;
 
@@ -121,22 +120,7 @@ fn to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
 /// A new file: every table exists from the start (so readers never meet a missing
 /// table), and the root entity that owns everything the admin token creates.
 fn create(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
-    txn.open_table(EVENTS)?;
-    txn.open_table(SUBSCRIPTIONS)?;
-    txn.open_table(DELIVERIES)?;
-    txn.open_table(EVENT_DELIVERIES)?;
-    txn.open_table(SUBSCRIPTION_DELIVERIES)?;
-    txn.open_table(SUBSCRIPTION_STATES)?;
-    txn.open_table(EVENT_TYPES)?;
-    txn.open_table(ATTEMPTS)?;
-    txn.open_table(DUE)?;
-    txn.open_table(IDEMPOTENCY)?;
-    txn.open_table(HEALTH)?;
-    txn.open_table(FAILING)?;
-    txn.open_table(API_KEYS)?;
-    txn.open_table(ATTEMPT_STATS)?;
-    txn.open_table(ATTEMPT_REQUESTS)?;
-    txn.open_table(IDEMPOTENCY_TIMES)?;
+    tables::visit_all(&mut Create(txn))?;
     let root = EntityRecord {
         name: "root".into(),
         parent: None,
@@ -147,4 +131,17 @@ fn create(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
     txn.open_table(META)?
         .insert(VERSION_KEY, SCHEMA_VERSION.to_le_bytes().as_slice())?;
     Ok(())
+}
+
+/// Creates each table it visits (opening a table in a write transaction creates it).
+struct Create<'a>(&'a WriteTransaction);
+
+impl tables::Visit for Create<'_> {
+    fn visit<K: Key + 'static, V: Value + 'static>(
+        &mut self,
+        table: TableDefinition<'static, K, V>,
+    ) -> Result<(), StoreError> {
+        self.0.open_table(table)?;
+        Ok(())
+    }
 }

@@ -22,11 +22,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::StoreError;
 use super::index::SubscriptionIndex;
-use super::ops::{Batch, Effects, Tables};
+use super::ops::{Batch, Effects};
 use super::purge::{PurgeCursor, PurgeOutcome};
 use super::records::{AttemptRecord, DeliveryRecord, EventRecord, SubscriptionRecord};
 use super::space::{DiskSpace, StorageHealth, StorageState};
 use super::tables::META;
+use super::tables::Tables;
 use super::{CommitStats, DbSlot, DueSink, StoreObserver, now_ms};
 
 /// Most commands applied in one transaction: bounds the latency one commit adds to the

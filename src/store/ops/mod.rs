@@ -12,7 +12,7 @@
 //!   operational events cannot feed themselves.
 
 use bytes::Bytes;
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::ReadableTable;
 
 use super::codec::{decode, encode};
 use super::error::StoreError;
@@ -22,11 +22,7 @@ use super::records::{
     IdempotencyRecord, SubscriptionRecord, SubscriptionStatus,
 };
 use super::stats::PendingStats;
-use super::tables::{
-    API_KEYS, ATTEMPT_REQUESTS, ATTEMPT_STATS, ATTEMPTS, DELIVERIES, DUE, ENTITIES,
-    EVENT_DELIVERIES, EVENT_TYPES, EVENTS, FAILING, HEALTH, IDEMPOTENCY, IDEMPOTENCY_TIMES,
-    SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES, SUBSCRIPTIONS,
-};
+use super::tables::Tables;
 use super::tenancy::MAX_DEPTH;
 use super::writer::{
     Answer, AttemptReport, Command, EntityOutcome, IDEMPOTENCY_WINDOW_MS, IngestOutcome, NewEvent,
@@ -46,50 +42,6 @@ mod tenancy;
 pub use sweep::{Sweep, SweepOutcome};
 
 pub const MAX_REPLAY: u32 = 10_000;
-
-pub(super) struct Tables<'t> {
-    pub events: Table<'t, u128, &'static [u8]>,
-    pub subscriptions: Table<'t, u128, &'static [u8]>,
-    pub deliveries: Table<'t, u128, &'static [u8]>,
-    pub event_deliveries: Table<'t, (u128, u128), ()>,
-    pub subscription_deliveries: Table<'t, (u128, u128), ()>,
-    pub subscription_states: Table<'t, (u128, u8, u128), ()>,
-    pub event_types: Table<'t, (&'static str, u128), ()>,
-    pub attempts: Table<'t, (u128, u32), &'static [u8]>,
-    pub attempt_requests: Table<'t, (u128, u32), &'static [u8]>,
-    pub due: Table<'t, (u128, u64, u128), ()>,
-    pub idempotency: Table<'t, &'static [u8; 32], &'static [u8]>,
-    pub idempotency_times: Table<'t, (u64, [u8; 32]), ()>,
-    pub health: Table<'t, u128, u64>,
-    pub failing: Table<'t, u128, u64>,
-    pub entities: Table<'t, &'static str, &'static [u8]>,
-    pub api_keys: Table<'t, u128, &'static [u8]>,
-    pub attempt_stats: Table<'t, (u8, u32, u128), &'static [u8]>,
-}
-
-impl<'t> Tables<'t> {
-    pub fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
-        Ok(Self {
-            events: txn.open_table(EVENTS)?,
-            subscriptions: txn.open_table(SUBSCRIPTIONS)?,
-            deliveries: txn.open_table(DELIVERIES)?,
-            event_deliveries: txn.open_table(EVENT_DELIVERIES)?,
-            subscription_deliveries: txn.open_table(SUBSCRIPTION_DELIVERIES)?,
-            subscription_states: txn.open_table(SUBSCRIPTION_STATES)?,
-            event_types: txn.open_table(EVENT_TYPES)?,
-            attempts: txn.open_table(ATTEMPTS)?,
-            attempt_requests: txn.open_table(ATTEMPT_REQUESTS)?,
-            due: txn.open_table(DUE)?,
-            idempotency: txn.open_table(IDEMPOTENCY)?,
-            idempotency_times: txn.open_table(IDEMPOTENCY_TIMES)?,
-            health: txn.open_table(HEALTH)?,
-            failing: txn.open_table(FAILING)?,
-            entities: txn.open_table(ENTITIES)?,
-            api_keys: txn.open_table(API_KEYS)?,
-            attempt_stats: txn.open_table(ATTEMPT_STATS)?,
-        })
-    }
-}
 
 /// Side effects released only after a successful commit.
 #[derive(Default)]
