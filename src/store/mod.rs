@@ -7,6 +7,7 @@ mod body;
 mod codec;
 mod error;
 mod index;
+mod lifecycle;
 mod listing;
 mod maintenance;
 mod migrate;

@@ -26,7 +26,7 @@ use super::tables::Tables;
 use super::tenancy::MAX_DEPTH;
 use super::writer::{
     Answer, AttemptReport, Command, EntityOutcome, IDEMPOTENCY_WINDOW_MS, IngestOutcome, NewEvent,
-    NextStep, PutOutcome, ReplayOutcome, Reply, RetryOutcome, WriterSettings,
+    PutOutcome, ReplayOutcome, Reply, RetryOutcome, WriterSettings,
 };
 use super::{CommitReport, DueEntry, Fresh};
 use crate::ids::{DeliveryId, EventId, SubscriptionId, uuid_v7};

@@ -3,6 +3,7 @@
 //! events (`hookd.delivery.failed`) that endings emit.
 
 use super::*;
+use crate::store::lifecycle::{self, AfterAttempt, RetryRefused};
 
 impl Batch<'_, '_> {
     // ---- attempts and their outcomes ---------------------------------------------
@@ -29,50 +30,54 @@ impl Batch<'_, '_> {
         record.last_status = report.attempt.status;
         record.last_error = report.attempt.error.clone();
         record.updated_ms = self.now;
-        if record.state == DeliveryState::Cancelled {
+        let subscription = record.subscription;
+        let sub = self.subscription(subscription);
+        let after = lifecycle::after_attempt(
+            record.state,
+            record.retry_once,
+            sub.is_some(),
+            report.next,
+            report.gone,
+        );
+        if after == AfterAttempt::Keep {
             return self.save(id, &record);
         }
-        let subscription = record.subscription;
-        let succeeded = report.next == NextStep::Succeeded;
         self.stats.record(
             subscription,
             attempted_ms,
-            succeeded,
+            after == AfterAttempt::Succeeded,
             report.attempt.duration_ms,
         );
-        let sub = self.subscription(subscription);
-        let ended_before = std::mem::take(&mut record.retry_once);
-
-        match report.next {
-            NextStep::Succeeded => {
-                record.state = DeliveryState::Succeeded;
+        record.retry_once = false;
+        record.state = after.state(record.state);
+        match after {
+            AfterAttempt::Keep => {}
+            AfterAttempt::Succeeded => {
                 self.effects.report.succeeded += 1;
                 self.t.health.insert(subscription, attempted_ms)?;
                 self.t.failing.remove(subscription)?;
             }
-            NextStep::RetryAt(_) if sub.is_none() && !ended_before => {
-                // Deleted while this attempt was in flight.
-                record.state = DeliveryState::Cancelled;
-                self.effects.report.cancelled += 1;
-            }
-            NextStep::RetryAt(at) if !ended_before => {
-                record.state = DeliveryState::Retrying;
+            AfterAttempt::Cancelled => self.effects.report.cancelled += 1,
+            AfterAttempt::Retry { at } => {
                 if let Some(sub) = &sub {
                     self.failed_attempt(subscription, sub, attempted_ms)?;
                 }
                 // A paused (or just disabled) subscription's retry waits in `due` too.
                 self.schedule(id, &mut record, at)?;
             }
-            NextStep::RetryAt(_) | NextStep::Failed => {
-                record.state = DeliveryState::Failed;
+            AfterAttempt::Failed {
+                gone,
+                counts,
+                announce,
+            } => {
                 self.effects.report.failed += 1;
-                if report.gone {
+                if gone {
                     self.disable(subscription, "the endpoint answered 410 Gone".into())?;
-                } else if let Some(sub) = sub.as_ref().filter(|_| !ended_before) {
+                } else if let Some(sub) = sub.as_ref().filter(|_| counts) {
                     self.failed_attempt(subscription, sub, attempted_ms)?;
                 }
                 log_failed(id, &record);
-                if !ended_before {
+                if announce {
                     self.delivery_failed(id, &record)?;
                 }
             }
@@ -94,17 +99,19 @@ impl Batch<'_, '_> {
             return Ok(());
         }
         let last_ok = self.t.health.get(subscription)?.map_or(0, |g| g.value());
-        let reset = last_ok.max(sub.active_since_ms);
         let recorded = self.t.failing.get(subscription)?.map(|g| g.value());
-        let first = match recorded.filter(|&first| first >= reset) {
-            Some(first) => first,
-            None => {
-                self.t.failing.insert(subscription, attempted_ms)?;
-                attempted_ms
-            }
-        };
-        if attempted_ms > first.saturating_add(self.settings.disable_after_ms) {
-            let since = payload::timestamp(first);
+        let clock = lifecycle::failure_clock(
+            recorded,
+            last_ok,
+            sub.active_since_ms,
+            attempted_ms,
+            self.settings.disable_after_ms,
+        );
+        if clock.started {
+            self.t.failing.insert(subscription, attempted_ms)?;
+        }
+        if clock.disable {
+            let since = payload::timestamp(clock.first);
             self.disable(
                 subscription,
                 format!("failing continuously since {since}; delivery.disable_after passed"),
@@ -117,20 +124,15 @@ impl Batch<'_, '_> {
         let Some(mut record) = self.load(id)? else {
             return Ok(RetryOutcome::NotFound);
         };
-        if record.state == DeliveryState::Cancelled {
-            return Ok(RetryOutcome::Cancelled);
-        }
-        let active = self
-            .subs()
-            .get(record.subscription)
-            .is_some_and(|s| s.status == SubscriptionStatus::Active);
-        if !active {
-            return Ok(RetryOutcome::SubscriptionInactive);
-        }
-        // An ended delivery keeps its state (a SUCCEEDED beside its 2xx, a FAILED beside
-        // its error) until the one attempt's outcome is recorded.
-        if record.state.is_final() {
-            record.retry_once = true;
+        let active = self.is_active(record.subscription);
+        match lifecycle::manual_retry(record.state, active) {
+            Err(RetryRefused::Cancelled) => return Ok(RetryOutcome::Cancelled),
+            Err(RetryRefused::SubscriptionInactive) => {
+                return Ok(RetryOutcome::SubscriptionInactive);
+            }
+            // An ended delivery keeps its state (a SUCCEEDED beside its 2xx, a FAILED
+            // beside its error) until the one attempt's outcome is recorded.
+            Ok(retry_once) => record.retry_once = retry_once,
         }
         let now = self.now;
         self.schedule(id, &mut record, now)?;

@@ -7,6 +7,7 @@ use std::ops::Bound;
 
 use super::outcomes::log_failed;
 use super::*;
+use crate::store::lifecycle;
 
 /// One bounded step over one subscription's deliveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,8 +110,7 @@ impl Batch<'_, '_> {
             let Some(mut record) = self.load(delivery)? else {
                 continue;
             };
-            let waiting = record.next_attempt_ms.is_some_and(|at| at > now);
-            if waiting && record.updated_ms <= since_ms {
+            if lifecycle::resumes(record.next_attempt_ms, record.updated_ms, since_ms, now) {
                 self.schedule(delivery, &mut record, now)?;
                 record.updated_ms = now;
                 self.save(delivery, &record)?;
@@ -144,7 +144,7 @@ impl Batch<'_, '_> {
             };
             record.next_attempt_ms = None;
             record.retry_once = false;
-            if !record.state.is_final() {
+            if lifecycle::cancels(record.state) {
                 record.state = DeliveryState::Cancelled;
                 self.effects.report.cancelled += 1;
                 ended += 1;
@@ -186,16 +186,14 @@ impl Batch<'_, '_> {
             let Some(mut record) = self.load(delivery)? else {
                 continue;
             };
-            if record.state.is_final() || record.created_ms > cutoff {
+            let max_age = self.settings.max_age_ms;
+            if !lifecycle::expires(record.state, record.created_ms, self.now, max_age) {
                 continue;
             }
             self.unschedule(delivery, &mut record)?;
             record.state = DeliveryState::Failed;
             self.effects.report.failed += 1;
-            record.last_error = Some(
-                "expired: not delivered within delivery.max_age while the subscription was not ACTIVE"
-                    .into(),
-            );
+            record.last_error = Some(lifecycle::EXPIRED.into());
             record.updated_ms = self.now;
             log_failed(delivery, &record);
             self.delivery_failed(delivery, &record)?;
