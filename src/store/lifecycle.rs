@@ -7,7 +7,7 @@
 //! before the outcome reaches the store, as a `NextStep`.
 
 use super::records::DeliveryState;
-use super::writer::NextStep;
+use super::requests::NextStep;
 
 /// The last error of a delivery ended by `expires`.
 pub const EXPIRED: &str =

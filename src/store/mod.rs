@@ -1,63 +1,54 @@
-//! The store: one redb file behind `Store`. Writes go to the single writer thread
-//! (`writer.rs`, group commit); reads are short read transactions run on the blocking
-//! pool. Nothing outside this module touches redb types, so another backend can be added
-//! behind the same handle.
+//! The store: the one boundary between hookd and its storage backend. `Store` is the
+//! only handle the rest of hookd holds; behind it runs one backend, today redb (one file,
+//! `redb/`). Nothing outside this module knows which backend it is or touches its types.
+//!
+//! What every backend shares lives here: the records (`records.rs`), their codec, the
+//! delivery state machine (`lifecycle.rs`, pure functions, so the rules cannot drift
+//! between backends), the requests and answers of the write side (`requests.rs`), and
+//! three seams a backend fills:
+//! - snapshot publishing: after a change to subscriptions, keys or entities the backend
+//!   publishes a new `SubscriptionIndex` through `Snapshots`, which auth and fan-out read
+//!   without a disk read and the sweeper watches;
+//! - due-work notification: after each commit the backend tells the `DueSink` (the
+//!   dispatcher) what became due and which subscriptions' queues to drop;
+//! - maintenance: `purge` (retention), `sweep` (what pausing and deleting leave), `backup`.
 
-mod body;
 mod codec;
 mod error;
 mod index;
 mod lifecycle;
-mod listing;
-mod maintenance;
-mod migrate;
-mod ops;
 mod purge;
 pub mod records;
+mod redb;
+mod requests;
 mod space;
 pub mod stats;
-mod tables;
 pub mod tenancy;
-#[cfg(test)]
-mod tests;
-#[cfg(test)]
-mod tests_due;
-#[cfg(test)]
-mod tests_stats;
-mod writer;
 
-use std::ops::Bound;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
-use tokio::sync::{mpsc, oneshot};
-
+pub use self::redb::{
+    BackupInfo, CompactReport, MAX_REPLAY, WriterHandle, compact, place_backup, read_info,
+};
 pub use error::StoreError;
 pub use index::SubscriptionIndex;
 pub use index::{ALL_SCOPES, pattern_matches};
-pub use listing::Page;
-pub use maintenance::{BackupInfo, CompactReport, compact, place_backup, read_info};
-pub use ops::{MAX_REPLAY, Sweep, SweepOutcome};
 pub use purge::{PurgeCursor, PurgeOutcome, Scan};
-pub use space::{StorageHealth, StorageState};
-pub use writer::{
+pub use requests::{
     AttemptReport, EntityOutcome, IDEMPOTENCY_WINDOW_MS, IdempotencyKey, IngestOutcome, NewEvent,
-    NextStep, PutOutcome, ReplayOutcome, RetryOutcome, WriterSettings,
+    NextStep, PutOutcome, ReplayOutcome, RetryOutcome, Sweep, SweepOutcome, WriterSettings,
 };
+pub use space::{StorageHealth, StorageState};
 
-use codec::decode;
-use records::{DeliveryRecord, EventRecord, SubscriptionRecord};
-use tables::{API_KEYS, DELIVERIES, DUE, ENTITIES, EVENTS, SUBSCRIPTIONS};
-use tenancy::{ApiKeyRecord, EntityTree, KeyIndex};
-use writer::{Command, Writer};
-
-/// Commands that may wait for the writer: enough to fill several batches, small enough
-/// that a stalled disk pushes back on producers instead of growing memory.
-const WRITER_QUEUE: usize = 4096;
+use records::{
+    AttemptRecord, AttemptRequest, DeliveryRecord, DeliveryState, EntityRecord, EventRecord,
+    SubscriptionRecord,
+};
+use tenancy::ApiKeyRecord;
 
 /// A delivery waiting in the due queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -125,39 +116,11 @@ pub trait StoreObserver: Send + Sync {
     fn storage_state(&self, state: StorageState);
 }
 
-/// The open database, shared by the writer and the readers. The writer empties it while
-/// it reopens a faulted database (a handle still held elsewhere would keep the file
-/// locked); readers then get `Unavailable`.
-#[derive(Clone, Default)]
-pub(crate) struct DbSlot(Arc<RwLock<Option<Arc<Database>>>>);
-
-impl DbSlot {
-    fn new(db: Database) -> Self {
-        Self(Arc::new(RwLock::new(Some(Arc::new(db)))))
-    }
-
-    fn guard(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Database>>> {
-        match self.0.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    pub(crate) fn get(&self) -> Result<Arc<Database>, StoreError> {
-        let slot = match self.0.read() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        slot.clone().ok_or(StoreError::Unavailable)
-    }
-
-    fn take(&self) -> Option<Arc<Database>> {
-        self.guard().take()
-    }
-
-    fn put(&self, db: Arc<Database>) {
-        *self.guard() = Some(db);
-    }
+/// One page of a newest-first listing: the items and where the next page starts.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<u128>,
 }
 
 /// Running totals of group commits, for benchmarks and metrics.
@@ -177,47 +140,89 @@ impl CommitStats {
     }
 }
 
+/// The subscriptions, keys and entities as of the latest change: published by the
+/// backend after each change it commits (or learns of), read by auth and fan-out with no
+/// disk read, and watched by those that act on changes (the sweeper).
 #[derive(Clone)]
-pub struct Store {
-    db: DbSlot,
-    health: StorageHealth,
-    tx: mpsc::Sender<Command>,
-    index: Arc<RwLock<Arc<SubscriptionIndex>>>,
+pub(crate) struct Snapshots {
+    current: Arc<RwLock<Arc<SubscriptionIndex>>>,
     /// Counts the snapshots published: a receiver is woken by each.
-    changes: tokio::sync::watch::Receiver<u64>,
-    commits: Arc<CommitStats>,
+    published: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
-/// Reads the subscriptions snapshot the writer publishes.
-#[derive(Clone)]
-pub struct SubscriptionsView(Arc<RwLock<Arc<SubscriptionIndex>>>, DbSlot);
+impl Snapshots {
+    fn new() -> Self {
+        Self {
+            current: Arc::new(RwLock::new(Arc::new(SubscriptionIndex::default()))),
+            published: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
 
-impl SubscriptionsView {
-    pub fn current(&self) -> Arc<SubscriptionIndex> {
-        match self.0.read() {
+    pub(crate) fn current(&self) -> Arc<SubscriptionIndex> {
+        match self.current.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    /// Unfinished deliveries in the due queue (a count redb keeps: no walk), or None
-    /// while the database is unavailable.
-    pub fn due_count(&self) -> Option<u64> {
-        let db = self.1.get().ok()?;
-        let txn = db.begin_read().ok()?;
-        redb::ReadableTableMetadata::len(&txn.open_table(DUE).ok()?).ok()
+    pub(crate) fn publish(&self, index: SubscriptionIndex) {
+        let mut guard = match self.current.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(index);
+        drop(guard);
+        self.published.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 }
 
-/// Joins the writer thread once every `Store` handle is gone.
-pub struct WriterHandle(JoinHandle<()>);
+/// What the store keeps whatever its backend, handed to the backend at open.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub snapshots: Snapshots,
+    pub health: StorageHealth,
+    pub commits: Arc<CommitStats>,
+}
 
-impl WriterHandle {
-    /// Blocks until the writer has applied everything queued and exited.
-    pub fn join(self) {
-        if self.0.join().is_err() {
-            tracing::error!("the store writer thread panicked");
+#[derive(Clone)]
+enum Backend {
+    Redb(self::redb::RedbStore),
+}
+
+/// Runs `$call` on whichever backend the store has.
+macro_rules! on_backend {
+    ($self:ident, $b:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Redb($b) => $call,
         }
+    };
+}
+
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    shared: Shared,
+}
+
+/// Reads the subscriptions snapshot the backend publishes.
+#[derive(Clone)]
+pub struct SubscriptionsView {
+    snapshots: Snapshots,
+    due: self::redb::DueCounter,
+}
+
+impl SubscriptionsView {
+    pub fn current(&self) -> Arc<SubscriptionIndex> {
+        self.snapshots.current()
+    }
+
+    /// Unfinished deliveries in the due queue, or None while the store is unavailable.
+    pub fn due_count(&self) -> Option<u64> {
+        self.due.count()
     }
 }
 
@@ -229,96 +234,61 @@ impl Store {
         path: &Path,
         cache_size: usize,
         settings: WriterSettings,
-        catalog: std::collections::HashMap<String, String>,
+        catalog: HashMap<String, String>,
         sink: Arc<dyn DueSink>,
         observer: Arc<dyn StoreObserver>,
     ) -> Result<(Store, WriterHandle), StoreError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Open(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
-            })?;
-        }
-        let db = Database::builder()
-            .set_cache_size(cache_size)
-            .create(path)?;
-        migrate::run(&db, now_ms())?;
-        let index = Arc::new(RwLock::new(Arc::new(load_index(&db, catalog)?)));
-        let db = DbSlot::new(db);
-        let health = StorageHealth::default();
-        let commits = Arc::new(CommitStats::default());
-        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-        let (published, changes) = tokio::sync::watch::channel(0);
-        let writer = Writer {
-            slot: db.clone(),
-            path: path.to_owned(),
+        let shared = Shared {
+            snapshots: Snapshots::new(),
+            health: StorageHealth::default(),
+            commits: Arc::new(CommitStats::default()),
+        };
+        let (redb, writer) = self::redb::RedbStore::open(
+            path,
             cache_size,
-            space: space::DiskSpace::new(path, settings.min_free),
-            health: health.clone(),
-            rx,
-            index: index.clone(),
-            published,
-            runtime: tokio::runtime::Handle::try_current().ok(),
+            settings,
+            catalog,
+            shared.clone(),
             sink,
             observer,
-            commits: commits.clone(),
-            settings,
-        };
-        let handle = std::thread::Builder::new()
-            .name("hookd-store-writer".into())
-            .spawn(move || writer.run())
-            .map_err(|e| {
-                StoreError::Open(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
-            })?;
-        Ok((
-            Store {
-                db,
-                health,
-                tx,
-                index,
-                changes,
-                commits,
-            },
-            WriterHandle(handle),
-        ))
+        )?;
+        let backend = Backend::Redb(redb);
+        Ok((Store { backend, shared }, writer))
     }
 
     pub fn commit_stats(&self) -> &CommitStats {
-        &self.commits
+        &self.shared.commits
     }
 
     /// Whether the store takes new events, only outcomes, or nothing now.
     pub fn health(&self) -> &StorageHealth {
-        &self.health
+        &self.shared.health
     }
 
-    /// Sends a command to the writer and waits for its answer (after the commit).
-    async fn command<T>(
-        &self,
-        command: impl FnOnce(writer::Reply<T>) -> Command,
-    ) -> Result<T, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(command(reply))
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        answer.await.map_err(|_| StoreError::WriterGone)?
+    /// A handle on the subscriptions snapshot that, unlike a `Store`, does not keep the
+    /// writer running (for `/metrics`, which outlives the store at shutdown).
+    pub fn subscriptions_view(&self) -> SubscriptionsView {
+        SubscriptionsView {
+            snapshots: self.shared.snapshots.clone(),
+            due: on_backend!(self, b => b.due_counter()),
+        }
     }
 
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let db = self.db.get()?;
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read()?;
-            f(&txn)
-        })
-        .await?
+    /// Changes each time subscriptions, keys or entities change (a new snapshot).
+    pub fn snapshot_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.snapshots.changes()
     }
+
+    /// The current subscriptions snapshot (no disk read).
+    pub fn subscriptions(&self) -> Arc<SubscriptionIndex> {
+        self.shared.snapshots.current()
+    }
+
+    // ---- writes: each answered once committed -------------------------------------
 
     /// Stores events and their deliveries durably, all in one commit; answers after it.
     pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<Vec<IngestOutcome>, StoreError> {
-        self.command(|reply| Command::Ingest(events, reply)).await
+        on_backend!(self, b => b.ingest(events).await)
     }
 
     /// Creates or replaces a subscription. With `expected_updated_ms`, only if it has
@@ -330,37 +300,33 @@ impl Store {
         record: SubscriptionRecord,
         expected_updated_ms: Option<u64>,
     ) -> Result<PutOutcome, StoreError> {
-        self.command(|reply| Command::PutSubscription {
-            id,
-            record: Box::new(record),
-            expected_updated_ms,
-            reply,
-        })
-        .await
+        on_backend!(self, b => b.put_subscription(id, record, expected_updated_ms).await)
     }
 
     /// Removes a subscription; the sweeper then cancels its unfinished deliveries in
     /// bounded steps. False if absent.
     pub async fn delete_subscription(&self, id: u128) -> Result<bool, StoreError> {
-        self.command(|reply| Command::DeleteSubscription(id, reply))
-            .await
+        on_backend!(self, b => b.delete_subscription(id).await)
     }
 
+    /// Records an attempt and applies its outcome (`lifecycle::after_attempt`).
     pub async fn record_attempt(&self, report: AttemptReport) -> Result<(), StoreError> {
-        self.command(|reply| Command::RecordAttempt(Box::new(report), reply))
-            .await
+        on_backend!(self, b => b.record_attempt(report).await)
     }
 
-    /// One bounded step of cancelling a deleted subscription's deliveries or expiring a
-    /// paused one's (`ops/sweep.rs`).
+    /// One bounded step of cancelling a deleted subscription's deliveries, expiring a
+    /// paused one's or bringing a resumed one's retries forward.
     pub async fn sweep(&self, sweep: Sweep) -> Result<SweepOutcome, StoreError> {
-        self.command(|reply| Command::Sweep(sweep, reply)).await
+        on_backend!(self, b => b.sweep(sweep).await)
     }
 
     pub async fn retry(&self, delivery: u128) -> Result<RetryOutcome, StoreError> {
-        self.command(|reply| Command::Retry(delivery, reply)).await
+        on_backend!(self, b => b.retry(delivery).await)
     }
 
+    /// New deliveries to one subscription for the events of `[since_ms, until_ms)` it
+    /// matches now (with `only_failed`, those whose delivery to it ended FAILED), at
+    /// most `MAX_REPLAY` per call.
     pub async fn replay(
         &self,
         subscription: u128,
@@ -368,14 +334,7 @@ impl Store {
         until_ms: u64,
         only_failed: bool,
     ) -> Result<ReplayOutcome, StoreError> {
-        self.command(|reply| Command::Replay {
-            subscription,
-            since_ms,
-            until_ms,
-            only_failed,
-            reply,
-        })
-        .await
+        on_backend!(self, b => b.replay(subscription, since_ms, until_ms, only_failed).await)
     }
 
     /// Removes up to `limit` events older than `before_ms` (with their deliveries,
@@ -390,180 +349,141 @@ impl Store {
         cursor: PurgeCursor,
         limit: usize,
     ) -> Result<PurgeOutcome, StoreError> {
-        self.command(|reply| Command::Purge {
-            before_ms,
-            idempotency_before_ms,
-            cursor,
-            limit,
-            reply,
-        })
-        .await
-    }
-
-    /// Attempt counters over a range of minutes or hours (at most `stats::MAX_PERIODS`),
-    /// summed per period and per subscription, for the subscriptions `visible` accepts
-    /// (the caller's subtree). Reads a row per subscription and period with attempts.
-    pub async fn attempt_stats(
-        &self,
-        query: stats::StatsQuery,
-        visible: impl Fn(u128) -> bool + Send + 'static,
-    ) -> Result<stats::AttemptStats, StoreError> {
-        self.read(move |txn| stats::read(txn, query, &visible))
-            .await
-    }
-
-    /// Copies every table, as of one read transaction, into a new database file at
-    /// `dest` (which must not exist). Blocking work runs off the async threads.
-    pub async fn backup(&self, dest: std::path::PathBuf) -> Result<BackupInfo, StoreError> {
-        let db = self.db.get()?;
-        tokio::task::spawn_blocking(move || maintenance::backup(&db, &dest)).await?
-    }
-
-    /// A handle on the subscriptions snapshot that, unlike a `Store`, does not keep the
-    /// writer running (for `/metrics`, which outlives the store at shutdown).
-    pub fn subscriptions_view(&self) -> SubscriptionsView {
-        SubscriptionsView(self.index.clone(), self.db.clone())
-    }
-
-    /// Changes each time subscriptions, keys or entities change (a new snapshot).
-    pub fn snapshot_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.clone()
-    }
-
-    /// The current subscriptions snapshot (no disk read).
-    pub fn subscriptions(&self) -> Arc<SubscriptionIndex> {
-        match self.index.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    pub async fn event(&self, id: u128) -> Result<Option<EventRecord>, StoreError> {
-        self.read(move |txn| {
-            txn.open_table(EVENTS)?
-                .get(id)?
-                .map(|g| decode(g.value()))
-                .transpose()
-        })
-        .await
-    }
-
-    pub async fn delivery(&self, id: u128) -> Result<Option<DeliveryRecord>, StoreError> {
-        self.read(move |txn| {
-            txn.open_table(DELIVERIES)?
-                .get(id)?
-                .map(|g| decode(g.value()))
-                .transpose()
-        })
-        .await
-    }
-
-    /// For each window asked, the subscription's first `limit` due entries after the
-    /// key given (or from its start), in one read transaction: how the dispatcher fills its
-    /// bounded in-memory window of a subscription's work.
-    pub async fn due_windows(
-        &self,
-        asked: Vec<WindowRead>,
-    ) -> Result<Vec<Vec<DueEntry>>, StoreError> {
-        self.read(move |txn| {
-            let due = txn.open_table(DUE)?;
-            let mut out = Vec::with_capacity(asked.len());
-            for WindowRead {
-                subscription,
-                after,
-                limit,
-            } in asked
-            {
-                let low = match after {
-                    Some((at, delivery)) => Bound::Excluded((subscription, at, delivery)),
-                    None => Bound::Included((subscription, 0, 0)),
-                };
-                let high = Bound::Included((subscription, u64::MAX, u128::MAX));
-                let mut window = Vec::new();
-                for entry in due.range::<(u128, u64, u128)>((low, high))?.take(limit) {
-                    let (_, due_ms, delivery) = entry?.0.value();
-                    window.push(DueEntry {
-                        due_ms,
-                        delivery,
-                        subscription,
-                    });
-                }
-                out.push(window);
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    /// Every subscription with entries in the due queue, one seek each (not a walk of
-    /// the entries): how the sweeper finds a deleted subscription's leftovers at start.
-    pub async fn due_subscriptions(&self) -> Result<Vec<u128>, StoreError> {
-        self.read(|txn| {
-            let due = txn.open_table(DUE)?;
-            let mut found = Vec::new();
-            let mut from = 0u128;
-            loop {
-                let next = due.range((from, 0, 0)..)?.next().transpose()?;
-                let Some((key, _)) = next else {
-                    return Ok(found);
-                };
-                let subscription = key.value().0;
-                found.push(subscription);
-                match subscription.checked_add(1) {
-                    Some(after) => from = after,
-                    None => return Ok(found),
-                }
-            }
-        })
-        .await
+        on_backend!(self, b => b.purge(before_ms, idempotency_before_ms, cursor, limit).await)
     }
 
     pub async fn create_entity(
         &self,
         id: String,
-        record: records::EntityRecord,
+        record: EntityRecord,
     ) -> Result<EntityOutcome, StoreError> {
-        self.command(|reply| Command::CreateEntity { id, record, reply })
-            .await
+        on_backend!(self, b => b.create_entity(id, record).await)
     }
 
     /// Refused while the entity has children, keys or subscriptions.
     pub async fn delete_entity(&self, id: String) -> Result<EntityOutcome, StoreError> {
-        self.command(|reply| Command::DeleteEntity(id, reply)).await
+        on_backend!(self, b => b.delete_entity(id).await)
     }
 
     pub async fn create_key(&self, id: u128, record: ApiKeyRecord) -> Result<(), StoreError> {
-        self.command(|reply| Command::CreateKey { id, record, reply })
-            .await
+        on_backend!(self, b => b.create_key(id, record).await)
     }
 
     /// Revokes (deletes) a key; effective for the next request. False if absent.
     pub async fn revoke_key(&self, id: u128) -> Result<bool, StoreError> {
-        self.command(|reply| Command::RevokeKey(id, reply)).await
+        on_backend!(self, b => b.revoke_key(id).await)
     }
-}
 
-fn load_index(
-    db: &Database,
-    catalog: std::collections::HashMap<String, String>,
-) -> Result<SubscriptionIndex, StoreError> {
-    let txn = db.begin_read()?;
-    let mut records = Vec::new();
-    for entry in txn.open_table(SUBSCRIPTIONS)?.iter()? {
-        let (key, value) = entry?;
-        records.push((key.value(), decode::<SubscriptionRecord>(value.value())?));
+    /// Copies everything, as of one moment, into a new database file at `dest` (which
+    /// must not exist), while writes go on.
+    pub async fn backup(&self, dest: std::path::PathBuf) -> Result<BackupInfo, StoreError> {
+        on_backend!(self, b => b.backup(dest).await)
     }
-    let mut entities = EntityTree::default();
-    for entry in txn.open_table(ENTITIES)?.iter()? {
-        let (key, value) = entry?;
-        entities.insert(key.value().to_owned(), decode(value.value())?);
+
+    // ---- reads ----------------------------------------------------------------------
+
+    pub async fn event(&self, id: u128) -> Result<Option<EventRecord>, StoreError> {
+        on_backend!(self, b => b.event(id).await)
     }
-    let mut keys = KeyIndex::default();
-    for entry in txn.open_table(API_KEYS)?.iter()? {
-        let (key, value) = entry?;
-        keys.insert(key.value(), decode::<ApiKeyRecord>(value.value())?);
+
+    /// The bytes every delivery of event `id` sends, or None if it no longer exists.
+    pub async fn event_body(&self, id: u128) -> Result<Option<bytes::Bytes>, StoreError> {
+        on_backend!(self, b => b.event_body(id).await)
     }
-    Ok(SubscriptionIndex::from_records(records).with_tenancy(entities, keys, catalog))
+
+    pub async fn delivery(&self, id: u128) -> Result<Option<DeliveryRecord>, StoreError> {
+        on_backend!(self, b => b.delivery(id).await)
+    }
+
+    /// For each window asked, the subscription's first `limit` due entries after the
+    /// key given (or from its start): how the dispatcher fills its bounded in-memory
+    /// window of a subscription's work.
+    pub async fn due_windows(
+        &self,
+        asked: Vec<WindowRead>,
+    ) -> Result<Vec<Vec<DueEntry>>, StoreError> {
+        on_backend!(self, b => b.due_windows(asked).await)
+    }
+
+    /// Every subscription with entries in the due queue: how the sweeper finds a deleted
+    /// subscription's leftovers at start.
+    pub async fn due_subscriptions(&self) -> Result<Vec<u128>, StoreError> {
+        on_backend!(self, b => b.due_subscriptions().await)
+    }
+
+    /// Attempt counters over a range of minutes or hours (at most `stats::MAX_PERIODS`),
+    /// summed per period and per subscription, for the subscriptions `visible` accepts
+    /// (the caller's subtree).
+    pub async fn attempt_stats(
+        &self,
+        query: stats::StatsQuery,
+        visible: impl Fn(u128) -> bool + Send + 'static,
+    ) -> Result<stats::AttemptStats, StoreError> {
+        on_backend!(self, b => b.attempt_stats(query, visible).await)
+    }
+
+    /// How many deliveries of an event `keep` accepts (it fans out to at most one per
+    /// subscription, so this is bounded by the subscriptions there are).
+    pub async fn count_event_deliveries(
+        &self,
+        event: u128,
+        keep: impl Fn(&DeliveryRecord) -> bool + Send + 'static,
+    ) -> Result<u32, StoreError> {
+        on_backend!(self, b => b.count_event_deliveries(event, keep).await)
+    }
+
+    /// A delivery's attempts in order, with the request headers each sent, from
+    /// attempt `after + 1`.
+    pub async fn attempts(
+        &self,
+        delivery: u128,
+        after: u32,
+        limit: usize,
+    ) -> Result<Page<(u32, AttemptRecord, Option<AttemptRequest>)>, StoreError> {
+        on_backend!(self, b => b.attempts(delivery, after, limit).await)
+    }
+
+    /// Events created in `[since_ms, until_ms)`, newest first, of one type if given,
+    /// those `keep` accepts, from before `cursor`.
+    pub async fn events_page(
+        &self,
+        since_ms: u64,
+        until_ms: u64,
+        event_type: Option<String>,
+        cursor: Option<u128>,
+        limit: usize,
+        keep: impl Fn(&EventRecord) -> bool + Send + 'static,
+    ) -> Result<Page<(u128, EventRecord)>, StoreError> {
+        on_backend!(self, b => {
+            b.events_page(since_ms, until_ms, event_type, cursor, limit, keep)
+                .await
+        })
+    }
+
+    /// A subscription's deliveries, newest first, in one state if given.
+    pub async fn subscription_deliveries(
+        &self,
+        subscription: u128,
+        state: Option<DeliveryState>,
+        cursor: Option<u128>,
+        limit: usize,
+    ) -> Result<Page<(u128, DeliveryRecord)>, StoreError> {
+        on_backend!(self, b => {
+            b.subscription_deliveries(subscription, state, cursor, limit)
+                .await
+        })
+    }
+
+    /// An event's deliveries that `keep` accepts, newest first.
+    pub async fn event_deliveries(
+        &self,
+        event: u128,
+        cursor: Option<u128>,
+        limit: usize,
+        keep: impl Fn(&DeliveryRecord) -> bool + Send + 'static,
+    ) -> Result<Page<(u128, DeliveryRecord)>, StoreError> {
+        on_backend!(self, b => b.event_deliveries(event, cursor, limit, keep).await)
+    }
 }
 
 /// The folder a database file is in (`.` for a bare file name).
@@ -574,6 +494,7 @@ fn folder_of(path: &Path) -> std::path::PathBuf {
     }
 }
 
+/// The wall clock in Unix milliseconds.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

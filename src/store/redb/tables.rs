@@ -7,7 +7,7 @@
 
 use redb::{Key, TableDefinition, Value, WriteTransaction};
 
-use super::error::StoreError;
+use crate::store::error::StoreError;
 
 /// Something done to every table of the schema (`visit_all`).
 pub(super) trait Visit {

@@ -13,14 +13,14 @@
 
 use redb::{Database, Key, ReadableTable, TableDefinition, Value, WriteTransaction};
 
-use super::codec::{decode, encode};
-use super::error::StoreError;
-use super::records::{DeliveryRecord, EntityRecord, EventHead, IdempotencyRecord};
 use super::tables::{
     self, ATTEMPT_REQUESTS, ATTEMPT_STATS, DELIVERIES, DUE, DUE_V1, ENTITIES, EVENT_TYPES, EVENTS,
     FAILING, IDEMPOTENCY, IDEMPOTENCY_TIMES, META, SUBSCRIPTION_STATES,
 };
 use crate::ids::EntityId;
+use crate::store::codec::{decode, encode};
+use crate::store::error::StoreError;
+use crate::store::records::{DeliveryRecord, EntityRecord, EventHead, IdempotencyRecord};
 
 pub const SCHEMA_VERSION: u32 = 3;
 pub(super) const VERSION_KEY: &str = "schema_version";

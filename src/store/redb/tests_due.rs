@@ -3,13 +3,14 @@
 //! steps cancel a deleted one's deliveries and expire a paused one's, a bounded number
 //! at a time; and the dispatcher's window reads take one subscription's range.
 
-use redb::{ReadableDatabase, ReadableTable};
+use ::redb::{ReadableDatabase, ReadableTable};
 
-use super::records::{DeliveryState, SubscriptionStatus};
 use super::tables::{DELIVERIES, DUE};
-use super::tests::{event, open, open_with, rows, subscription};
+use super::tests::{database, event, open, open_with, rows, subscription};
 use super::*;
 use crate::ids::uuid_v7;
+use crate::store::records::{DeliveryState, SubscriptionStatus};
+use crate::store::*;
 
 /// A store in `dir` with one ACTIVE subscription to every event type.
 async fn with_subscription(dir: &tempfile::TempDir) -> (Store, WriterHandle, u128) {
@@ -37,7 +38,7 @@ type Rows = (Vec<(u128, Vec<u8>)>, Vec<(u128, u64, u128)>);
 
 /// Every row of the deliveries and due tables, to compare before and after.
 fn snapshot(store: &Store) -> Rows {
-    let txn = store.db.get().unwrap().begin_read().unwrap();
+    let txn = database(store).begin_read().unwrap();
     let deliveries = txn
         .open_table(DELIVERIES)
         .unwrap()
@@ -277,7 +278,7 @@ async fn a_schema_1_due_queue_is_rekeyed_by_subscription_and_parked_deliveries_u
     let bytes = &records.iter().find(|(d, _)| *d == parked).unwrap().1;
     let record: records::DeliveryRecord = codec::decode(bytes).unwrap();
     assert!(!record.parked);
-    let txn = store.db.get().unwrap().begin_read().unwrap();
+    let txn = database(&store).begin_read().unwrap();
     assert!(txn.open_table(DUE_V1).is_err(), "the old table is gone");
     drop(txn);
     drop(store);

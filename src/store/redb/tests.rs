@@ -5,14 +5,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use ::redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
 
-use super::records::SubscriptionStatus;
-use super::records::{AttemptRecord, EndpointAuthRecord, EventRecord, SubscriptionRecord};
 use super::tables::*;
 use super::*;
 use crate::dispatch::queues::Queues;
 use crate::ids::uuid_v7;
+use crate::store::records::SubscriptionStatus;
+use crate::store::records::{AttemptRecord, EndpointAuthRecord, EventRecord, SubscriptionRecord};
+use crate::store::*;
 
 struct Quiet;
 
@@ -129,11 +130,17 @@ async fn purge_all(store: &Store, before_ms: u64, idempotency_before_ms: u64) ->
         .unwrap()
 }
 
-pub(super) fn rows<K: redb::Key + 'static, V: redb::Value + 'static>(
+/// The database behind a store opened by these tests.
+pub(super) fn database(store: &Store) -> Arc<::redb::Database> {
+    let crate::store::Backend::Redb(redb) = &store.backend;
+    redb.db.get().unwrap()
+}
+
+pub(super) fn rows<K: ::redb::Key + 'static, V: ::redb::Value + 'static>(
     store: &Store,
     table: TableDefinition<K, V>,
 ) -> u64 {
-    let txn = store.db.get().unwrap().begin_read().unwrap();
+    let txn = database(store).begin_read().unwrap();
     txn.open_table(table).unwrap().len().unwrap()
 }
 
@@ -288,14 +295,14 @@ async fn a_backup_holds_every_table_and_restores_in_place_of_the_database() {
 /// record, which still answers a repeat.
 #[tokio::test]
 async fn purging_a_reused_keys_old_time_row_keeps_its_new_record() {
-    use super::codec::encode;
-    use super::records::IdempotencyRecord;
+    use crate::store::codec::encode;
+    use crate::store::records::IdempotencyRecord;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hookd.redb");
     let (store, writer) = open(&path);
     drop(store);
     writer.join();
-    let day_ago = now_ms() - writer::IDEMPOTENCY_WINDOW_MS - 60_000;
+    let day_ago = now_ms() - IDEMPOTENCY_WINDOW_MS - 60_000;
     {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
@@ -323,7 +330,7 @@ async fn purging_a_reused_keys_old_time_row_keeps_its_new_record() {
     );
     assert_eq!(rows(&store, IDEMPOTENCY_TIMES), 2);
 
-    let cutoff = now_ms() - writer::IDEMPOTENCY_WINDOW_MS;
+    let cutoff = now_ms() - IDEMPOTENCY_WINDOW_MS;
     let purged = purge_all(&store, 1, cutoff).await;
     assert_eq!(purged.idempotency, 0, "the record is the new one");
     assert_eq!(rows(&store, IDEMPOTENCY_TIMES), 1);

@@ -2,12 +2,13 @@
 //! subscription's minute and hour, a read sums them per period and per subscription for
 //! the subscriptions the caller may see, and retention drops expired rows.
 
-use super::records::AttemptRecord;
-use super::stats::{Scale, StatsQuery};
 use super::tables::{ATTEMPT_STATS, IDEMPOTENCY_TIMES};
-use super::tests::{event, open, rows, subscription};
+use super::tests::{database, event, open, rows, subscription};
 use super::*;
 use crate::ids::uuid_v7;
+use crate::store::records::AttemptRecord;
+use crate::store::stats::{Scale, StatsQuery};
+use crate::store::*;
 
 const MINUTE: u64 = 60_000;
 const HOUR: u64 = 3_600_000;
@@ -168,7 +169,7 @@ async fn retention_drops_expired_counters() {
 #[tokio::test]
 async fn a_schema_2_file_gains_the_counters_and_the_idempotency_time_index() {
     use super::tables::{EVENTS, META};
-    use redb::{ReadableDatabase, ReadableTableMetadata};
+    use ::redb::{ReadableDatabase, ReadableTableMetadata};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hookd.redb");
     let (store, writer) = open(&path);
@@ -195,7 +196,7 @@ async fn a_schema_2_file_gains_the_counters_and_the_idempotency_time_index() {
     }
 
     let (store, _writer) = open(&path);
-    let txn = store.db.get().unwrap().begin_read().unwrap();
+    let txn = database(&store).begin_read().unwrap();
     let version = txn.open_table(META).unwrap();
     let version = version.get(migrate::VERSION_KEY).unwrap().unwrap();
     assert_eq!(

@@ -14,23 +14,24 @@
 use bytes::Bytes;
 use redb::ReadableTable;
 
-use super::codec::{decode, encode};
-use super::error::StoreError;
-use super::index::SubscriptionIndex;
-use super::records::{
+use super::tables::Tables;
+use super::writer::{Answer, Command, Reply};
+use crate::ids::{DeliveryId, EventId, SubscriptionId, uuid_v7};
+use crate::payload;
+use crate::store::codec::{decode, encode};
+use crate::store::error::StoreError;
+use crate::store::index::SubscriptionIndex;
+use crate::store::records::{
     AttemptRequest, DeliveryHead, DeliveryRecord, DeliveryState, EntityRecord, EventRecord,
     IdempotencyRecord, SubscriptionRecord, SubscriptionStatus,
 };
-use super::stats::PendingStats;
-use super::tables::Tables;
-use super::tenancy::MAX_DEPTH;
-use super::writer::{
-    Answer, AttemptReport, Command, EntityOutcome, IDEMPOTENCY_WINDOW_MS, IngestOutcome, NewEvent,
-    PutOutcome, ReplayOutcome, Reply, RetryOutcome, WriterSettings,
+use crate::store::requests::{
+    AttemptReport, EntityOutcome, IDEMPOTENCY_WINDOW_MS, IngestOutcome, NewEvent, PutOutcome,
+    ReplayOutcome, RetryOutcome, WriterSettings,
 };
-use super::{CommitReport, DueEntry, Fresh};
-use crate::ids::{DeliveryId, EventId, SubscriptionId, uuid_v7};
-use crate::payload;
+use crate::store::stats::PendingStats;
+use crate::store::tenancy::MAX_DEPTH;
+use crate::store::{CommitReport, DueEntry, Fresh};
 
 /// Most deliveries one replay request queues: keeps one command from holding the
 /// writer (and every producer behind it) for long.
@@ -38,8 +39,6 @@ mod outcomes;
 mod subscriptions;
 mod sweep;
 mod tenancy;
-
-pub use sweep::{Sweep, SweepOutcome};
 
 pub const MAX_REPLAY: u32 = 10_000;
 

@@ -8,52 +8,7 @@ use std::ops::Bound;
 use super::outcomes::log_failed;
 use super::*;
 use crate::store::lifecycle;
-
-/// One bounded step over one subscription's deliveries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sweep {
-    /// The subscription was deleted: cancel up to `limit` of its unfinished deliveries.
-    Cancel { subscription: u128, limit: usize },
-    /// The subscription is not ACTIVE: visit up to `limit` of its deliveries older than
-    /// `delivery.max_age`, in creation order after the delivery `after` (0 for the
-    /// first), and end those still unfinished FAILED.
-    Expire {
-        subscription: u128,
-        after: u128,
-        limit: usize,
-    },
-    /// The subscription was made ACTIVE again at `since_ms`: visit up to `limit` of its
-    /// RETRYING deliveries after the delivery `after` (0 for the first), and make those
-    /// whose retry was scheduled before then due now.
-    Resume {
-        subscription: u128,
-        since_ms: u64,
-        after: u128,
-        limit: usize,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SweepOutcome {
-    /// Deliveries this step cancelled, ended FAILED or made due (for `Resume`).
-    pub ended: usize,
-    /// For `Expire` and `Resume`, the last delivery visited: the next step's `after`.
-    pub last: Option<u128>,
-    /// Whether the step stopped at its limit (another step has work); false once
-    /// nothing is left for now.
-    pub more: bool,
-}
-
-impl SweepOutcome {
-    /// A step that walked the deliveries `visited`, at most `limit` of them.
-    fn walked(ended: usize, visited: &[u128], limit: usize) -> Self {
-        Self {
-            ended,
-            last: visited.last().copied(),
-            more: visited.len() == limit,
-        }
-    }
-}
+use crate::store::requests::{Sweep, SweepOutcome};
 
 const DONE: SweepOutcome = SweepOutcome {
     ended: 0,

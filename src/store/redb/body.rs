@@ -5,13 +5,13 @@
 
 use bytes::Bytes;
 
-use super::Store;
-use super::codec::decode;
-use super::error::StoreError;
-use super::records::EventRecord;
+use super::RedbStore;
 use super::tables::EVENTS;
+use crate::store::codec::decode;
+use crate::store::error::StoreError;
+use crate::store::records::EventRecord;
 
-impl Store {
+impl RedbStore {
     /// The bytes every delivery of event `id` sends, or None if it no longer exists.
     pub async fn event_body(&self, id: u128) -> Result<Option<Bytes>, StoreError> {
         self.read(move |txn| {

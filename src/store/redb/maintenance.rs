@@ -13,9 +13,9 @@ use redb::{
     ReadableTableMetadata, TableDefinition, TableHandle, Value,
 };
 
-use super::error::StoreError;
 use super::migrate::{self, SCHEMA_VERSION};
 use super::tables::{self, DELIVERIES, EVENTS, META, SUBSCRIPTIONS};
+use crate::store::error::StoreError;
 
 /// Rows per write transaction of the copy: each commit lets redb write its dirty pages
 /// out, so a backup of any size holds about this much in memory.
@@ -205,7 +205,7 @@ pub fn place_backup(backup: &Path, db_path: &Path) -> Result<Option<PathBuf>, St
     } else {
         None
     };
-    let dir = super::folder_of(db_path);
+    let dir = crate::store::folder_of(db_path);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let staged = sibling(db_path, "restoring");
     std::fs::copy(backup, &staged).map_err(io(&staged))?;

@@ -5,26 +5,22 @@
 
 use redb::ReadTransaction;
 
-use super::codec::decode;
-use super::records::{AttemptRecord, AttemptRequest, DeliveryRecord, DeliveryState, EventRecord};
+use super::RedbStore;
 use super::tables::{
     ATTEMPT_REQUESTS, ATTEMPTS, DELIVERIES, EVENT_DELIVERIES, EVENT_TYPES, EVENTS,
     SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_STATES,
 };
-use super::{Store, StoreError};
+use crate::store::codec::decode;
+use crate::store::records::{
+    AttemptRecord, AttemptRequest, DeliveryRecord, DeliveryState, EventRecord,
+};
+use crate::store::{Page, StoreError};
 
 /// Most rows one listing request examines. A selective filter may then answer a short
 /// page with a cursor to continue from, rather than scanning the whole log at once.
 const MAX_SCAN: usize = 20_000;
 
-/// One page of a newest-first listing: the items and where the next page starts.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next: Option<u128>,
-}
-
-impl Store {
+impl RedbStore {
     /// How many deliveries of an event `keep` accepts (it fans out to at most one per
     /// subscription, so this is bounded by the subscriptions there are).
     pub async fn count_event_deliveries(

@@ -14,21 +14,26 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
-use super::error::StoreError;
-use super::index::SubscriptionIndex;
+use super::DbSlot;
 use super::ops::{Batch, Effects};
-use super::purge::{PurgeCursor, PurgeOutcome};
-use super::records::{AttemptRecord, DeliveryRecord, EventRecord, SubscriptionRecord};
-use super::space::{DiskSpace, StorageHealth, StorageState};
 use super::tables::META;
 use super::tables::Tables;
-use super::{CommitStats, DbSlot, DueSink, StoreObserver, now_ms};
+use crate::store::error::StoreError;
+use crate::store::index::SubscriptionIndex;
+use crate::store::purge::{PurgeCursor, PurgeOutcome};
+use crate::store::records::SubscriptionRecord;
+use crate::store::requests::{
+    AttemptReport, EntityOutcome, IngestOutcome, NewEvent, PutOutcome, ReplayOutcome, RetryOutcome,
+    Sweep, SweepOutcome, WriterSettings,
+};
+use crate::store::space::{DiskSpace, StorageHealth, StorageState};
+use crate::store::{CommitStats, DueSink, Snapshots, StoreObserver, now_ms};
 
 /// Most commands applied in one transaction: bounds the latency one commit adds to the
 /// first command of a batch and the memory a batch holds.
@@ -45,105 +50,6 @@ const READERS_GRACE: Duration = Duration::from_secs(5);
 /// Longest an attempt's outcome waits for other commands to share its commit.
 const OUTCOME_LINGER: Duration = Duration::from_millis(25);
 
-/// How long an Idempotency-Key is remembered.
-pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
-
-/// Policy values the writer applies itself (from `[delivery]` and `[storage]`).
-#[derive(Debug, Clone, Copy)]
-pub struct WriterSettings {
-    pub max_age_ms: u64,
-    pub disable_after_ms: u64,
-    pub min_free: crate::config::MinFree,
-}
-
-/// An event to store. Its fan-out is decided by the writer at commit time, against the
-/// subscriptions as they are in that transaction.
-#[derive(Debug)]
-pub struct NewEvent {
-    pub id: u128,
-    pub record: EventRecord,
-    pub idempotency: Option<IdempotencyKey>,
-    /// Deliver to exactly these subscriptions instead of matching (a test ping).
-    pub targets: Option<Vec<u128>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct IdempotencyKey {
-    /// SHA-256 of (entity, 0, key): keys are scoped per entity.
-    pub key_hash: [u8; 32],
-    pub body_sha256: [u8; 32],
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IngestOutcome {
-    Accepted {
-        deliveries: Vec<u128>,
-    },
-    /// The key was seen with the same body: the original event and its fan-out count.
-    Duplicate {
-        event: u128,
-        deliveries: u32,
-    },
-    /// The key was seen with another body.
-    Conflict,
-}
-
-/// What the dispatcher decided after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NextStep {
-    Succeeded,
-    RetryAt(u64),
-    Failed,
-}
-
-#[derive(Debug, Clone)]
-pub struct AttemptReport {
-    pub delivery: u128,
-    pub attempt: AttemptRecord,
-    /// The request's headers, secrets masked (empty: none to record).
-    pub request_headers: Vec<(String, String)>,
-    pub next: NextStep,
-    /// The endpoint answered 410 Gone: its subscription is disabled.
-    pub gone: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RetryOutcome {
-    Queued(DeliveryRecord),
-    NotFound,
-    Cancelled,
-    SubscriptionInactive,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplayOutcome {
-    /// New deliveries queued, and whether the per-request cap stopped the scan (then
-    /// `resume_ms` is where a follow-up replay should start).
-    Queued {
-        queued: u32,
-        resume_ms: Option<u64>,
-    },
-    NotFound,
-    SubscriptionInactive,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PutOutcome {
-    Stored,
-    /// The subscription changed since the caller read it (`expected_updated_ms`).
-    Conflict,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EntityOutcome {
-    Done,
-    Exists,
-    /// The entity (or the parent named) does not exist.
-    NotFound,
-    /// Refused, with the reason.
-    InUse(&'static str),
-}
-
 /// Where a command's answer goes; sent only once its batch has committed.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -159,7 +65,7 @@ pub(super) enum Command {
     },
     DeleteSubscription(u128, Reply<bool>),
     RecordAttempt(Box<AttemptReport>, Reply<()>),
-    Sweep(super::ops::Sweep, Reply<super::ops::SweepOutcome>),
+    Sweep(Sweep, Reply<SweepOutcome>),
     Retry(u128, Reply<RetryOutcome>),
     Replay {
         subscription: u128,
@@ -170,13 +76,13 @@ pub(super) enum Command {
     },
     CreateEntity {
         id: String,
-        record: super::records::EntityRecord,
+        record: crate::store::records::EntityRecord,
         reply: Reply<EntityOutcome>,
     },
     DeleteEntity(String, Reply<EntityOutcome>),
     CreateKey {
         id: u128,
-        record: super::tenancy::ApiKeyRecord,
+        record: crate::store::tenancy::ApiKeyRecord,
         reply: Reply<()>,
     },
     RevokeKey(u128, Reply<bool>),
@@ -242,8 +148,7 @@ pub(super) struct Writer {
     pub space: DiskSpace,
     pub health: StorageHealth,
     pub rx: mpsc::Receiver<Command>,
-    pub index: Arc<RwLock<Arc<SubscriptionIndex>>>,
-    pub published: tokio::sync::watch::Sender<u64>,
+    pub snapshots: Snapshots,
     /// The runtime the store was opened from, for the writer's timed waits (none in
     /// offline commands: outcomes then commit at once).
     pub runtime: Option<tokio::runtime::Handle>,
@@ -319,7 +224,7 @@ impl Writer {
     fn apply(&mut self, batch: &mut VecDeque<Command>) {
         let started = std::time::Instant::now();
         let size = batch.len();
-        let current = self.current_index();
+        let current = self.snapshots.current();
         let mut answers = Vec::with_capacity(size);
         let db = match self.slot.get() {
             Ok(db) if self.health.state() != StorageState::Faulted => db,
@@ -364,7 +269,7 @@ impl Writer {
         match result {
             Ok((index, mut effects)) => {
                 if let Some(index) = index {
-                    self.publish(index);
+                    self.snapshots.publish(index);
                 }
                 let took = started.elapsed();
                 self.commits.record(size, took);
@@ -476,22 +381,5 @@ impl Writer {
             .insert("last_reopened_ms", now_ms().to_be_bytes().as_slice())?;
         txn.commit()?;
         Ok(db)
-    }
-
-    fn current_index(&self) -> Arc<SubscriptionIndex> {
-        match self.index.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    fn publish(&self, index: SubscriptionIndex) {
-        let mut guard = match self.index.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *guard = Arc::new(index);
-        drop(guard);
-        self.published.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
