@@ -12,7 +12,6 @@ use crate::store::error::StoreError;
 use crate::store::records::EventRecord;
 
 impl RedbStore {
-    /// The bytes every delivery of event `id` sends, or None if it no longer exists.
     pub async fn event_body(&self, id: u128) -> Result<Option<Bytes>, StoreError> {
         self.read(move |txn| {
             txn.open_table(EVENTS)?

@@ -21,8 +21,6 @@ use crate::store::{Page, StoreError};
 const MAX_SCAN: usize = 20_000;
 
 impl RedbStore {
-    /// How many deliveries of an event `keep` accepts (it fans out to at most one per
-    /// subscription, so this is bounded by the subscriptions there are).
     pub async fn count_event_deliveries(
         &self,
         event: u128,

@@ -124,6 +124,7 @@ impl WriterHandle {
     }
 }
 
+/// The `Store` methods as redb runs them (their contracts are documented there).
 impl RedbStore {
     /// Opens (creating if absent) the database, runs migrations and starts the writer,
     /// which publishes into `snapshots`. Blocking.
@@ -197,14 +198,10 @@ impl RedbStore {
         .await?
     }
 
-    /// Stores events and their deliveries durably, all in one commit; answers after it.
     pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<Vec<IngestOutcome>, StoreError> {
         self.command(|reply| Command::Ingest(events, reply)).await
     }
 
-    /// Creates or replaces a subscription. With `expected_updated_ms`, only if it has
-    /// not changed since the caller read it. Pausing or resuming writes the subscription
-    /// alone: its deliveries keep their place in the due queue.
     pub async fn put_subscription(
         &self,
         id: u128,
@@ -220,8 +217,6 @@ impl RedbStore {
         .await
     }
 
-    /// Removes a subscription; the sweeper then cancels its unfinished deliveries in
-    /// bounded steps. False if absent.
     pub async fn delete_subscription(&self, id: u128) -> Result<bool, StoreError> {
         self.command(|reply| Command::DeleteSubscription(id, reply))
             .await
@@ -259,11 +254,6 @@ impl RedbStore {
         .await
     }
 
-    /// Removes up to `limit` events older than `before_ms` (with their deliveries,
-    /// attempts and index rows, when every delivery has ended and none changed since
-    /// `before_ms`) and up to `limit` idempotency records older than
-    /// `idempotency_before_ms`, continuing from `cursor`. One small transaction, so
-    /// ingest waits at most for one such step.
     pub async fn purge(
         &self,
         before_ms: u64,
@@ -389,7 +379,6 @@ impl RedbStore {
             .await
     }
 
-    /// Refused while the entity has children, keys or subscriptions.
     pub async fn delete_entity(&self, id: String) -> Result<EntityOutcome, StoreError> {
         self.command(|reply| Command::DeleteEntity(id, reply)).await
     }
@@ -399,7 +388,6 @@ impl RedbStore {
             .await
     }
 
-    /// Revokes (deletes) a key; effective for the next request. False if absent.
     pub async fn revoke_key(&self, id: u128) -> Result<bool, StoreError> {
         self.command(|reply| Command::RevokeKey(id, reply)).await
     }
