@@ -5,6 +5,7 @@
 //! parses configuration; everything else receives a validated `Config`.
 
 mod console;
+mod postgres;
 mod validate;
 mod values;
 
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use crate::secret::Secret;
 
 pub use console::{Console, DEFAULT_SESSION_TTL};
+pub use postgres::{Backend, DEFAULT_LEASE, DEFAULT_POOL_SIZE, Postgres, PostgresUrl, SslMode};
 pub use values::{Cidr, CidrError, MinFree};
 
 /// Where `hookd serve` and `hookd check-config` look without `--config`; the packages
@@ -152,6 +154,9 @@ impl Default for Log {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Storage {
+    /// redb (one node) or PostgreSQL (`[storage.postgres]`, several nodes).
+    pub backend: Backend,
+    /// The redb file (with `backend = "redb"`).
     pub path: PathBuf,
     #[serde(deserialize_with = "values::duration")]
     pub retention: Duration,
@@ -160,15 +165,18 @@ pub struct Storage {
     pub cache_size: usize,
     /// Below this much free disk, new events are refused (507).
     pub min_free: MinFree,
+    pub postgres: Postgres,
 }
 
 impl Default for Storage {
     fn default() -> Self {
         Self {
+            backend: Backend::default(),
             path: PathBuf::from(DEFAULT_STORAGE_PATH),
             retention: DEFAULT_RETENTION,
             cache_size: DEFAULT_CACHE_SIZE,
             min_free: DEFAULT_MIN_FREE,
+            postgres: Postgres::default(),
         }
     }
 }
@@ -356,7 +364,13 @@ impl Config {
         resolve(&mut self.storage.path);
         resolve(&mut self.secrets.master_key_file);
         resolve(&mut self.secrets.admin_token_file);
-        let optional = self.delivery.extra_ca_file.iter_mut();
+        let optional = [
+            &mut self.delivery.extra_ca_file,
+            &mut self.storage.postgres.password_file,
+            &mut self.storage.postgres.ca_file,
+        ]
+        .into_iter()
+        .flatten();
         let jwt = self.auth.jwt.iter_mut().flat_map(|jwt| {
             [
                 &mut jwt.hs256_secret_file,

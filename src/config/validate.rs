@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
-use super::Config;
+use super::{Backend, Config};
 
 type Rule = Result<(), (String, String)>;
 
@@ -108,7 +108,9 @@ fn log(config: &Config) -> Rule {
 
 fn storage(config: &Config) -> Rule {
     let storage = &config.storage;
-    required_path("storage.path", &storage.path)?;
+    if storage.backend == Backend::Redb {
+        required_path("storage.path", &storage.path)?;
+    }
     if storage.cache_size < MIN_CACHE_SIZE {
         return fail("storage.cache_size", "must be at least 1MiB");
     }
@@ -122,7 +124,7 @@ fn storage(config: &Config) -> Rule {
             ),
         );
     }
-    Ok(())
+    super::postgres::validate(storage.backend, &storage.postgres)
 }
 
 fn secrets(config: &Config) -> Rule {

@@ -7,6 +7,7 @@ mod api;
 pub mod browser;
 pub mod console;
 pub mod daemon;
+pub mod postgres;
 mod receiver;
 
 use std::path::{Path, PathBuf};
