@@ -225,8 +225,7 @@ async fn serve(
 
     let queues = Arc::new(Queues::new(config.delivery.per_endpoint_concurrency));
     let (store, writer) = {
-        let path = config.storage.path.clone();
-        let cache = config.storage.cache_size;
+        let storage = config.storage.clone();
         let settings = store::WriterSettings {
             max_age_ms: config.delivery.max_age.as_millis() as u64,
             disable_after_ms: config.delivery.disable_after.as_millis() as u64,
@@ -236,7 +235,7 @@ async fn serve(
         let observer = metrics.clone();
         let catalog = api::catalog_scopes(&config);
         tokio::task::spawn_blocking(move || {
-            store::Store::open(&path, cache, settings, catalog, sink, observer)
+            store::Store::from_config(&storage, settings, catalog, sink, observer)
         })
         .await??
     };

@@ -37,6 +37,8 @@ pub enum StoreError {
     Shared(#[source] std::sync::Arc<StoreError>),
     #[error("rolled back because another request in the same batch failed")]
     Aborted,
+    #[error("storage.backend = \"{0}\" is not available in this build yet; use \"redb\"")]
+    BackendNotBuilt(&'static str),
     #[error("the store writer has stopped")]
     WriterGone,
     #[error("storage is unavailable: a write failed (disk full or failing); retry shortly")]

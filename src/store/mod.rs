@@ -229,9 +229,33 @@ impl SubscriptionsView {
 }
 
 impl Store {
-    /// Opens (creating if absent) the database, runs migrations and starts the writer.
-    /// Blocking: call it from `spawn_blocking` or before the runtime is busy.
-    /// `catalog` maps each known event type to the scope needed to receive it.
+    /// Opens the store `[storage]` names, with the backend it chooses. Blocking: call
+    /// it from `spawn_blocking` or before the runtime is busy. `catalog` maps each known
+    /// event type to the scope needed to receive it.
+    pub fn from_config(
+        storage: &crate::config::Storage,
+        settings: WriterSettings,
+        catalog: HashMap<String, String>,
+        sink: Arc<dyn DueSink>,
+        observer: Arc<dyn StoreObserver>,
+    ) -> Result<(Store, WriterHandle), StoreError> {
+        match storage.backend {
+            crate::config::Backend::Redb => Self::open(
+                &storage.path,
+                storage.cache_size,
+                settings,
+                catalog,
+                sink,
+                observer,
+            ),
+            // Refused rather than quietly running on a redb file the operator did not ask
+            // for: the backend is being built (issue 11).
+            crate::config::Backend::Postgres => Err(StoreError::BackendNotBuilt("postgres")),
+        }
+    }
+
+    /// Opens (creating if absent) the redb file at `path`, runs migrations and starts
+    /// the writer. Blocking, as `from_config`.
     pub fn open(
         path: &Path,
         cache_size: usize,

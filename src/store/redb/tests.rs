@@ -338,3 +338,38 @@ async fn purging_a_reused_keys_old_time_row_keeps_its_new_record() {
     let repeat = store.ingest(vec![event(1, Some(7))]).await.unwrap();
     assert!(matches!(repeat[0], IngestOutcome::Duplicate { .. }));
 }
+
+/// `[storage]` picks the backend: redb opens its file; a backend this build cannot run
+/// is refused by name, never replaced by a redb file the operator did not ask for.
+#[test]
+fn the_configured_backend_is_opened_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = WriterSettings {
+        max_age_ms: 3_600_000,
+        disable_after_ms: 3_600_000,
+        min_free: crate::config::MinFree::Bytes(0),
+    };
+    let open = |storage: &crate::config::Storage| {
+        Store::from_config(
+            storage,
+            settings,
+            std::collections::HashMap::new(),
+            Arc::new(Queues::new(16)),
+            Arc::new(Quiet),
+        )
+    };
+    let mut storage = crate::config::Storage {
+        path: dir.path().join("hookd.redb"),
+        ..Default::default()
+    };
+    let (store, writer) = open(&storage).unwrap();
+    drop(store);
+    writer.join();
+    assert!(storage.path.exists());
+
+    storage.backend = crate::config::Backend::Postgres;
+    storage.path = dir.path().join("not-made.redb");
+    let refused = open(&storage).err().unwrap();
+    assert!(refused.to_string().contains("postgres"), "{refused}");
+    assert!(!storage.path.exists());
+}
