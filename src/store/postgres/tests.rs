@@ -115,6 +115,39 @@ async fn the_password_comes_from_its_file_and_stays_out_of_errors() {
     ));
 }
 
+#[tokio::test]
+async fn the_pool_reconnects_once_a_stopped_database_is_back() {
+    let Some(mut pg) = TempPostgres::start() else {
+        return;
+    };
+    let database = pg.create_database();
+    let pool = pool(&hookd(&pg, &database)).unwrap();
+    let select = async |pool: &deadpool_postgres::Pool| -> Result<i32, PostgresError> {
+        let client = tokio::time::timeout(WAIT, pool.get()).await.unwrap()?;
+        Ok(client.query_one("SELECT n FROM kept", &[]).await?.get(0))
+    };
+    let client = pool.get().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE kept (n integer); INSERT INTO kept VALUES (7)")
+        .await
+        .unwrap();
+    drop(client);
+    let port = pg.port();
+    pg.stop();
+    // The pooled connection is dead and a new one is refused: an error, not a hang.
+    let error = select(&pool).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            PostgresError::Query { .. } | PostgresError::Connect { .. }
+        ),
+        "{error:?}"
+    );
+    pg.start_again();
+    assert_eq!(pg.port(), port);
+    assert_eq!(select(&pool).await.unwrap(), 7);
+}
+
 /// The error of getting a connection, with its whole chain and its `Debug` form.
 async fn client_error(settings: &Postgres) -> String {
     let error = client(settings).await.unwrap_err();
