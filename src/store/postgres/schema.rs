@@ -8,12 +8,12 @@
 //! Migrations use plain `CREATE` (no `IF NOT EXISTS`): running one twice is an error,
 //! never a silent no-op. A released entry is never edited; a change is a new entry.
 //!
-//! The data model is the redb backend's (`records.rs`, `tables.rs`), with two rules for
-//! what becomes a column:
+//! The data model is the redb backend's (`store::records` and redb's table list), with
+//! two rules for what becomes a column:
 //! - A record the API only ever reads whole stays one `bytea`, in the postcard encoding
-//!   with its version byte that `codec.rs` writes for redb: subscriptions, API keys and
-//!   attempts (`record`, and `request` for the headers it sent). One codec, one set of
-//!   record versions, and `hookd store copy` moves those bytes as they are.
+//!   with its version byte that `store::codec` writes for redb: subscriptions, API keys
+//!   and attempts (`record`, and `request` for the headers it sent). One codec, one set
+//!   of record versions, and `hookd store copy` moves those bytes as they are.
 //! - Anything filtered, ordered, joined or updated in place is a real column: event
 //!   type, a delivery's state and due time, counters, idempotency times, ownership.
 //!   Deliveries are all columns: every outcome updates them in place, by `id`, fenced by
