@@ -1,8 +1,9 @@
-//! Against a real PostgreSQL (`testdb`, the integration tests' harness): the password
-//! comes from its file, and TLS follows the url's sslmode.
+//! The pool against a real PostgreSQL (`testdb`, the integration tests' harness): the
+//! password comes from its file, and TLS follows the url's sslmode. The helpers here
+//! serve `tests_schema.rs` too.
 
 #[path = "../../../tests/common/postgres.rs"]
-mod testdb;
+pub(super) mod testdb;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use testdb::{PASSWORD, ServerTls, TempPostgres};
 /// How long a test waits for the database to answer.
 const WAIT: Duration = Duration::from_secs(30);
 
-fn settings(url: String) -> Postgres {
+pub(super) fn settings(url: String) -> Postgres {
     Postgres {
         url: Some(url),
         node_name: Some("test-node".to_owned()),
@@ -25,7 +26,7 @@ fn settings(url: String) -> Postgres {
 }
 
 /// Settings for the `hookd` role on `database`, its password in a file beside the server.
-fn hookd(pg: &TempPostgres, database: &str) -> Postgres {
+pub(super) fn hookd(pg: &TempPostgres, database: &str) -> Postgres {
     let password_file = pg.dir().join("hookd.password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
     Postgres {
@@ -34,12 +35,14 @@ fn hookd(pg: &TempPostgres, database: &str) -> Postgres {
     }
 }
 
-async fn client(settings: &Postgres) -> Result<deadpool_postgres::Client, PostgresError> {
+pub(super) async fn client(
+    settings: &Postgres,
+) -> Result<deadpool_postgres::Client, PostgresError> {
     let pool = pool(settings)?;
     Ok(tokio::time::timeout(WAIT, pool.get()).await.unwrap()?)
 }
 
-async fn scalar<T>(client: &deadpool_postgres::Client, sql: &str) -> T
+pub(super) async fn scalar<T>(client: &deadpool_postgres::Client, sql: &str) -> T
 where
     T: for<'a> tokio_postgres::types::FromSql<'a>,
 {
@@ -110,6 +113,39 @@ async fn the_password_comes_from_its_file_and_stays_out_of_errors() {
         pool(&blank),
         Err(PostgresError::EmptyPassword { .. })
     ));
+}
+
+#[tokio::test]
+async fn the_pool_reconnects_once_a_stopped_database_is_back() {
+    let Some(mut pg) = TempPostgres::start() else {
+        return;
+    };
+    let database = pg.create_database();
+    let pool = pool(&hookd(&pg, &database)).unwrap();
+    let select = async |pool: &deadpool_postgres::Pool| -> Result<i32, PostgresError> {
+        let client = tokio::time::timeout(WAIT, pool.get()).await.unwrap()?;
+        Ok(client.query_one("SELECT n FROM kept", &[]).await?.get(0))
+    };
+    let client = pool.get().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE kept (n integer); INSERT INTO kept VALUES (7)")
+        .await
+        .unwrap();
+    drop(client);
+    let port = pg.port();
+    pg.stop();
+    // The pooled connection is dead and a new one is refused: an error, not a hang.
+    let error = select(&pool).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            PostgresError::Query { .. } | PostgresError::Connect { .. }
+        ),
+        "{error:?}"
+    );
+    pg.start_again();
+    assert_eq!(pg.port(), port);
+    assert_eq!(select(&pool).await.unwrap(), 7);
 }
 
 /// The error of getting a connection, with its whole chain and its `Debug` form.
