@@ -41,6 +41,50 @@ const KEEPALIVE_RETRIES: u32 = 3;
 
 /// The pool for `config` (whose url must be set: `Config::validate` checked it).
 pub fn pool(config: &Postgres) -> Result<Pool, PostgresError> {
+    let (client, tls) = settings(config)?;
+    let manager = Manager::from_config(
+        client,
+        tls,
+        ManagerConfig {
+            // A closed connection is dropped when it comes back; one the server ended
+            // while idle fails its next statement, and the caller retries as it would
+            // any failed statement.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(config.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()?)
+}
+
+/// One connection outside the pool, for a task that holds it open (LISTEN): the
+/// client, and the connection, which the caller drives (it yields the notifications).
+pub async fn connect(
+    config: &Postgres,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, RustlsStream>,
+    ),
+    PostgresError,
+> {
+    let (client, tls) = settings(config)?;
+    Ok(client.connect(tls).await?)
+}
+
+/// The stream of a connection `connect` made.
+pub type RustlsStream =
+    <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream;
+
+/// The client settings (password, timeouts, keepalives, TLS mode) and TLS connector
+/// every connection to the database uses.
+fn settings(
+    config: &Postgres,
+) -> Result<(tokio_postgres::Config, MakeRustlsConnect), PostgresError> {
     let target = config.target().map_err(PostgresError::Url)?;
     let node = config.node_name().map_err(PostgresError::NodeName)?;
     let mut client = target.client;
@@ -78,23 +122,7 @@ pub fn pool(config: &Postgres) -> Result<Pool, PostgresError> {
         _ => tokio_postgres::config::SslMode::Require,
     });
     let tls = MakeRustlsConnect::new(tls_config(target.ssl_mode, config.ca_file.as_deref())?);
-    let manager = Manager::from_config(
-        client,
-        tls,
-        ManagerConfig {
-            // A closed connection is dropped when it comes back; one the server ended
-            // while idle fails its next statement, and the caller retries as it would
-            // any failed statement.
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Ok(Pool::builder(manager)
-        .max_size(config.pool_size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(POOL_WAIT))
-        .create_timeout(Some(CONNECT_TIMEOUT))
-        .recycle_timeout(Some(CONNECT_TIMEOUT))
-        .build()?)
+    Ok((client, tls))
 }
 
 /// The password: the file's text without surrounding whitespace (its newline).

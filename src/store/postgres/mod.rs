@@ -4,11 +4,14 @@
 //! and ids as `uuid` (`types.rs`).
 //! Nothing here reads or writes hookd's records yet; the `Store` operations come on top.
 
+mod cluster;
 mod connect;
 mod error;
 mod schema;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cluster;
 #[cfg(test)]
 mod tests_schema;
 mod types;
