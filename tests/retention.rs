@@ -1,31 +1,26 @@
-//! Retention keeps pace with sustained ingest, against the real daemon: while producers
-//! post batches back to back, everything older than the retention (and a margin for the
-//! passes' tick) is purged, not only a fixed share per writer batch.
+//! Retention against the real daemon: events posted in a burst by producers posting
+//! batches back to back are all purged once they are older than the retention, with
+//! no purge step left behind. Whether purging keeps pace with sustained ingest is a
+//! rate, which depends on the machine: the bench's `retention` mode measures it (the
+//! file size levels off), not this test.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test's failure report
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use common::{Api, Hookd, Options, WAIT, metric};
 use serde_json::{Value, json};
 
 /// Events per batch request.
 const BATCH: usize = 100;
+/// Batches each of the two producers posts: every writer batch then carries their
+/// events beside a purge step for a while.
+const BATCHES: usize = 60;
 /// `storage.retention` of the test daemon.
 const RETENTION: Duration = Duration::from_secs(1);
-/// Events older than the retention plus this are expected to be gone: the passes run
-/// every 100 ms at this retention and a pass takes what it takes.
-const MARGIN: Duration = Duration::from_secs(1);
-/// Purged events that show the purge caught up with load, not with a quiet writer:
-/// fifty steps of the old pacing (100 events a step).
-const ENOUGH: u64 = 5_000;
-/// How long the producers run before catching up counts. One step of 100 events per
-/// writer batch purges half of what the two producers post, so by then the old pacing
-/// is seconds of events behind, more than `MARGIN`, and further behind every second.
-const WARM: Duration = Duration::from_secs(8);
 
 fn batch() -> Value {
     let events: Vec<Value> = (0..BATCH)
@@ -34,33 +29,8 @@ fn batch() -> Value {
     json!({ "events": events })
 }
 
-/// Events posted in all, by when their 202 arrived.
-#[derive(Default)]
-struct Posted(Mutex<Vec<(Instant, u64)>>);
-
-impl Posted {
-    fn add(&self, events: u64) {
-        let mut log = self.0.lock().unwrap();
-        let total = log.last().map_or(0, |&(_, n)| n) + events;
-        log.push((Instant::now(), total));
-    }
-
-    /// Events whose 202 arrived before `at`.
-    fn before(&self, at: Instant) -> u64 {
-        let log = self.0.lock().unwrap();
-        log.iter()
-            .take_while(|&&(when, _)| when < at)
-            .last()
-            .map_or(0, |&(_, n)| n)
-    }
-
-    fn total(&self) -> u64 {
-        self.0.lock().unwrap().last().map_or(0, |&(_, n)| n)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purging_keeps_pace_with_batches_posted_back_to_back() {
+async fn a_burst_of_batches_is_purged_once_older_than_the_retention() {
     let hookd = Hookd::start(Options {
         storage: format!("retention = \"{}s\"", RETENTION.as_secs()),
         delivery: format!("max_age = \"{}s\"", RETENTION.as_secs()),
@@ -68,11 +38,8 @@ async fn purging_keeps_pace_with_batches_posted_back_to_back() {
     })
     .await;
 
-    // Two producers, each posting its next batch as soon as the last one was accepted:
-    // every writer batch carries their events beside a purge step.
-    let stop = Arc::new(AtomicBool::new(false));
-    let posted = Arc::new(Posted::default());
-    let started = Instant::now();
+    // Two producers, each posting its next batch as soon as the last one was accepted.
+    let posted = Arc::new(AtomicU64::new(0));
     let mut producers = Vec::new();
     for _ in 0..2 {
         let api = Api {
@@ -80,43 +47,39 @@ async fn purging_keeps_pace_with_batches_posted_back_to_back() {
             token: hookd.token.clone(),
             client: hookd.client.clone(),
         };
-        let (stop, posted, body) = (stop.clone(), posted.clone(), batch());
+        let (posted, body) = (posted.clone(), batch());
         producers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
+            for _ in 0..BATCHES {
                 let (status, answer) = api
                     .call("POST", "/v1/events/batch", Some(body.clone()))
                     .await;
                 assert_eq!(status, 202, "{answer}");
-                posted.add(BATCH as u64);
+                posted.fetch_add(BATCH as u64, Ordering::Relaxed);
             }
         }));
     }
-
-    // The counter is the only sign of a purge, so it is read until it shows that
-    // everything old enough is gone. The old pacing (one step of 100 events per writer
-    // batch) falls further behind the longer the producers run and never gets there, so
-    // a generous wait costs nothing.
-    let deadline = tokio::time::Instant::now() + 3 * WAIT;
-    let (caught_up, purged, due) = loop {
-        let scrape = hookd.metrics().await;
-        let purged = metric(&scrape, "hookd_purged_events_total").unwrap_or(0.0) as u64;
-        let due = posted.before(Instant::now() - RETENTION - MARGIN);
-        if started.elapsed() >= WARM && due >= ENOUGH && purged >= due {
-            break (true, purged, due);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break (false, purged, due);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    stop.store(true, Ordering::Relaxed);
     for producer in producers {
         producer.await.unwrap();
     }
-    assert!(
-        caught_up,
-        "purged {purged} of the {due} events posted more than {:?} ago ({} posted in all)",
-        RETENTION + MARGIN,
-        posted.total()
+    let posted = posted.load(Ordering::Relaxed);
+    assert_eq!(posted, (2 * BATCHES * BATCH) as u64);
+
+    // The purge counter is the only sign of a purge, so it is read until every event
+    // posted is gone (they all pass the retention a second after the last 202).
+    let deadline = tokio::time::Instant::now() + 3 * WAIT;
+    let purged = loop {
+        let scrape = hookd.metrics().await;
+        let purged = metric(&scrape, "hookd_purged_events_total").unwrap_or(0.0) as u64;
+        if purged >= posted || tokio::time::Instant::now() >= deadline {
+            break purged;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        purged, posted,
+        "purged {purged} of the {posted} events posted"
     );
+    let (status, page) = hookd.call("GET", "/v1/events?limit=10", None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["data"].as_array().unwrap().len(), 0, "{page}");
 }

@@ -7,11 +7,14 @@
 mod cluster;
 mod connect;
 mod error;
+mod listen;
 mod schema;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_cluster;
+#[cfg(test)]
+mod tests_listen;
 #[cfg(test)]
 mod tests_schema;
 mod types;
