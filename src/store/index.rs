@@ -184,24 +184,11 @@ pub fn pattern_matches(pattern: &str, event_type: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::records::EndpointAuthRecord;
 
     fn sub(entity: &str, types: &[&str], status: SubscriptionStatus) -> SubscriptionRecord {
         SubscriptionRecord {
-            entity: entity.into(),
             status,
-            disabled_reason: None,
-            event_types: types.iter().map(|t| t.to_string()).collect(),
-            endpoint_url: "https://example.com/".into(),
-            endpoint_auth: EndpointAuthRecord::None,
-            custom_headers: vec![],
-            rate_limit: None,
-            description: None,
-            signing_secrets: vec![],
-            created_ms: 0,
-            updated_ms: 0,
-            active_since_ms: 0,
-            scopes: vec![ALL_SCOPES.into()],
+            ..crate::store::testing::subscription_to(entity, types)
         }
     }
 

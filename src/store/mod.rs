@@ -28,6 +28,8 @@ mod requests;
 mod space;
 pub mod stats;
 pub mod tenancy;
+#[cfg(test)]
+mod testing;
 
 use std::collections::HashMap;
 use std::path::Path;

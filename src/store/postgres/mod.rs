@@ -8,6 +8,7 @@ mod cluster;
 mod connect;
 mod error;
 mod listen;
+mod node;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -15,6 +16,8 @@ mod tests;
 mod tests_cluster;
 #[cfg(test)]
 mod tests_listen;
+#[cfg(test)]
+mod tests_node;
 #[cfg(test)]
 mod tests_schema;
 mod types;

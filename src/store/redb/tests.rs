@@ -11,8 +11,7 @@ use super::tables::*;
 use super::*;
 use crate::dispatch::queues::Queues;
 use crate::ids::uuid_v7;
-use crate::store::records::SubscriptionStatus;
-use crate::store::records::{AttemptRecord, EndpointAuthRecord, EventRecord, SubscriptionRecord};
+use crate::store::records::{AttemptRecord, EventRecord, SubscriptionRecord};
 use crate::store::*;
 
 struct Quiet;
@@ -44,22 +43,7 @@ pub(super) fn open_with(path: &Path, max_age_ms: u64) -> (Store, WriterHandle) {
 }
 
 pub(super) fn subscription() -> SubscriptionRecord {
-    SubscriptionRecord {
-        entity: "root".into(),
-        status: SubscriptionStatus::Active,
-        disabled_reason: None,
-        event_types: vec!["*".into()],
-        endpoint_url: "https://example.com/".into(),
-        endpoint_auth: EndpointAuthRecord::None,
-        custom_headers: vec![],
-        rate_limit: None,
-        description: None,
-        signing_secrets: vec![],
-        created_ms: 0,
-        updated_ms: 0,
-        active_since_ms: 0,
-        scopes: vec![ALL_SCOPES.into()],
-    }
+    crate::store::testing::subscription_to("root", &["*"])
 }
 
 pub(super) fn event(n: u32, key: Option<u8>) -> NewEvent {
