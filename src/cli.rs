@@ -29,7 +29,7 @@ use crate::telemetry::TelemetryError;
 use crate::tls::TlsError;
 
 pub use locate::{CONFIG_ENV, config_path};
-pub use maintenance::{BackupArgs, RestoreArgs, backup, compact, restore};
+pub use maintenance::{BackupArgs, RestoreArgs, backup, compact, restore, store_copy};
 pub use man::man_page;
 pub use output::print;
 pub use serve::{ServeArgs, serve};
@@ -138,9 +138,36 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Rewrite the database file without its free pages (hookd must be stopped).
     Compact(ConfigArgs),
+    /// Move the stored data between backends (hookd must be stopped).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Write the man page (roff) to stdout; packaging/hookd.1 is its output.
     #[command(hide = true)]
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy everything from the redb file one config names into the empty PostgreSQL
+    /// database another names.
+    ///
+    /// Entities, API keys, subscriptions with their sealed secrets (both configs must
+    /// name the same master key), events, deliveries with their state and due times,
+    /// attempts, attempt counters and idempotency records, in one transaction: a copy
+    /// that fails leaves the database empty. Prints what it read and what the database
+    /// holds afterwards, and fails unless they match. hookd must be stopped (the file is
+    /// opened exclusively).
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The config whose [storage] names the redb file to copy from.
+    #[arg(long, value_name = "PATH")]
+    pub from: PathBuf,
+    /// The config whose [storage] names the PostgreSQL database to copy into.
+    #[arg(long, value_name = "PATH")]
+    pub to: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -227,6 +254,8 @@ pub enum CliError {
     },
     #[error("the server answered {status}: {detail}")]
     Refused { status: u16, detail: String },
+    #[error("the copy does not match what was read: {0}")]
+    CopyMismatch(String),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

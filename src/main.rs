@@ -40,6 +40,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Backup(args) => cli::backup(&args)?,
         Command::Restore(args) => cli::restore(&args)?,
         Command::Compact(args) => cli::compact(&args)?,
+        Command::Store(cli::StoreCommand::Copy(args)) => cli::store_copy(&args)?,
         Command::Man => cli::print(String::from_utf8_lossy(&cli::man_page()?))?,
     }
     Ok(())

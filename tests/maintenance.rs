@@ -2,7 +2,8 @@
 //! keys) but never one whose delivery is unfinished; `hookd backup` copies the live
 //! database through the running server while events flow, `hookd restore` refuses a
 //! running server and puts the copy in place for a fresh hookd, which then delivers
-//! what was pending; `hookd compact` refuses a running server too.
+//! what was pending; `hookd compact` refuses a running server too; `hookd store copy`
+//! moves a stopped appliance into PostgreSQL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test's failure report
 mod common;
@@ -222,4 +223,71 @@ async fn backup_while_events_flow_restores_into_a_fresh_hookd_that_delivers_the_
             .unwrap();
         received.insert(got.header("webhook-id").to_string());
     }
+}
+
+/// `hookd store copy` moves a stopped appliance's file into an empty PostgreSQL
+/// database (a throwaway server on loopback) and reports matching counts; it refuses a
+/// database that already holds data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_moves_a_stopped_appliance_into_postgres() {
+    let Some(pg) = common::postgres::TempPostgres::start() else {
+        return;
+    };
+    let ca = Arc::new(TestCa::new());
+    let hookd = Hookd::start_in(tempfile::tempdir().unwrap(), ca.clone(), Options::default()).await;
+    // The endpoint is down: the deliveries stay due, and are copied as due.
+    let endpoint = format!("https://localhost:{}/hook", free_port().await);
+    hookd.subscribe(&endpoint, &["*"]).await;
+    for i in 0..5 {
+        hookd.post_event("job.created", json!({"i": i})).await;
+    }
+    let (dir, _) = hookd.stop().await;
+    let from = dir.path().join("hookd.toml");
+    let text_config = write_state(dir.path(), &ca, &Options::default(), "127.0.0.1:0");
+    std::fs::write(&from, &text_config).unwrap();
+
+    let database = pg.create_database();
+    std::fs::write(dir.path().join("db.password"), common::postgres::PASSWORD).unwrap();
+    let postgres = format!(
+        "[storage.postgres]\nurl = \"{}\"\npassword_file = \"db.password\"\n\n[secrets]",
+        pg.hookd_url(&database)
+    );
+    let to_text = text_config
+        .replacen("[storage]\n", "[storage]\nbackend = \"postgres\"\n", 1)
+        .replacen("[secrets]", &postgres, 1);
+    let to = dir.path().join("to.toml");
+    std::fs::write(&to, to_text).unwrap();
+
+    let copy = || {
+        Command::new(env!("CARGO_BIN_EXE_hookd"))
+            .args(["store", "copy", "--from"])
+            .arg(&from)
+            .arg("--to")
+            .arg(&to)
+            .output()
+            .unwrap()
+    };
+    let copied = copy();
+    assert!(copied.status.success(), "{}", text(&copied));
+    let report = text(&copied);
+    let events = report.lines().find(|l| l.starts_with("events")).unwrap();
+    assert_eq!(
+        events.split_whitespace().collect::<Vec<_>>(),
+        ["events", "5", "5"],
+        "{report}"
+    );
+    assert_eq!(
+        pg.psql(
+            &database,
+            "SELECT count(*) FROM deliveries WHERE next_attempt_ms IS NOT NULL"
+        ),
+        "5"
+    );
+    let again = copy();
+    assert!(!again.status.success());
+    assert!(
+        text(&again).contains("already holds hookd data"),
+        "{}",
+        text(&again)
+    );
 }

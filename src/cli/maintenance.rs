@@ -145,6 +145,44 @@ pub fn compact(args: &super::ConfigArgs) -> Result<(), CliError> {
     ))
 }
 
+/// `hookd store copy --from CONFIG --to CONFIG`.
+pub fn store_copy(args: &super::CopyArgs) -> Result<(), CliError> {
+    let from = Config::load(&args.from)?;
+    let to = Config::load(&args.to)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CliError::Io {
+            path: args.to.clone(),
+            source,
+        })?;
+    let report = runtime.block_on(store::copy(&from.storage, &to.storage))?;
+    let (read, written) = (report.read, report.written);
+    let rows = [
+        ("entities", read.entities, written.entities),
+        ("api keys", read.api_keys, written.api_keys),
+        ("subscriptions", read.subscriptions, written.subscriptions),
+        ("events", read.events, written.events),
+        ("deliveries", read.deliveries, written.deliveries),
+        ("attempts", read.attempts, written.attempts),
+        (
+            "attempt counters",
+            read.attempt_stats,
+            written.attempt_stats,
+        ),
+        ("idempotency keys", read.idempotency, written.idempotency),
+    ];
+    let mut text = format!("{:<18} {:>12} {:>12}\n", "", "read", "in database");
+    for (name, read, written) in rows {
+        text.push_str(&format!("{name:<18} {read:>12} {written:>12}\n"));
+    }
+    print(&text)?;
+    if read != written {
+        return Err(CliError::CopyMismatch(format!("{read:?} / {written:?}")));
+    }
+    Ok(())
+}
+
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
     name.push(".");

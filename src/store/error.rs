@@ -39,6 +39,14 @@ pub enum StoreError {
     Aborted,
     #[error("storage.backend = \"{0}\" is not available in this build yet; use \"redb\"")]
     BackendNotBuilt(&'static str),
+    #[error("{0}")]
+    Postgres(Box<dyn std::error::Error + Send + Sync>),
+    #[error(
+        "the target database already holds hookd data ({0}); `hookd store copy` fills only an empty one"
+    )]
+    TargetNotEmpty(String),
+    #[error("store copy goes from storage.backend = \"redb\" (--from) to \"postgres\" (--to)")]
+    CopyDirection,
     #[error("the store writer has stopped")]
     WriterGone,
     #[error("storage is unavailable: a write failed (disk full or failing); retry shortly")]

@@ -28,6 +28,10 @@ mod requests;
 mod space;
 pub mod stats;
 pub mod tenancy;
+/// The integration tests' throwaway PostgreSQL, for the store's unit tests.
+#[cfg(test)]
+#[path = "../../tests/common/postgres.rs"]
+pub(crate) mod testdb;
 #[cfg(test)]
 mod testing;
 
@@ -38,7 +42,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub use self::redb::{
-    BackupInfo, CompactReport, MAX_REPLAY, WriterHandle, compact, place_backup, read_info,
+    BackupInfo, CompactReport, Counts, MAX_REPLAY, WriterHandle, compact, place_backup, read_info,
 };
 pub use error::StoreError;
 pub use index::SubscriptionIndex;
@@ -514,6 +518,34 @@ impl Store {
     ) -> Result<Page<(u128, DeliveryRecord)>, StoreError> {
         on_backend!(self, b => b.event_deliveries(event, cursor, limit, keep).await)
     }
+}
+
+/// What `copy` read from the source and what the target holds afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyReport {
+    pub read: Counts,
+    pub written: Counts,
+}
+
+/// `hookd store copy`: moves an appliance's data (entities, keys, subscriptions with
+/// their sealed secrets, events, deliveries, attempts, counters, idempotency records)
+/// from its redb file, opened exclusively (hookd must be stopped), into the empty
+/// PostgreSQL database `to` names, in one transaction.
+pub async fn copy(
+    from: &crate::config::Storage,
+    to: &crate::config::Storage,
+) -> Result<CopyReport, StoreError> {
+    use crate::config::Backend;
+    if from.backend != Backend::Redb || to.backend != Backend::Postgres {
+        return Err(StoreError::CopyDirection);
+    }
+    let path = from.path.clone();
+    let source = tokio::task::spawn_blocking(move || self::redb::RedbSource::open(&path)).await??;
+    let copied = postgres::copy_from_redb(&source, &to.postgres).await?;
+    Ok(CopyReport {
+        read: copied.read,
+        written: copied.written,
+    })
 }
 
 /// The folder a database file is in (`.` for a bare file name).

@@ -72,6 +72,11 @@ pub struct AttemptCounters {
 }
 
 impl AttemptCounters {
+    /// The latency histogram: one count per `LATENCY_BOUNDS_MS` bucket, then the rest.
+    pub fn latency(&self) -> &[u32] {
+        &self.latency
+    }
+
     pub fn record(&mut self, succeeded: bool, duration_ms: u32) {
         self.attempts = self.attempts.saturating_add(1);
         if succeeded {

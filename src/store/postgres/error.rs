@@ -40,6 +40,12 @@ pub enum PostgresError {
     SchemaVersion(String),
 }
 
+impl From<PostgresError> for crate::store::StoreError {
+    fn from(error: PostgresError) -> Self {
+        Self::Postgres(Box::new(error))
+    }
+}
+
 impl From<tokio_postgres::Error> for PostgresError {
     fn from(error: tokio_postgres::Error) -> Self {
         Self::Query { error }

@@ -6,6 +6,7 @@
 
 mod cluster;
 mod connect;
+mod copy;
 mod error;
 mod listen;
 mod node;
@@ -25,6 +26,7 @@ mod types;
 // What the backend's `Store` will call; until it exists only the tests do.
 #[allow(unused_imports)]
 pub use connect::pool;
+pub use copy::from_redb as copy_from_redb;
 pub use error::PostgresError;
 #[allow(unused_imports)]
 pub use schema::{Migrated, PARTITIONS, latest, migrate, partition_of};

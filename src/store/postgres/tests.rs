@@ -2,8 +2,7 @@
 //! password comes from its file, and TLS follows the url's sslmode. The helpers here
 //! serve `tests_schema.rs` too.
 
-#[path = "../../../tests/common/postgres.rs"]
-pub(super) mod testdb;
+pub(super) use crate::store::testdb;
 
 use std::path::PathBuf;
 use std::time::Duration;

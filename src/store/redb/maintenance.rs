@@ -48,7 +48,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 
 /// Opens a database for an offline command, naming a running hookd as the reason a
 /// locked file cannot be opened.
-fn open_offline(path: &Path) -> Result<Database, StoreError> {
+pub(super) fn open_offline(path: &Path) -> Result<Database, StoreError> {
     if !path.exists() {
         return Err(StoreError::Missing(path.to_owned()));
     }

@@ -3,6 +3,7 @@
 //! outside this folder touches redb types.
 
 mod body;
+mod export;
 mod listing;
 mod maintenance;
 mod migrate;
@@ -12,6 +13,8 @@ mod stats;
 mod tables;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_copy;
 #[cfg(test)]
 mod tests_due;
 #[cfg(test)]
@@ -27,6 +30,7 @@ use std::thread::JoinHandle;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tokio::sync::{mpsc, oneshot};
 
+pub use export::{CHUNK, Counts, RedbSource};
 pub use maintenance::{BackupInfo, CompactReport, compact, place_backup, read_info};
 pub use ops::MAX_REPLAY;
 

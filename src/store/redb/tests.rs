@@ -63,7 +63,7 @@ pub(super) fn event(n: u32, key: Option<u8>) -> NewEvent {
     }
 }
 
-async fn succeed(store: &Store, delivery: u128) {
+pub(super) async fn succeed(store: &Store, delivery: u128) {
     let attempt = AttemptRecord {
         attempted_ms: now_ms(),
         url: "https://example.com/".into(),
