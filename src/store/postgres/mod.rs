@@ -1,17 +1,32 @@
-//! The PostgreSQL backend's foundations (`storage.backend = "postgres"`): a connection
-//! pool built from `[storage.postgres]` (`connect.rs`) and the schema, migrated at start
-//! under an advisory lock so that nodes starting together migrate once (`schema.rs`),
-//! and ids as `uuid` (`types.rs`).
-//! Nothing here reads or writes hookd's records yet; the `Store` operations come on top.
+//! The PostgreSQL backend (`storage.backend = "postgres"`): a connection pool built
+//! from `[storage.postgres]` (`connect.rs`), the schema, migrated at start under an
+//! advisory lock so that nodes starting together migrate once (`schema.rs`), ids as
+//! `uuid` (`types.rs`), and the `Store` operations on top: `PgStore` (`store.rs`), the
+//! group-commit writer (`writer.rs`, deciding in `batch.rs`, `outcomes.rs`,
+//! `changes.rs`, writing in `flush.rs` through `columns.rs`) and the reads (`reads.rs`).
+//! Partitions, leases and LISTEN/NOTIFY are not built yet: for now every ACTIVE
+//! subscription's work is this node's, and a node's snapshot follows only its own
+//! changes. `Store::from_config` still refuses the backend until they are.
 
+mod batch;
+mod changes;
+mod columns;
 mod connect;
 mod error;
+mod flush;
+mod outcomes;
+mod reads;
+mod rows;
 mod schema;
+mod store;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_schema;
+#[cfg(test)]
+mod tests_store;
 mod types;
+mod writer;
 
 // What the backend's `Store` will call; until it exists only the tests do.
 #[allow(unused_imports)]
@@ -19,5 +34,7 @@ pub use connect::pool;
 pub use error::PostgresError;
 #[allow(unused_imports)]
 pub use schema::{Migrated, PARTITIONS, latest, migrate, partition_of};
+#[allow(unused_imports)]
+pub(crate) use store::PgStore;
 #[allow(unused_imports)]
 pub use types::Uuid;
