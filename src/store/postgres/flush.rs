@@ -78,7 +78,7 @@ const WRITE_HEALTH: &str = "
 const ADD_STATS: &str = "
     INSERT INTO attempt_stats (scale, period, subscription, attempts, succeeded, latency)
     SELECT t.scale, t.period, t.subscription, t.attempts, t.succeeded,
-           ($6::int4[])[(t.n - 1) * $7 + 1 : t.n * $7]
+           ($6::int4[])[((t.n - 1) * $7::int4 + 1)::int4 : (t.n * $7::int4)::int4]
     FROM unnest($1::int2[], $2::int4[], $3::uuid[], $4::int4[], $5::int4[])
         WITH ORDINALITY AS t(scale, period, subscription, attempts, succeeded, n)
     ON CONFLICT (scale, period, subscription) DO UPDATE

@@ -22,6 +22,8 @@ mod store;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_outcomes;
+#[cfg(test)]
 mod tests_schema;
 #[cfg(test)]
 mod tests_store;
