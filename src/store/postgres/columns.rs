@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use tokio_postgres::types::ToSql;
 
-use super::batch::{AttemptRow, DeliveryRow, EventRow, Health, IdemRow};
+use super::batch::{AttemptRow, DeliveryRow, EventRow, Health};
+use super::ingest::IdemRow;
 use super::rows::{self, count, ms, state_code};
 use super::types::Uuid;
 use crate::store::records::DeliveryRecord;

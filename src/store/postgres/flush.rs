@@ -12,10 +12,11 @@ use tokio_postgres::Statement;
 use tokio_postgres::types::ToSql;
 
 use super::PostgresError;
-use super::batch::{Batch, DeliveryRow, Health, IdemRow, KeyRow};
+use super::batch::{Batch, DeliveryRow, Health};
 use super::columns::{
     AttemptColumns, DeliveryColumns, EventColumns, HealthColumns, IdemColumns, StatsColumns,
 };
+use super::ingest::{IdemRow, KeyRow};
 use super::rows::{self, DELIVERY_COLUMNS, ms, state_code};
 use super::types::Uuid;
 use crate::store::records::DeliveryState;

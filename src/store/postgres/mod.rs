@@ -2,8 +2,8 @@
 //! from `[storage.postgres]` (`connect.rs`), the schema, migrated at start under an
 //! advisory lock so that nodes starting together migrate once (`schema.rs`), ids as
 //! `uuid` (`types.rs`), and the `Store` operations on top: `PgStore` (`store.rs`), the
-//! group-commit writer (`writer.rs`, deciding in `batch.rs`, `outcomes.rs`,
-//! `changes.rs`, writing in `flush.rs` through `columns.rs`) and the reads (`reads.rs`).
+//! group-commit writer (`writer.rs`, deciding in `batch.rs`, `ingest.rs`,
+//! `outcomes.rs`, `changes.rs`, writing in `flush.rs` through `columns.rs`) and the reads (`reads.rs`).
 //! Partitions, leases and LISTEN/NOTIFY are not built yet: for now every ACTIVE
 //! subscription's work is this node's, and a node's snapshot follows only its own
 //! changes. `Store::from_config` still refuses the backend until they are.
@@ -14,6 +14,7 @@ mod columns;
 mod connect;
 mod error;
 mod flush;
+mod ingest;
 mod outcomes;
 mod reads;
 mod rows;
@@ -27,6 +28,8 @@ mod tests_outcomes;
 mod tests_schema;
 #[cfg(test)]
 mod tests_store;
+#[cfg(test)]
+mod tests_support;
 mod types;
 mod writer;
 

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::IsolationLevel;
 
-use super::batch::Incoming;
+use super::ingest::Incoming;
 use super::rows::{col, from_ms};
 use super::types::Uuid;
 use super::writer::{Call, Command, PutArgs, ReplayArgs, Reply, Writer};

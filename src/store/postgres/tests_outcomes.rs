@@ -3,7 +3,7 @@
 //! the redb backend's `lifecycle` rules say), the attempt counters, replay, and the
 //! listings with their cursors and scan bound.
 
-use super::tests_store::*;
+use super::tests_support::*;
 use crate::ids::uuid_v7;
 use crate::store::records::{AttemptRecord, DeliveryState, SubscriptionStatus};
 use crate::store::stats::{Scale, StatsQuery};

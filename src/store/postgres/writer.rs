@@ -26,7 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::PostgresError;
-use super::batch::{Batch, Incoming};
+use super::batch::Batch;
+use super::ingest::Incoming;
 use crate::store::error::StoreError;
 use crate::store::records::{EntityRecord, SubscriptionRecord};
 use crate::store::requests::{
