@@ -149,8 +149,14 @@ impl<'i> Batch<'i> {
 
     async fn run(&mut self, client: &Client, batch: &mut [Command]) -> Result<(), StoreError> {
         let (claims, reads) = self.plan(batch);
+        // A batch of plain ingests (no keys) reads nothing and runs nothing while it is
+        // decided: its BEGIN goes out with its rows, one round trip before the COMMIT.
+        let talks = !claims.is_empty()
+            || !reads.is_empty()
+            || batch.iter().any(|c| !matches!(c, Command::Ingest(_)));
         let (_, claimed, loaded, health) = tokio::try_join!(
-            flush::begin(client),
+            biased;
+            flush::begin(client, talks),
             flush::claim(client, &claims, self.now),
             flush::load_deliveries(client, &reads),
             flush::load_health(client, &reads),
@@ -173,7 +179,7 @@ impl<'i> Batch<'i> {
         for command in batch.iter_mut() {
             self.apply(client, command).await?;
         }
-        flush::write(client, self).await?;
+        flush::write(client, self, !talks).await?;
         flush::commit(client).await?;
         Ok(())
     }

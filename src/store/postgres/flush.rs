@@ -91,8 +91,12 @@ const ADD_STATS: &str = "
                     WITH ORDINALITY AS x(a, b, i)
                 ORDER BY x.i)";
 
-pub async fn begin(client: &Client) -> Result<(), PostgresError> {
-    Ok(client.batch_execute("BEGIN").await?)
+/// Opens the transaction (`now`: or leaves it to be sent with the next statements).
+pub async fn begin(client: &Client, now: bool) -> Result<(), PostgresError> {
+    if now {
+        client.batch_execute("BEGIN").await?;
+    }
+    Ok(())
 }
 
 pub async fn commit(client: &Client) -> Result<(), PostgresError> {
@@ -296,8 +300,8 @@ pub async fn event_bodies(
 }
 
 /// Writes every row the batch made or changed, each kind with one statement, all in
-/// one round trip.
-pub async fn write(client: &Client, batch: &Batch<'_>) -> Result<(), PostgresError> {
+/// one round trip (which opens the transaction too when `begin`).
+pub async fn write(client: &Client, batch: &Batch<'_>, begin: bool) -> Result<(), PostgresError> {
     let (events_sql, inserts_sql, updates_sql, attempts_sql, health_sql, stats_sql) = tokio::try_join!(
         client.prepare_cached(INSERT_EVENTS),
         client.prepare_cached(INSERT_DELIVERIES),
@@ -345,6 +349,7 @@ pub async fn write(client: &Client, batch: &Batch<'_>) -> Result<(), PostgresErr
     );
     tokio::try_join!(
         biased;
+        self::begin(client, begin),
         execute(client, Some(&events_sql), &events_params, events.len()),
         execute(client, Some(&inserts_sql), &inserts_params, inserts.len()),
         update_deliveries(client, &updates_sql, &updates),
