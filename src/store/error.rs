@@ -39,8 +39,6 @@ pub enum StoreError {
     Aborted,
     #[error("storage.backend = \"{0}\" is not available in this build yet; use \"redb\"")]
     BackendNotBuilt(&'static str),
-    #[error("{0}")]
-    Postgres(Box<dyn std::error::Error + Send + Sync>),
     #[error(
         "the target database already holds hookd data ({0}); `hookd store copy` fills only an empty one"
     )]
@@ -78,6 +76,8 @@ pub enum StoreError {
     UnknownTable(String),
     #[error("a blocking store task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Postgres(#[from] super::postgres::PostgresError),
 }
 
 impl StoreError {
@@ -88,6 +88,9 @@ impl StoreError {
         let storage = match self {
             Self::Unavailable => return true,
             Self::Shared(inner) => return inner.is_io(),
+            // The database unreachable, restarting or out of room: retried later, as
+            // an I/O failure of a redb file is.
+            Self::Postgres(error) => return error.is_unavailable(),
             Self::Storage(e) => e,
             Self::Commit(redb::CommitError::Storage(e)) => e,
             Self::Transaction(redb::TransactionError::Storage(e)) => e,

@@ -38,12 +38,8 @@ pub enum PostgresError {
     SchemaTooNew { found: i64, known: i64 },
     #[error("hookd_meta.schema_version is {0:?}, not a version number")]
     SchemaVersion(String),
-}
-
-impl From<PostgresError> for crate::store::StoreError {
-    fn from(error: PostgresError) -> Self {
-        Self::Postgres(Box::new(error))
-    }
+    #[error("the database holds {0}, which no record of this build has")]
+    Column(String),
 }
 
 impl From<tokio_postgres::Error> for PostgresError {
@@ -70,6 +66,67 @@ impl PostgresError {
         };
         error.as_db_error().map(|db| db.code())
     }
+
+    /// Whether the database aborted the transaction to break a deadlock or keep it
+    /// serializable: applying it again from the start is the cure.
+    pub fn is_victim(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        self.code().is_some_and(|code| {
+            *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        })
+    }
+
+    /// Whether this failed because the database cannot be reached or cannot work now
+    /// (refused or lost connections, a restart or failover in progress, no room, a
+    /// statement that ran out of time): the work can be retried once it answers again,
+    /// unlike a refusal of what was asked or a bug.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Connect { error } => pool_unavailable(error),
+            Self::Query { error } => client_unavailable(error),
+            _ => false,
+        }
+    }
+}
+
+fn pool_unavailable(error: &deadpool_postgres::PoolError) -> bool {
+    use deadpool_postgres::PoolError;
+    match error {
+        PoolError::Timeout(_) | PoolError::Closed => true,
+        PoolError::Backend(error) => client_unavailable(error),
+        PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => false,
+    }
+}
+
+fn client_unavailable(error: &tokio_postgres::Error) -> bool {
+    if let Some(db) = error.as_db_error() {
+        let code = db.code().code();
+        // 08: connection exception; 53: insufficient resources (disk full, too many
+        // connections); 58: system error (I/O); 57P0x: shutting down, starting up;
+        // 57014: a statement cancelled by its timeout; 25006: read-only (a standby,
+        // say during a failover).
+        return ["08", "53", "58", "57P"]
+            .iter()
+            .any(|c| code.starts_with(c))
+            || code == "57014"
+            || code == "25006";
+    }
+    if error.is_closed() {
+        return true;
+    }
+    let mut next = std::error::Error::source(error);
+    while let Some(source) = next {
+        if source.is::<std::io::Error>() {
+            return true;
+        }
+        next = source.source();
+    }
+    // The client's own kinds without a source: a connect or TLS handshake that timed
+    // out or failed (the kind itself is private; its text is its stable name).
+    matches!(
+        error.to_string().as_str(),
+        "timeout waiting for server" | "error performing TLS handshake"
+    )
 }
 
 /// `error: its source: that one's source...`, without repeats (some errors print their

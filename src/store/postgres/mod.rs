@@ -1,16 +1,29 @@
-//! The PostgreSQL backend's foundations (`storage.backend = "postgres"`): a connection
-//! pool built from `[storage.postgres]` (`connect.rs`) and the schema, migrated at start
-//! under an advisory lock so that nodes starting together migrate once (`schema.rs`),
-//! and ids as `uuid` (`types.rs`).
-//! Nothing here reads or writes hookd's records yet; the `Store` operations come on top.
+//! The PostgreSQL backend (`storage.backend = "postgres"`): a connection pool built
+//! from `[storage.postgres]` (`connect.rs`), the schema, migrated at start under an
+//! advisory lock so that nodes starting together migrate once (`schema.rs`), ids as
+//! `uuid` (`types.rs`), and the `Store` operations on top: `PgStore` (`store.rs`), the
+//! group-commit writer (`writer.rs`, deciding in `batch.rs`, `ingest.rs`,
+//! `outcomes.rs`, `changes.rs`, writing in `flush.rs` through `columns.rs`) and the reads (`reads.rs`).
+//! Partitions, leases and LISTEN/NOTIFY are not built yet: for now every ACTIVE
+//! subscription's work is this node's, and a node's snapshot follows only its own
+//! changes. `Store::from_config` still refuses the backend until they are.
 
+mod batch;
+mod changes;
 mod cluster;
+mod columns;
 mod connect;
 mod copy;
 mod error;
+mod flush;
+mod ingest;
 mod listen;
 mod node;
+mod outcomes;
+mod reads;
+mod rows;
 mod schema;
+mod store;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -20,8 +33,15 @@ mod tests_listen;
 #[cfg(test)]
 mod tests_node;
 #[cfg(test)]
+mod tests_outcomes;
+#[cfg(test)]
 mod tests_schema;
+#[cfg(test)]
+mod tests_store;
+#[cfg(test)]
+mod tests_support;
 mod types;
+mod writer;
 
 // What the backend's `Store` will call; until it exists only the tests do.
 #[allow(unused_imports)]
@@ -30,5 +50,7 @@ pub use copy::from_redb as copy_from_redb;
 pub use error::PostgresError;
 #[allow(unused_imports)]
 pub use schema::{Migrated, PARTITIONS, latest, migrate, partition_of};
+#[allow(unused_imports)]
+pub(crate) use store::PgStore;
 #[allow(unused_imports)]
 pub use types::Uuid;
