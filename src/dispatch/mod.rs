@@ -85,13 +85,13 @@ impl Dispatcher {
         })
     }
 
-    /// Asks for the windows of every ACTIVE subscription; read once `run` starts, so
-    /// start-up reads nothing of the backlog.
+    /// Asks for the windows of every ACTIVE subscription this node dispatches; read
+    /// once `run` starts, so start-up reads nothing of the backlog.
     pub fn recover(&self) {
         let subscriptions = self.store.subscriptions();
         let active = subscriptions
             .iter()
-            .filter(|(_, s)| s.status == SubscriptionStatus::Active)
+            .filter(|(id, s)| s.status == SubscriptionStatus::Active && self.store.dispatches(**id))
             .map(|(&id, _)| id);
         self.queues.read_all(active);
     }
@@ -113,6 +113,7 @@ impl Dispatcher {
                 subscriptions
                     .get(r.window.subscription)
                     .is_some_and(|s| s.status == SubscriptionStatus::Active)
+                    && self.store.dispatches(r.window.subscription)
             });
             for read in inactive {
                 self.queues.fill(read, &[], false);
@@ -261,8 +262,11 @@ impl Dispatcher {
         };
         let subscriptions = self.store.subscriptions();
         let subscription = subscriptions.get(entry.subscription)?;
-        if subscription.status != SubscriptionStatus::Active {
-            // Paused after this entry was queued: the store parked it meanwhile.
+        if subscription.status != SubscriptionStatus::Active
+            || !self.store.dispatches(entry.subscription)
+        {
+            // Paused after this entry was queued (it waits in the store), or its work
+            // moved to another node.
             return None;
         }
         let subscription_id = SubscriptionId(entry.subscription);

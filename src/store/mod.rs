@@ -318,6 +318,20 @@ impl Store {
         self.shared.snapshots.current()
     }
 
+    /// Whether this node dispatches `subscription`'s deliveries now. One node (redb)
+    /// dispatches everything; with several, each subscription's work belongs to the
+    /// node leasing its partition, so its `rateLimit` and `per_endpoint_concurrency`
+    /// hold cluster-wide. When that changes the backend tells the `DueSink` to forget
+    /// the subscription, and the dispatcher asks again.
+    pub fn dispatches(&self, subscription: u128) -> bool {
+        match &self.backend {
+            Backend::Redb(_) => {
+                let _ = subscription;
+                true
+            }
+        }
+    }
+
     // ---- writes: each answered once committed -------------------------------------
 
     /// Stores events and their deliveries durably, all in one commit; answers after it.
