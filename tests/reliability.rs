@@ -165,14 +165,16 @@ async fn a_paused_subscription_holds_its_deliveries_until_it_is_active_again() {
     .await;
     let mut receiver = Receiver::start(&hookd.ca).await;
     receiver.reply_with(&[500]);
+    receiver.hang_for(Duration::from_millis(300));
     let (sub, secret) = hookd.subscribe(&receiver.url, &["*"]).await;
     let accepted = hookd.post_event("job.created", json!({"n": 1})).await;
     receiver.next().await;
-    let delivery = hookd.first_delivery(&accepted).await;
-    hookd.wait_for_delivery_state(&delivery, "RETRYING").await;
-
+    // Paused while the first attempt is in flight: the pause comes before its retry.
     let paused = patch(&hookd, &sub, json!({"status": "DEACTIVATED"})).await;
     assert_eq!(paused["status"], "DEACTIVATED");
+    receiver.hang_for(Duration::ZERO);
+    let delivery = hookd.first_delivery(&accepted).await;
+    hookd.wait_for_delivery_state(&delivery, "RETRYING").await;
     // The retry was due 300 ms after the failure; paused, it does not run.
     receiver.assert_quiet(Duration::from_millis(700)).await;
     let held = hookd.wait_for_delivery_state(&delivery, "RETRYING").await;
@@ -187,8 +189,10 @@ async fn a_paused_subscription_holds_its_deliveries_until_it_is_active_again() {
 
 #[tokio::test]
 async fn a_paused_delivery_still_expires_at_max_age_and_can_be_replayed() {
+    // Long enough that the failed attempt's retry (100 ms after it) is scheduled within
+    // it even on a slow machine, rather than ending the delivery at once.
     let hookd = Hookd::start(Options {
-        delivery: "max_age = \"600ms\"\n".into(),
+        delivery: "max_age = \"2s\"\n".into(),
         ..Options::default()
     })
     .await;
@@ -209,15 +213,19 @@ async fn a_paused_delivery_still_expires_at_max_age_and_can_be_replayed() {
     // The in-flight attempt succeeded; a second event is parked and expires.
     hookd.wait_for_delivery_state(&delivery, "SUCCEEDED").await;
 
+    // Paused while its first attempt is in flight, so the pause always comes before the
+    // retry: the attempt fails, the retry waits in the store, and max_age ends it.
     patch(&hookd, &sub, json!({"status": "ACTIVE"})).await;
     receiver.reply_with(&[500]);
+    receiver.hang_for(Duration::from_millis(300));
     let second = hookd.post_event("job.created", json!({"n": 3})).await;
     receiver.next().await;
+    patch(&hookd, &sub, json!({"status": "DEACTIVATED"})).await;
+    receiver.hang_for(Duration::ZERO);
     let second_delivery = hookd.first_delivery(&second).await;
     hookd
         .wait_for_delivery_state(&second_delivery, "RETRYING")
         .await;
-    patch(&hookd, &sub, json!({"status": "DEACTIVATED"})).await;
     let expired = hookd
         .wait_for_delivery_state(&second_delivery, "FAILED")
         .await;
