@@ -35,7 +35,12 @@ async fn stats(hookd: &Hookd, key: Option<&str>, query: &str) -> Value {
 
 #[tokio::test]
 async fn stats_count_attempts_for_the_callers_subtree_only() {
-    let hookd = Hookd::start(Options::default()).await;
+    // The failed delivery's retry comes long after the test: exactly two attempts.
+    let hookd = Hookd::start(Options {
+        delivery: "schedule = [\"1h\"]\nmax_age = \"2h\"\n".into(),
+        ..Options::default()
+    })
+    .await;
     let ok = Receiver::start(&hookd.ca).await;
     let failing = Receiver::start(&hookd.ca).await;
     failing.reply_with(&[500]);

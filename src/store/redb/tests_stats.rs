@@ -61,8 +61,9 @@ async fn attempts_are_counted_per_subscription_and_period() {
             .await
             .unwrap();
     }
-    // Two hours ago, on a minute boundary.
-    let m0 = (now_ms() - 2 * HOUR) / MINUTE * MINUTE;
+    // Ten minutes into the hour that began two to three hours ago: the minutes used
+    // below all fall in that one hour, whatever the time the test runs.
+    let m0 = (now_ms() - 2 * HOUR) / HOUR * HOUR + 10 * MINUTE;
     attempt(&store, a, m0 + 1_000, 3, NextStep::Succeeded).await;
     attempt(&store, a, m0 + 59_999, 40, NextStep::Succeeded).await;
     attempt(&store, a, m0 + MINUTE, 200, NextStep::RetryAt(now_ms())).await;
