@@ -237,6 +237,10 @@ impl<'i> Batch<'i> {
                 self.record_attempt(client, &call.args).await?;
                 call.settle(Ok(()));
             }
+            Command::Sweep(call) => {
+                let outcome = self.sweep(client, call.args).await?;
+                call.settle(Ok(outcome));
+            }
             Command::Retry(call) => {
                 let outcome = self.retry(call.args);
                 call.settle(Ok(outcome));
