@@ -3,7 +3,8 @@
 //! advisory lock so that nodes starting together migrate once (`schema.rs`), ids as
 //! `uuid` (`types.rs`), and the `Store` operations on top: `PgStore` (`store.rs`), the
 //! group-commit writer (`writer.rs`, deciding in `batch.rs`, `ingest.rs`,
-//! `outcomes.rs`, `changes.rs`, writing in `flush.rs` through `columns.rs`) and the reads (`reads.rs`).
+//! `outcomes.rs`, `changes.rs` and `sweep.rs`, writing in `flush.rs` through
+//! `columns.rs`) and the reads (`reads.rs`).
 //! Partitions, leases and LISTEN/NOTIFY are not built yet: for now every ACTIVE
 //! subscription's work is this node's, and a node's snapshot follows only its own
 //! changes. `Store::from_config` still refuses the backend until they are.
@@ -24,6 +25,7 @@ mod reads;
 mod rows;
 mod schema;
 mod store;
+mod sweep;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -40,6 +42,8 @@ mod tests_schema;
 mod tests_store;
 #[cfg(test)]
 mod tests_support;
+#[cfg(test)]
+mod tests_sweep;
 mod types;
 mod writer;
 

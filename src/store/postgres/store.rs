@@ -23,7 +23,7 @@ use crate::store::index::SubscriptionIndex;
 use crate::store::records::{EntityRecord, SubscriptionRecord};
 use crate::store::requests::{
     AttemptReport, EntityOutcome, IngestOutcome, NewEvent, PutOutcome, ReplayOutcome, RetryOutcome,
-    WriterSettings,
+    Sweep, SweepOutcome, WriterSettings,
 };
 use crate::store::tenancy::{ApiKeyRecord, EntityTree, KeyIndex};
 use crate::store::{DueSink, Shared, StoreObserver};
@@ -110,6 +110,12 @@ impl PgStore {
 
     pub async fn record_attempt(&self, report: AttemptReport) -> Result<(), StoreError> {
         self.command(Box::new(report), Command::RecordAttempt).await
+    }
+
+    /// One bounded step of cancelling a deleted subscription's deliveries, expiring a
+    /// paused one's or bringing a resumed one's retries forward (`sweep.rs`).
+    pub async fn sweep(&self, sweep: Sweep) -> Result<SweepOutcome, StoreError> {
+        self.command(sweep, Command::Sweep).await
     }
 
     pub async fn retry(&self, delivery: u128) -> Result<RetryOutcome, StoreError> {
