@@ -21,6 +21,7 @@ mod ingest;
 mod listen;
 mod node;
 mod outcomes;
+mod purge;
 mod reads;
 mod rows;
 mod schema;
@@ -36,6 +37,8 @@ mod tests_listen;
 mod tests_node;
 #[cfg(test)]
 mod tests_outcomes;
+#[cfg(test)]
+mod tests_purge;
 #[cfg(test)]
 mod tests_schema;
 #[cfg(test)]

@@ -36,6 +36,8 @@ const WRITER_QUEUE: usize = 4096;
 pub(crate) struct PgStore {
     pub(super) pool: Pool,
     pub(super) shared: Shared,
+    /// Told of what runs beside the writer (purge steps).
+    pub(super) observer: Arc<dyn StoreObserver>,
     tx: mpsc::Sender<Command>,
 }
 
@@ -63,12 +65,18 @@ impl PgStore {
             rx,
             shared: shared.clone(),
             sink,
-            observer,
+            observer: observer.clone(),
             settings,
             revisions,
         };
         let handle = tokio::spawn(writer.run());
-        Ok((PgStore { pool, shared, tx }, handle))
+        let store = PgStore {
+            pool,
+            shared,
+            observer,
+            tx,
+        };
+        Ok((store, handle))
     }
 
     /// Sends a command to the writer and waits for its answer (after the commit).
