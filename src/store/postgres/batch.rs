@@ -185,8 +185,9 @@ impl<'i> Batch<'i> {
     }
 
     /// The keys to claim (the first use of each in the batch, its fan-out counted
-    /// against the snapshot) and the deliveries to read, each in a fixed order so that
-    /// two nodes' batches lock rows in the same order and cannot deadlock.
+    /// against the snapshot) and the deliveries to read, each sorted, so that two
+    /// nodes' batches take the locks of one kind in the same order (a deadlock across
+    /// kinds is broken by the database and the batch applied again).
     fn plan(&self, batch: &[Command]) -> (Vec<KeyRow>, Vec<u128>) {
         let mut claims = BTreeMap::new();
         let mut reads = BTreeSet::new();
@@ -236,6 +237,10 @@ impl<'i> Batch<'i> {
             Command::RecordAttempt(call) => {
                 self.record_attempt(client, &call.args).await?;
                 call.settle(Ok(()));
+            }
+            Command::Sweep(call) => {
+                let outcome = self.sweep(client, call.args).await?;
+                call.settle(Ok(outcome));
             }
             Command::Retry(call) => {
                 let outcome = self.retry(call.args);

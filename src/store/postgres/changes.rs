@@ -364,7 +364,7 @@ async fn guarded(
                 return Err(error);
             }
             client
-                .batch_execute("ROLLBACK TO SAVEPOINT one_change")
+                .batch_execute("ROLLBACK TO SAVEPOINT one_change; RELEASE SAVEPOINT one_change")
                 .await?;
             match error {
                 PostgresError::Query { error } => Ok(Err(error)),

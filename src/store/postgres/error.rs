@@ -143,3 +143,22 @@ fn chain(error: &dyn Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::error::StoreError;
+    use deadpool_postgres::{PoolError, TimeoutType};
+
+    #[test]
+    fn an_unreachable_database_is_a_storage_failure_and_a_bad_column_is_not() {
+        for down in [PoolError::Closed, PoolError::Timeout(TimeoutType::Create)] {
+            let error = PostgresError::from(down);
+            assert!(error.is_unavailable(), "{error}");
+            assert!(StoreError::Postgres(error).is_io());
+        }
+        let bug = PostgresError::Column("delivery state code 9".into());
+        assert!(!bug.is_unavailable() && !bug.is_victim());
+        assert!(!StoreError::Postgres(bug).is_io());
+    }
+}

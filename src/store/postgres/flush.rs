@@ -162,27 +162,37 @@ pub async fn load_deliveries(
     if ids.is_empty() {
         return Ok(BTreeMap::new());
     }
+    let ids: Vec<Uuid> = ids.iter().copied().map(Uuid).collect();
+    let rows = lock_deliveries(client, "d.id = ANY($1::uuid[]) ORDER BY d.id", &[&ids]).await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The deliveries `condition` (a `WHERE` on `deliveries AS d`, with its `ORDER BY` and
+/// `LIMIT`) selects, in its order, locked until the commit, each with its event's entity
+/// and type.
+pub async fn lock_deliveries(
+    client: &Client,
+    condition: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<(u128, DeliveryRow)>, PostgresError> {
     let sql = format!(
         "SELECT d.id, e.entity, e.event_type, {} FROM deliveries AS d
          JOIN events AS e ON e.id = d.event
-         WHERE d.id = ANY($1::uuid[]) ORDER BY d.id FOR UPDATE OF d",
+         WHERE {condition} FOR UPDATE OF d",
         qualified("d", DELIVERY_COLUMNS)
     );
     let statement = client.prepare_cached(&sql).await?;
-    let ids: Vec<Uuid> = ids.iter().copied().map(Uuid).collect();
-    let mut loaded = BTreeMap::new();
-    for row in client.query(&statement, &[&ids]).await? {
-        loaded.insert(
-            row.try_get::<_, Uuid>(0)?.0,
-            DeliveryRow {
-                record: rows::delivery(&row, 3)?,
-                new: false,
-                dirty: false,
-                event: Some((row.try_get(1)?, row.try_get(2)?)),
-            },
-        );
+    let mut locked = Vec::new();
+    for row in client.query(&statement, params).await? {
+        let delivery = DeliveryRow {
+            record: rows::delivery(&row, 3)?,
+            new: false,
+            dirty: false,
+            event: Some((row.try_get(1)?, row.try_get(2)?)),
+        };
+        locked.push((row.try_get::<_, Uuid>(0)?.0, delivery));
     }
-    Ok(loaded)
+    Ok(locked)
 }
 
 /// `a, b` as `d.a, d.b`.

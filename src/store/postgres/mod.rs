@@ -3,7 +3,8 @@
 //! advisory lock so that nodes starting together migrate once (`schema.rs`), ids as
 //! `uuid` (`types.rs`), and the `Store` operations on top: `PgStore` (`store.rs`), the
 //! group-commit writer (`writer.rs`, deciding in `batch.rs`, `ingest.rs`,
-//! `outcomes.rs`, `changes.rs`, writing in `flush.rs` through `columns.rs`) and the reads (`reads.rs`).
+//! `outcomes.rs`, `changes.rs` and `sweep.rs`, writing in `flush.rs` through
+//! `columns.rs`) and the reads (`reads.rs`).
 //! Partitions, leases and LISTEN/NOTIFY are not built yet: for now every ACTIVE
 //! subscription's work is this node's, and a node's snapshot follows only its own
 //! changes. `Store::from_config` still refuses the backend until they are.
@@ -20,10 +21,12 @@ mod ingest;
 mod listen;
 mod node;
 mod outcomes;
+mod purge;
 mod reads;
 mod rows;
 mod schema;
 mod store;
+mod sweep;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -35,11 +38,15 @@ mod tests_node;
 #[cfg(test)]
 mod tests_outcomes;
 #[cfg(test)]
+mod tests_purge;
+#[cfg(test)]
 mod tests_schema;
 #[cfg(test)]
 mod tests_store;
 #[cfg(test)]
 mod tests_support;
+#[cfg(test)]
+mod tests_sweep;
 mod types;
 mod writer;
 

@@ -236,7 +236,11 @@ impl Batch<'_> {
 
     // ---- operational events ----------------------------------------------------
 
-    fn delivery_failed(&mut self, id: u128, record: &DeliveryRecord) -> Result<(), StoreError> {
+    pub(super) fn delivery_failed(
+        &mut self,
+        id: u128,
+        record: &DeliveryRecord,
+    ) -> Result<(), StoreError> {
         let head = match self.deliveries.get(&id).and_then(|row| row.event.clone()) {
             Some(head) => Some(head),
             // A delivery made in this batch: its event is in the batch too.
@@ -294,7 +298,7 @@ impl Batch<'_> {
 }
 
 /// A delivery that ended FAILED: worth an operator's attention, once per ending.
-fn log_failed(id: u128, record: &DeliveryRecord) {
+pub(super) fn log_failed(id: u128, record: &DeliveryRecord) {
     tracing::warn!(
         delivery = %DeliveryId(id),
         subscription = %SubscriptionId(record.subscription),

@@ -27,6 +27,11 @@ use crate::store::{DueEntry, Page, WindowRead};
 const MAX_SCAN: usize = 20_000;
 /// How much each further step of a filtered listing grows.
 const STEP_GROWTH: usize = 4;
+/// Most events one step reads: their bodies are held until the step is examined, so a
+/// step holds no more than a full page does (`MAX_LIMIT` of the API is 500).
+const EVENT_STEP: usize = 512;
+/// Most deliveries one step reads (a few hundred bytes each).
+const DELIVERY_STEP: usize = 4096;
 
 impl PgStore {
     /// Runs one statement (prepared once per connection) on a pooled connection.
@@ -222,7 +227,7 @@ impl PgStore {
                 None => self.rows(sql, &[&low, &before, &take]).await,
             }
         };
-        let mut scan = Scan::new(limit, high);
+        let mut scan = Scan::new(limit, high, EVENT_STEP);
         while let Some((before, take)) = scan.next_step() {
             let rows = step(before, take).await?;
             for row in &rows {
@@ -309,7 +314,7 @@ impl PgStore {
             "SELECT id, {DELIVERY_COLUMNS} FROM deliveries
              WHERE {owner} = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
         );
-        let mut scan = Scan::new(limit, cursor.unwrap_or(u128::MAX));
+        let mut scan = Scan::new(limit, cursor.unwrap_or(u128::MAX), DELIVERY_STEP);
         while let Some((before, take)) = scan.next_step() {
             let rows = self.rows(&sql, &[&Uuid(id), &Uuid(before), &take]).await?;
             for row in &rows {
@@ -398,8 +403,9 @@ fn one_more(limit: usize) -> i64 {
 
 /// A newest-first listing filtered by `keep`, read in steps: the first asks for one
 /// page and the row after it; while the filter leaves the page short, each next step
-/// reads `STEP_GROWTH` times more after the last id read, until the page is full, the
-/// rows run out, or `MAX_SCAN` rows were examined (then the cursor says where to go on).
+/// reads `STEP_GROWTH` times more (up to a bound on what a step holds) after the last
+/// id read, until the page is full, the rows run out, or `MAX_SCAN` rows were examined
+/// (then the cursor says where to go on).
 struct Scan<T> {
     page: Page<(u128, T)>,
     limit: usize,
@@ -408,13 +414,16 @@ struct Scan<T> {
     /// The exclusive upper bound of the next step: the last id read.
     before: u128,
     step: usize,
+    /// The largest step.
+    max_step: usize,
     /// Rows the current step asked for.
     asked: usize,
     done: bool,
 }
 
 impl<T> Scan<T> {
-    fn new(limit: usize, before: u128) -> Self {
+    fn new(limit: usize, before: u128, max_step: usize) -> Self {
+        let step = limit.saturating_add(1);
         Self {
             page: Page {
                 items: Vec::new(),
@@ -423,7 +432,8 @@ impl<T> Scan<T> {
             limit,
             scanned: 0,
             before,
-            step: limit.saturating_add(1),
+            step,
+            max_step: max_step.max(step),
             asked: 0,
             done: false,
         }
@@ -463,6 +473,62 @@ impl<T> Scan<T> {
         if rows < self.asked {
             self.done = true;
         }
-        self.step = self.step.saturating_mul(STEP_GROWTH);
+        self.step = self.step.saturating_mul(STEP_GROWTH).min(self.max_step);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a scan over `rows` ids (newest first from `rows`), answering each step as
+    /// the database would; the page and the steps' sizes.
+    fn run(
+        rows: u128,
+        limit: usize,
+        keep: impl Fn(&u128) -> bool,
+    ) -> (Page<(u128, u128)>, Vec<i64>) {
+        let mut scan = Scan::new(limit, rows + 1, DELIVERY_STEP);
+        let mut steps = Vec::new();
+        while let Some((before, take)) = scan.next_step() {
+            steps.push(take);
+            let found: Vec<u128> = (1..before).rev().take(take as usize).collect();
+            for &id in &found {
+                if !scan.room(id) {
+                    break;
+                }
+                scan.offer(id, id, &keep);
+            }
+            scan.stepped(found.len());
+        }
+        (scan.page, steps)
+    }
+
+    #[test]
+    fn a_scan_fills_its_page_in_growing_steps_and_stops_at_its_bound() {
+        // Everything kept: one step of a page and one more row, which sets the cursor.
+        let (page, steps) = run(1000, 10, |_| true);
+        assert_eq!(
+            (page.items.len(), page.next, steps),
+            (10, Some(991), vec![11])
+        );
+        // The rows run out: no cursor.
+        let (page, steps) = run(5, 10, |_| true);
+        assert_eq!((page.items.len(), page.next, steps), (5, None, vec![11]));
+        // Every tenth kept: steps grow until the page is full.
+        let (page, steps) = run(1000, 10, |id| id % 10 == 0);
+        assert_eq!(page.items.len(), 10);
+        assert_eq!(page.next, Some(910));
+        assert_eq!(steps, vec![11, 44, 176]);
+        // Nothing kept: MAX_SCAN rows examined, each step bounded, and the cursor is the
+        // row after the last one examined.
+        let (page, steps) = run(30_000, 50, |_| false);
+        assert!(page.items.is_empty());
+        assert_eq!(page.next, Some(30_000 - MAX_SCAN as u128 + 1));
+        assert_eq!(steps.iter().sum::<i64>(), MAX_SCAN as i64 + 1);
+        assert!(
+            steps.iter().all(|&s| s <= DELIVERY_STEP as i64),
+            "{steps:?}"
+        );
     }
 }

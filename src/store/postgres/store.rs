@@ -23,7 +23,7 @@ use crate::store::index::SubscriptionIndex;
 use crate::store::records::{EntityRecord, SubscriptionRecord};
 use crate::store::requests::{
     AttemptReport, EntityOutcome, IngestOutcome, NewEvent, PutOutcome, ReplayOutcome, RetryOutcome,
-    WriterSettings,
+    Sweep, SweepOutcome, WriterSettings,
 };
 use crate::store::tenancy::{ApiKeyRecord, EntityTree, KeyIndex};
 use crate::store::{DueSink, Shared, StoreObserver};
@@ -36,6 +36,8 @@ const WRITER_QUEUE: usize = 4096;
 pub(crate) struct PgStore {
     pub(super) pool: Pool,
     pub(super) shared: Shared,
+    /// Told of what runs beside the writer (purge steps).
+    pub(super) observer: Arc<dyn StoreObserver>,
     tx: mpsc::Sender<Command>,
 }
 
@@ -63,12 +65,18 @@ impl PgStore {
             rx,
             shared: shared.clone(),
             sink,
-            observer,
+            observer: observer.clone(),
             settings,
             revisions,
         };
         let handle = tokio::spawn(writer.run());
-        Ok((PgStore { pool, shared, tx }, handle))
+        let store = PgStore {
+            pool,
+            shared,
+            observer,
+            tx,
+        };
+        Ok((store, handle))
     }
 
     /// Sends a command to the writer and waits for its answer (after the commit).
@@ -110,6 +118,12 @@ impl PgStore {
 
     pub async fn record_attempt(&self, report: AttemptReport) -> Result<(), StoreError> {
         self.command(Box::new(report), Command::RecordAttempt).await
+    }
+
+    /// One bounded step of cancelling a deleted subscription's deliveries, expiring a
+    /// paused one's or bringing a resumed one's retries forward (`sweep.rs`).
+    pub async fn sweep(&self, sweep: Sweep) -> Result<SweepOutcome, StoreError> {
+        self.command(sweep, Command::Sweep).await
     }
 
     pub async fn retry(&self, delivery: u128) -> Result<RetryOutcome, StoreError> {

@@ -31,8 +31,8 @@ use super::ingest::Incoming;
 use crate::store::error::StoreError;
 use crate::store::records::{EntityRecord, SubscriptionRecord};
 use crate::store::requests::{
-    AttemptReport, EntityOutcome, IngestOutcome, PutOutcome, ReplayOutcome, RetryOutcome,
-    WriterSettings,
+    AttemptReport, EntityOutcome, IngestOutcome, PutOutcome, ReplayOutcome, RetryOutcome, Sweep,
+    SweepOutcome, WriterSettings,
 };
 use crate::store::space::StorageState;
 use crate::store::tenancy::ApiKeyRecord;
@@ -109,6 +109,7 @@ pub(super) enum Command {
     PutSubscription(Call<Box<PutArgs>, PutOutcome>),
     DeleteSubscription(Call<u128, bool>),
     RecordAttempt(Call<Box<AttemptReport>, ()>),
+    Sweep(Call<Sweep, SweepOutcome>),
     Retry(Call<u128, RetryOutcome>),
     Replay(Call<ReplayArgs, ReplayOutcome>),
     CreateEntity(Call<(String, EntityRecord), EntityOutcome>),
@@ -125,6 +126,7 @@ impl Command {
             Command::PutSubscription(call) => call.send(failed),
             Command::DeleteSubscription(call) => call.send(failed),
             Command::RecordAttempt(call) => call.send(failed),
+            Command::Sweep(call) => call.send(failed),
             Command::Retry(call) => call.send(failed),
             Command::Replay(call) => call.send(failed),
             Command::CreateEntity(call) => call.send(failed),
