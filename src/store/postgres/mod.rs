@@ -4,10 +4,13 @@
 //! `uuid` (`types.rs`), and the `Store` operations on top: `PgStore` (`store.rs`), the
 //! group-commit writer (`writer.rs`, deciding in `batch.rs`, `ingest.rs`,
 //! `outcomes.rs`, `changes.rs` and `sweep.rs`, writing in `flush.rs` through
-//! `columns.rs`) and the reads (`reads.rs`).
-//! Partitions, leases and LISTEN/NOTIFY are not built yet: for now every ACTIVE
-//! subscription's work is this node's, and a node's snapshot follows only its own
-//! changes. `Store::from_config` still refuses the backend until they are.
+//! `columns.rs`), retention (`purge.rs`) and the reads (`reads.rs`). Between nodes:
+//! partition leases (`cluster.rs`), LISTEN/NOTIFY (`listen.rs`) and what a node does
+//! with both (`node.rs`); `copy.rs` fills an empty database from a redb file.
+//!
+//! Not joined up yet: `PgStore` does not start the heartbeat, the listener or
+//! `node::follow`, its writer neither notifies nor fences its outcome writes by epoch,
+//! and `Store` has no `Postgres` backend, so `Store::from_config` refuses it.
 
 mod batch;
 mod changes;
