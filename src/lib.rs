@@ -234,10 +234,7 @@ async fn serve(
         let sink = queues.clone();
         let observer = metrics.clone();
         let catalog = api::catalog_scopes(&config);
-        tokio::task::spawn_blocking(move || {
-            store::Store::from_config(&storage, settings, catalog, sink, observer)
-        })
-        .await??
+        store::Store::from_config(&storage, settings, catalog, sink, observer).await?
     };
 
     let tokens = Arc::new(delivery::oauth2::Tokens::counted(

@@ -45,6 +45,10 @@ pub enum StoreError {
     TargetNotEmpty(String),
     #[error("store copy goes from storage.backend = \"redb\" (--from) to \"postgres\" (--to)")]
     CopyDirection,
+    #[error(
+        "this hookd keeps its data in PostgreSQL: back it up with pg_dump or the database's own backups"
+    )]
+    BackupElsewhere,
     #[error("the store writer has stopped")]
     WriterGone,
     #[error("storage is unavailable: a write failed (disk full or failing); retry shortly")]

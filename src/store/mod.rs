@@ -42,7 +42,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub use self::redb::{
-    BackupInfo, CompactReport, Counts, MAX_REPLAY, WriterHandle, compact, place_backup, read_info,
+    BackupInfo, CompactReport, Counts, MAX_REPLAY, compact, place_backup, read_info,
 };
 pub use error::StoreError;
 pub use index::SubscriptionIndex;
@@ -198,9 +198,43 @@ pub(crate) struct Shared {
     pub commits: Arc<CommitStats>,
 }
 
+impl Shared {
+    fn new() -> Self {
+        Self {
+            snapshots: Snapshots::new(),
+            health: StorageHealth::default(),
+            commits: Arc::new(CommitStats::default()),
+        }
+    }
+}
+
 #[derive(Clone)]
 enum Backend {
     Redb(self::redb::RedbStore),
+    Postgres(postgres::PgStore),
+}
+
+/// The backend's writer: redb's thread, or PostgreSQL's task. It ends once every
+/// `Store` handle is gone and what was queued is committed.
+pub struct WriterHandle(Writer);
+
+enum Writer {
+    Thread(std::thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>, tokio::runtime::Handle),
+}
+
+impl WriterHandle {
+    /// Blocks until the writer has applied everything queued and exited (call it off
+    /// the async threads).
+    pub fn join(self) {
+        let panicked = match self.0 {
+            Writer::Thread(thread) => thread.join().is_err(),
+            Writer::Task(task, runtime) => runtime.block_on(task).is_err(),
+        };
+        if panicked {
+            tracing::error!("the store writer panicked");
+        }
+    }
 }
 
 /// Runs `$call` on whichever backend the store has.
@@ -208,6 +242,7 @@ macro_rules! on_backend {
     ($self:ident, $b:ident => $call:expr) => {
         match &$self.backend {
             Backend::Redb($b) => $call,
+            Backend::Postgres($b) => $call,
         }
     };
 }
@@ -222,7 +257,8 @@ pub struct Store {
 #[derive(Clone)]
 pub struct SubscriptionsView {
     snapshots: Snapshots,
-    due: self::redb::DueCounter,
+    /// None with PostgreSQL, whose count is a query, not a number kept at hand.
+    due: Option<self::redb::DueCounter>,
 }
 
 impl SubscriptionsView {
@@ -232,15 +268,15 @@ impl SubscriptionsView {
 
     /// Unfinished deliveries in the due queue, or None while the store is unavailable.
     pub fn due_count(&self) -> Option<u64> {
-        self.due.count()
+        self.due.as_ref()?.count()
     }
 }
 
 impl Store {
-    /// Opens the store `[storage]` names, with the backend it chooses. Blocking: call
-    /// it from `spawn_blocking` or before the runtime is busy. `catalog` maps each known
-    /// event type to the scope needed to receive it.
-    pub fn from_config(
+    /// Opens the store `[storage]` names, with the backend it chooses (redb's blocking
+    /// work runs on the blocking pool). `catalog` maps each known event type to the
+    /// scope needed to receive it.
+    pub async fn from_config(
         storage: &crate::config::Storage,
         settings: WriterSettings,
         catalog: HashMap<String, String>,
@@ -248,17 +284,28 @@ impl Store {
         observer: Arc<dyn StoreObserver>,
     ) -> Result<(Store, WriterHandle), StoreError> {
         match storage.backend {
-            crate::config::Backend::Redb => Self::open(
-                &storage.path,
-                storage.cache_size,
-                settings,
-                catalog,
-                sink,
-                observer,
-            ),
-            // Refused rather than quietly running on a redb file the operator did not ask
-            // for: the backend is being built (issue 11).
-            crate::config::Backend::Postgres => Err(StoreError::BackendNotBuilt("postgres")),
+            crate::config::Backend::Redb => {
+                let (path, cache) = (storage.path.clone(), storage.cache_size);
+                tokio::task::spawn_blocking(move || {
+                    Self::open(&path, cache, settings, catalog, sink, observer)
+                })
+                .await?
+            }
+            crate::config::Backend::Postgres => {
+                let shared = Shared::new();
+                let (pg, task) = postgres::PgStore::open(
+                    &storage.postgres,
+                    settings,
+                    shared.clone(),
+                    catalog,
+                    sink,
+                    observer,
+                )
+                .await?;
+                let writer = WriterHandle(Writer::Task(task, tokio::runtime::Handle::current()));
+                let backend = Backend::Postgres(pg);
+                Ok((Store { backend, shared }, writer))
+            }
         }
     }
 
@@ -272,11 +319,7 @@ impl Store {
         sink: Arc<dyn DueSink>,
         observer: Arc<dyn StoreObserver>,
     ) -> Result<(Store, WriterHandle), StoreError> {
-        let shared = Shared {
-            snapshots: Snapshots::new(),
-            health: StorageHealth::default(),
-            commits: Arc::new(CommitStats::default()),
-        };
+        let shared = Shared::new();
         let (redb, writer) = self::redb::RedbStore::open(
             path,
             cache_size,
@@ -287,7 +330,10 @@ impl Store {
             observer,
         )?;
         let backend = Backend::Redb(redb);
-        Ok((Store { backend, shared }, writer))
+        Ok((
+            Store { backend, shared },
+            WriterHandle(Writer::Thread(writer)),
+        ))
     }
 
     pub fn commit_stats(&self) -> &CommitStats {
@@ -304,7 +350,10 @@ impl Store {
     pub fn subscriptions_view(&self) -> SubscriptionsView {
         SubscriptionsView {
             snapshots: self.shared.snapshots.clone(),
-            due: on_backend!(self, b => b.due_counter()),
+            due: match &self.backend {
+                Backend::Redb(redb) => Some(redb.due_counter()),
+                Backend::Postgres(_) => None,
+            },
         }
     }
 
@@ -325,10 +374,8 @@ impl Store {
     /// the subscription, and the dispatcher asks again.
     pub fn dispatches(&self, subscription: u128) -> bool {
         match &self.backend {
-            Backend::Redb(_) => {
-                let _ = subscription;
-                true
-            }
+            Backend::Redb(_) => true,
+            Backend::Postgres(pg) => pg.dispatches(subscription),
         }
     }
 

@@ -138,16 +138,26 @@ impl<'i> Batch<'i> {
     /// Applies `batch` in one transaction on a pooled connection and commits it. On
     /// any failure the transaction is rolled back (or, if that cannot be said, the
     /// connection is closed rather than pooled inside it).
-    pub async fn transact(&mut self, pool: &Pool, batch: &mut [Command]) -> Result<(), StoreError> {
+    pub async fn transact(
+        &mut self,
+        pool: &Pool,
+        origin: &str,
+        batch: &mut [Command],
+    ) -> Result<(), StoreError> {
         let client = pool.get().await.map_err(PostgresError::from)?;
-        let result = self.run(&client, batch).await;
+        let result = self.run(&client, origin, batch).await;
         if result.is_err() && client.batch_execute("ROLLBACK").await.is_err() {
             drop(deadpool_postgres::Object::take(client));
         }
         result
     }
 
-    async fn run(&mut self, client: &Client, batch: &mut [Command]) -> Result<(), StoreError> {
+    async fn run(
+        &mut self,
+        client: &Client,
+        origin: &str,
+        batch: &mut [Command],
+    ) -> Result<(), StoreError> {
         let (claims, reads) = self.plan(batch);
         // A batch of plain ingests (no keys) reads nothing and runs nothing while it is
         // decided: its BEGIN goes out with its rows, one round trip before the COMMIT.
@@ -180,6 +190,27 @@ impl<'i> Batch<'i> {
             self.apply(client, command).await?;
         }
         flush::write(client, self, !talks).await?;
+        // Told to every node only if this commits: the owners of the new due work, and
+        // every snapshot when subscriptions, keys or entities changed.
+        let payloads = super::listen::due_payloads(origin, &self.effects.due);
+        if !payloads.is_empty() {
+            client
+                .execute(
+                    "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+                    &[&super::listen::DUE_CHANNEL, &payloads],
+                )
+                .await
+                .map_err(PostgresError::from)?;
+        }
+        if self.changed.is_some() {
+            client
+                .execute(
+                    "SELECT pg_notify($1, '')",
+                    &[&super::listen::SNAPSHOT_CHANNEL],
+                )
+                .await
+                .map_err(PostgresError::from)?;
+        }
         flush::commit(client).await?;
         Ok(())
     }

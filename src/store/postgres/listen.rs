@@ -5,8 +5,9 @@
 //!   owner of their partition puts them in its queues at once, as the redb writer does
 //!   for its own dispatcher. Sent with `pg_notify` inside the transaction that made
 //!   them: PostgreSQL delivers a notification only if, and when, that transaction commits.
-//!   Each payload holds up to `ENTRIES_PER_NOTICE` entries (the server limits a payload to
-//!   8,000 bytes), base64 of 40 bytes each.
+//!   Each payload is the sending node's name, a space, then up to `ENTRIES_PER_NOTICE`
+//!   entries, base64 of 40 bytes each (the server limits a payload to 8,000 bytes); a
+//!   node skips its own, which its writer handed its dispatcher already.
 //! - `hookd_snapshot`: subscriptions, keys or entities changed; every node reloads its
 //!   snapshot (changes are in force everywhere within a round trip).
 //!
@@ -36,14 +37,17 @@ const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
-    Due(Vec<DueEntry>),
+    Due {
+        origin: String,
+        entries: Vec<DueEntry>,
+    },
     Snapshot,
     /// The connection was made again: notifications may have been lost meanwhile.
     Resync,
 }
 
-/// The `hookd_due` payloads for `entries`.
-pub fn due_payloads(entries: &[DueEntry]) -> Vec<String> {
+/// The `hookd_due` payloads for `entries` made by node `origin`.
+pub fn due_payloads(origin: &str, entries: &[DueEntry]) -> Vec<String> {
     entries
         .chunks(ENTRIES_PER_NOTICE)
         .map(|chunk| {
@@ -53,19 +57,23 @@ pub fn due_payloads(entries: &[DueEntry]) -> Vec<String> {
                 bytes.extend_from_slice(&entry.due_ms.to_be_bytes());
                 bytes.extend_from_slice(&entry.delivery.to_be_bytes());
             }
-            STANDARD.encode(bytes)
+            format!("{origin} {}", STANDARD.encode(bytes))
         })
         .collect()
 }
 
-/// The entries of a `hookd_due` payload (nothing from a malformed one).
-pub fn parse_due(payload: &str) -> Vec<DueEntry> {
-    let Ok(bytes) = STANDARD.decode(payload) else {
-        return Vec::new();
+/// The sending node and the entries of a `hookd_due` payload (none from a malformed
+/// one).
+pub fn parse_due(payload: &str) -> (String, Vec<DueEntry>) {
+    let (origin, encoded) = payload.split_once(' ').unwrap_or(("", payload));
+    let entries = match STANDARD.decode(encoded) {
+        Ok(bytes) if bytes.len() % ENTRY_BYTES == 0 => entries_of(&bytes),
+        _ => Vec::new(),
     };
-    if bytes.len() % ENTRY_BYTES != 0 {
-        return Vec::new();
-    }
+    (origin.to_owned(), entries)
+}
+
+fn entries_of(bytes: &[u8]) -> Vec<DueEntry> {
     bytes
         .chunks_exact(ENTRY_BYTES)
         .map(|raw| {
@@ -154,7 +162,10 @@ async fn listen_once(
     }
     while let Some((channel, payload)) = received.recv().await {
         let notice = match channel.as_str() {
-            DUE_CHANNEL => Notice::Due(parse_due(&payload)),
+            DUE_CHANNEL => {
+                let (origin, entries) = parse_due(&payload);
+                Notice::Due { origin, entries }
+            }
             SNAPSHOT_CHANNEL => Notice::Snapshot,
             _ => continue,
         };

@@ -34,9 +34,11 @@ pub fn dispatches(ownership: &Ownership, subscription: u128) -> bool {
     ownership.owns(partition_of(subscription) as u16)
 }
 
-/// Follows `notices` and the owned set until `shutdown`. `reload` reads the snapshot
-/// from the database.
+/// Follows `notices` and the owned set of node `me` until `shutdown`. `reload` reads
+/// the snapshot from the database.
+#[allow(clippy::too_many_arguments)]
 pub async fn follow<R, F>(
+    me: String,
     mut notices: mpsc::Receiver<Notice>,
     ownership: Ownership,
     snapshots: Snapshots,
@@ -70,7 +72,9 @@ pub async fn follow<R, F>(
             }
             notice = notices.recv() => match notice {
                 None => return,
-                Some(Notice::Due(entries)) => {
+                // Its own writer handed them to the dispatcher already.
+                Some(Notice::Due { origin, .. }) if origin == me => false,
+                Some(Notice::Due { entries, .. }) => {
                     let mine: Vec<_> = entries
                         .into_iter()
                         .filter(|e| dispatches(&ownership, e.subscription))

@@ -12,11 +12,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::IsolationLevel;
 
+use super::cluster::{Heartbeat, Ownership};
 use super::ingest::Incoming;
 use super::rows::{col, from_ms};
 use super::types::Uuid;
 use super::writer::{Call, Command, PutArgs, ReplayArgs, Reply, Writer};
-use super::{PostgresError, migrate, pool};
+use super::{PostgresError, listen, migrate, node, pool};
 use crate::store::codec::decode;
 use crate::store::error::StoreError;
 use crate::store::index::SubscriptionIndex;
@@ -31,6 +32,8 @@ use crate::store::{DueSink, Shared, StoreObserver};
 /// Commands that may wait for the writer: enough to fill several batches, small enough
 /// that a stalled database pushes back on producers instead of growing memory.
 const WRITER_QUEUE: usize = 4096;
+/// Notifications waiting for the node's follower.
+const NOTICES: usize = 256;
 
 #[derive(Clone)]
 pub(crate) struct PgStore {
@@ -39,6 +42,11 @@ pub(crate) struct PgStore {
     /// Told of what runs beside the writer (purge steps).
     pub(super) observer: Arc<dyn StoreObserver>,
     tx: mpsc::Sender<Command>,
+    /// The partitions this node owns (`cluster.rs`).
+    ownership: Ownership,
+    /// Stops the heartbeat (which then gives the partitions back), the listener and
+    /// the node's follower once the last handle is gone.
+    _cluster: Arc<tokio_util::sync::DropGuard>,
 }
 
 /// The `Store` methods as PostgreSQL runs them (their contracts are documented there).
@@ -56,25 +64,57 @@ impl PgStore {
         let pool = pool(config)?;
         let mut client = pool.get().await.map_err(PostgresError::from)?;
         migrate(&mut client).await?;
-        let (index, revisions) = load_index(&mut client, catalog).await?;
+        let (index, revisions) = load_index(&mut client, catalog.clone()).await?;
         drop(client);
         shared.snapshots.publish(index);
+        // This node's part in the cluster: its partitions (the first heartbeat before
+        // anything is dispatched), the notifications, and what it does with both.
+        let node = config.node_name().map_err(PostgresError::NodeName)?;
+        let (mut beat, ownership) = Heartbeat::new(pool.clone(), node.clone(), config.lease);
+        beat.beat().await?;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let writer = Writer {
             pool: pool.clone(),
             rx,
             shared: shared.clone(),
-            sink,
+            sink: sink.clone(),
             observer: observer.clone(),
             settings,
             revisions,
+            node: node.clone(),
+            ownership: ownership.clone(),
         };
         let handle = tokio::spawn(writer.run());
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(beat.run(stop.clone()));
+        let (out, notices) = mpsc::channel(NOTICES);
+        tokio::spawn(listen::run(config.clone(), out, None, stop.clone()));
+        let reload = {
+            let pool = pool.clone();
+            move || {
+                let (pool, catalog) = (pool.clone(), catalog.clone());
+                async move {
+                    let mut client = pool.get().await.map_err(PostgresError::from)?;
+                    Ok(load_index(&mut client, catalog).await?.0)
+                }
+            }
+        };
+        tokio::spawn(node::follow(
+            node,
+            notices,
+            ownership.clone(),
+            shared.snapshots.clone(),
+            sink,
+            reload,
+            stop.clone(),
+        ));
         let store = PgStore {
             pool,
             shared,
             observer,
             tx,
+            ownership,
+            _cluster: Arc::new(stop.drop_guard()),
         };
         Ok((store, handle))
     }
@@ -164,6 +204,19 @@ impl PgStore {
 
     pub async fn revoke_key(&self, id: u128) -> Result<bool, StoreError> {
         self.command(id, Command::RevokeKey).await
+    }
+
+    /// A PostgreSQL database is backed up with its own tools.
+    pub async fn backup(
+        &self,
+        _dest: std::path::PathBuf,
+    ) -> Result<crate::store::BackupInfo, StoreError> {
+        Err(StoreError::BackupElsewhere)
+    }
+
+    /// Whether this node dispatches `subscription` now: it owns its partition.
+    pub fn dispatches(&self, subscription: u128) -> bool {
+        node::dispatches(&self.ownership, subscription)
     }
 }
 

@@ -27,17 +27,27 @@ fn entries(n: u128) -> Vec<DueEntry> {
 #[test]
 fn due_entries_fit_the_payload_limit_and_round_trip() {
     let all = entries(2 * ENTRIES_PER_NOTICE as u128 + 3);
-    let payloads = listen::due_payloads(&all);
+    let payloads = listen::due_payloads("node-a", &all);
     assert_eq!(payloads.len(), 3);
     assert!(
         payloads.iter().all(|p| p.len() < 8000),
         "{}",
         payloads[0].len()
     );
-    let back: Vec<DueEntry> = payloads.iter().flat_map(|p| listen::parse_due(p)).collect();
+    let back: Vec<DueEntry> = payloads
+        .iter()
+        .flat_map(|p| {
+            let (origin, entries) = listen::parse_due(p);
+            assert_eq!(origin, "node-a");
+            entries
+        })
+        .collect();
     assert_eq!(back, all);
-    assert!(listen::parse_due("not base64!").is_empty());
-    assert!(listen::parse_due("AAAA").is_empty(), "not a whole entry");
+    assert!(listen::parse_due("a not-base64!").1.is_empty());
+    assert!(
+        listen::parse_due("a AAAA").1.is_empty(),
+        "not a whole entry"
+    );
 }
 
 async fn next(notices: &mut mpsc::Receiver<Notice>) -> Notice {
@@ -66,7 +76,7 @@ async fn committed_changes_notify_and_the_listener_survives_a_restart() {
 
     let mut sender = client(&settings).await.unwrap();
     // Rolled back: never delivered. Committed: delivered, entries intact.
-    let lost = listen::due_payloads(&entries(1)).remove(0);
+    let lost = listen::due_payloads("other", &entries(1)).remove(0);
     let tx = sender.transaction().await.unwrap();
     tx.execute("SELECT pg_notify($1, $2)", &[&DUE_CHANNEL, &lost])
         .await
@@ -74,7 +84,7 @@ async fn committed_changes_notify_and_the_listener_survives_a_restart() {
     tx.rollback().await.unwrap();
     let sent = entries(5);
     let tx = sender.transaction().await.unwrap();
-    for payload in listen::due_payloads(&sent) {
+    for payload in listen::due_payloads("other", &sent) {
         tx.execute("SELECT pg_notify($1, $2)", &[&DUE_CHANNEL, &payload])
             .await
             .unwrap();
@@ -83,7 +93,13 @@ async fn committed_changes_notify_and_the_listener_survives_a_restart() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(next(&mut notices).await, Notice::Due(sent));
+    assert_eq!(
+        next(&mut notices).await,
+        Notice::Due {
+            origin: "other".into(),
+            entries: sent
+        }
+    );
     assert_eq!(next(&mut notices).await, Notice::Snapshot);
 
     // The database restarts: the listener reconnects and says notices may be lost.

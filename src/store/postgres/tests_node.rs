@@ -98,6 +98,7 @@ async fn a_node_dispatches_what_it_owns_and_follows_changes() {
     let (tell, mut heard) = mpsc::unbounded_channel();
     let counted = reloads.clone();
     tokio::spawn(node::follow(
+        "node-a".into(),
         notices,
         ownership.clone(),
         snapshots.clone(),
@@ -115,7 +116,7 @@ async fn a_node_dispatches_what_it_owns_and_follows_changes() {
     assert!(node::dispatches(&ownership, moved));
 
     let notify = |entries: Vec<DueEntry>| {
-        let payload = listen::due_payloads(&entries).remove(0);
+        let payload = listen::due_payloads("node-b", &entries).remove(0);
         let sender = &sender;
         async move {
             sender

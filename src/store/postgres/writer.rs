@@ -153,6 +153,9 @@ pub(super) struct Writer {
     /// compare-and-set of an edit made with `expected_updated_ms` (another node's
     /// change since raises it).
     pub revisions: HashMap<u128, i64>,
+    /// This node's name (the origin of its notifications) and its partitions.
+    pub node: String,
+    pub ownership: super::cluster::Ownership,
 }
 
 impl Writer {
@@ -210,7 +213,7 @@ impl Writer {
         let result = loop {
             let current = self.shared.snapshots.current();
             let mut applied = Batch::new(&current, &self.revisions, self.settings, now_ms());
-            match applied.transact(&self.pool, batch).await {
+            match applied.transact(&self.pool, &self.node, batch).await {
                 Ok(()) => break Ok(applied.finish()),
                 Err(StoreError::Postgres(error)) if error.is_victim() && tries < RETRIES => {
                     tries += 1;
@@ -239,6 +242,12 @@ impl Writer {
                 if !done.effects.forget.is_empty() {
                     self.sink.forget(&done.effects.forget);
                 }
+                // This node's dispatcher takes what it owns; the owners of the rest
+                // were notified in the transaction.
+                let ownership = &self.ownership;
+                done.effects
+                    .due
+                    .retain(|e| super::node::dispatches(ownership, e.subscription));
                 if !done.effects.due.is_empty() {
                     self.sink.schedule(done.effects.due, done.effects.fresh);
                 }

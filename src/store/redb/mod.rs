@@ -116,18 +116,6 @@ impl RedbStore {
     }
 }
 
-/// Joins the writer thread once every `Store` handle is gone (any backend's).
-pub struct WriterHandle(JoinHandle<()>);
-
-impl WriterHandle {
-    /// Blocks until the writer has applied everything queued and exited.
-    pub fn join(self) {
-        if self.0.join().is_err() {
-            tracing::error!("the store writer thread panicked");
-        }
-    }
-}
-
 /// The `Store` methods as redb runs them (their contracts are documented there).
 impl RedbStore {
     /// Opens (creating if absent) the database, runs migrations and starts the writer,
@@ -141,7 +129,7 @@ impl RedbStore {
         shared: Shared,
         sink: Arc<dyn DueSink>,
         observer: Arc<dyn StoreObserver>,
-    ) -> Result<(RedbStore, WriterHandle), StoreError> {
+    ) -> Result<(RedbStore, JoinHandle<()>), StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 StoreError::Open(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
@@ -174,7 +162,7 @@ impl RedbStore {
             .map_err(|e| {
                 StoreError::Open(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
             })?;
-        Ok((RedbStore { db, tx }, WriterHandle(handle)))
+        Ok((RedbStore { db, tx }, handle))
     }
 
     /// Sends a command to the writer and waits for its answer (after the commit).

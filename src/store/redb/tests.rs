@@ -116,7 +116,9 @@ async fn purge_all(store: &Store, before_ms: u64, idempotency_before_ms: u64) ->
 
 /// The database behind a store opened by these tests.
 pub(super) fn database(store: &Store) -> Arc<::redb::Database> {
-    let crate::store::Backend::Redb(redb) = &store.backend;
+    let crate::store::Backend::Redb(redb) = &store.backend else {
+        panic!("these tests open redb stores");
+    };
     redb.db.get().unwrap()
 }
 
@@ -323,37 +325,43 @@ async fn purging_a_reused_keys_old_time_row_keeps_its_new_record() {
     assert!(matches!(repeat[0], IngestOutcome::Duplicate { .. }));
 }
 
-/// `[storage]` picks the backend: redb opens its file; a backend this build cannot run
-/// is refused by name, never replaced by a redb file the operator did not ask for.
-#[test]
-fn the_configured_backend_is_opened_or_refused() {
+/// `[storage]` picks the backend: redb opens its file; PostgreSQL is reached through
+/// `[storage.postgres]` and never replaced by a redb file the operator did not ask for.
+#[tokio::test]
+async fn the_configured_backend_is_opened() {
     let dir = tempfile::tempdir().unwrap();
     let settings = WriterSettings {
         max_age_ms: 3_600_000,
         disable_after_ms: 3_600_000,
         min_free: crate::config::MinFree::Bytes(0),
     };
-    let open = |storage: &crate::config::Storage| {
+    let open = |storage: crate::config::Storage| async move {
         Store::from_config(
-            storage,
+            &storage,
             settings,
             std::collections::HashMap::new(),
             Arc::new(Queues::new(16)),
             Arc::new(Quiet),
         )
+        .await
     };
     let mut storage = crate::config::Storage {
         path: dir.path().join("hookd.redb"),
         ..Default::default()
     };
-    let (store, writer) = open(&storage).unwrap();
+    let (store, writer) = open(storage.clone()).await.unwrap();
     drop(store);
-    writer.join();
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .unwrap();
     assert!(storage.path.exists());
 
     storage.backend = crate::config::Backend::Postgres;
     storage.path = dir.path().join("not-made.redb");
-    let refused = open(&storage).err().unwrap();
-    assert!(refused.to_string().contains("postgres"), "{refused}");
+    let refused = open(storage.clone()).await.err().unwrap();
+    assert!(
+        refused.to_string().contains("storage.postgres.url"),
+        "{refused}"
+    );
     assert!(!storage.path.exists());
 }
