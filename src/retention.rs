@@ -1,11 +1,11 @@
-//! The retention task: it purges, through the store writer, the events (with their
+//! The retention task: it purges, through the store, the events (with their
 //! deliveries, attempts and index rows) older than `storage.retention`, and idempotency
 //! records past their window. An event with an unfinished delivery is never purged (see
-//! `store/purge.rs`).
+//! `store/redb/purge.rs`, and `store/postgres/purge.rs` for several nodes).
 //!
 //! It keeps pace with sustained ingest. While there is expired data it sends purge
 //! steps back to back, each bounded by time (8 ms of writer work, `STEP_TIME` in
-//! `store/purge.rs`); ingest queued meanwhile commits in the same writer batches, so it
+//! `store/redb/purge.rs`); ingest queued meanwhile commits in the same writer batches, so it
 //! is never starved. It sleeps only once a pass has reached its cutoff, and then until
 //! `TICK` after that pass began, so each pass removes about a tick of newly expired
 //! events, starting where the previous one ended. A pass with more than a tick of events

@@ -76,7 +76,7 @@ pub enum StoreError {
     NotHookd(std::path::PathBuf),
     #[error("compaction: {0}")]
     Compaction(#[from] redb::CompactionError),
-    #[error("table {0} is not known to the backup; add it to store/maintenance.rs")]
+    #[error("table {0} is not in the schema's table list (store/redb/tables.rs)")]
     UnknownTable(String),
     #[error("a blocking store task failed: {0}")]
     Join(#[from] tokio::task::JoinError),

@@ -1,6 +1,6 @@
 //! The single writer. It is the only code that opens write transactions. Commands
 //! arrive on a bounded channel; the writer takes everything queued (up to
-//! `MAX_BATCH`), applies it in one transaction (`ops.rs`), commits once with fsync, and
+//! `MAX_BATCH`), applies it in one transaction (`ops/`), commits once with fsync, and
 //! only then answers each command and tells the dispatcher what became due. One fsync
 //! for a whole batch is what makes durable ingest fast (group commit). It runs on its
 //! own OS thread, so redb never blocks an async worker.
