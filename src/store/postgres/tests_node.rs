@@ -19,7 +19,9 @@ use super::*;
 use crate::store::testing::subscription_to;
 use crate::store::{DueEntry, DueSink, Fresh, Snapshots, SubscriptionIndex};
 
-const LEASE: Duration = Duration::from_millis(900);
+/// Long enough that a heartbeat slowed by a loaded machine (every test runs at once)
+/// never looks stale (two thirds of it), short enough for a takeover within the test.
+const LEASE: Duration = Duration::from_secs(3);
 const WAIT: Duration = Duration::from_secs(30);
 
 /// What the node told the dispatcher.
