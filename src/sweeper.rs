@@ -133,9 +133,13 @@ impl Sweeper {
                 }
             }
         }
+        // Expiry is periodic work: with several nodes, only the one that dispatches a
+        // subscription walks it. Cancelling and resuming follow a change every node sees
+        // and are idempotent, so each node does them (a node that just took over the
+        // subscription would not have seen the change).
         let waiting: HashSet<u128> = current
             .iter()
-            .filter(|(_, s)| s.status != SubscriptionStatus::Active)
+            .filter(|(id, s)| s.status != SubscriptionStatus::Active && store.dispatches(**id))
             .map(|(&id, _)| id)
             .collect();
         self.walked.retain(|id, _| waiting.contains(id));

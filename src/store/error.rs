@@ -51,7 +51,9 @@ pub enum StoreError {
     BackupElsewhere,
     #[error("the store writer has stopped")]
     WriterGone,
-    #[error("storage is unavailable: a write failed (disk full or failing); retry shortly")]
+    #[error(
+        "storage is unavailable: a write failed (a disk full or failing, or the database unreachable); retry shortly"
+    )]
     Unavailable,
     #[error("free disk space is below storage.min_free; new events are refused")]
     LowDisk,

@@ -13,6 +13,12 @@
 //!    kind (`flush.rs`), pipelined;
 //! 4. `COMMIT`.
 //!
+//! Attempt outcomes are fenced: a batch that records any locks (shared) the partitions
+//! the database says this node owns, and drops the outcome of a delivery whose partition
+//! another node owns now, or that this node holds at another epoch than the one it
+//! dispatched under (`fence`). The new owner dispatches that delivery again; the
+//! dropped outcome was an attempt made while the lease was being lost.
+//!
 //! Idempotency-Keys are claimed in step 1, before anything is decided (`ingest.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -21,8 +27,10 @@ use bytes::Bytes;
 use deadpool_postgres::{Client, Pool};
 
 use super::PostgresError;
+use super::cluster::Owned;
 use super::flush;
 use super::ingest::{IdemRow, Idempotency, Incoming, KeyRow, count};
+use super::schema::partition_of;
 use super::writer::Command;
 use crate::store::error::StoreError;
 use crate::store::index::SubscriptionIndex;
@@ -101,12 +109,17 @@ pub(super) struct Batch<'i> {
     pub events: Vec<EventRow>,
     pub attempts: Vec<AttemptRow>,
     pub idempotency: Idempotency,
+    /// The partitions this node dispatches, as its heartbeat last published them.
+    owned: Owned,
+    /// Deliveries whose attempt outcome the fence dropped.
+    fenced: HashSet<u128>,
 }
 
 impl<'i> Batch<'i> {
     pub fn new(
         current: &'i SubscriptionIndex,
         known: &'i HashMap<u128, i64>,
+        owned: Owned,
         settings: WriterSettings,
         now: u64,
     ) -> Self {
@@ -124,6 +137,8 @@ impl<'i> Batch<'i> {
             events: Vec::new(),
             attempts: Vec::new(),
             idempotency: Idempotency::default(),
+            owned,
+            fenced: HashSet::new(),
         }
     }
 
@@ -164,12 +179,14 @@ impl<'i> Batch<'i> {
         let talks = !claims.is_empty()
             || !reads.is_empty()
             || batch.iter().any(|c| !matches!(c, Command::Ingest(_)));
-        let (_, claimed, loaded, health) = tokio::try_join!(
+        let outcomes = batch.iter().any(Command::is_outcome);
+        let (_, claimed, loaded, health, holds) = tokio::try_join!(
             biased;
             flush::begin(client, talks),
             flush::claim(client, &claims, self.now),
             flush::load_deliveries(client, &reads),
             flush::load_health(client, &reads),
+            flush::held_partitions(client, origin, outcomes),
         )?;
         let claimed: HashSet<[u8; 32]> = claimed.into_iter().collect();
         let mut held = Vec::new();
@@ -185,6 +202,9 @@ impl<'i> Batch<'i> {
         }
         self.deliveries = loaded;
         self.health = health.into_iter().map(|(s, h)| (s, (h, false))).collect();
+        if outcomes {
+            self.fence(batch, &holds);
+        }
 
         for command in batch.iter_mut() {
             self.apply(client, command).await?;
@@ -213,6 +233,37 @@ impl<'i> Batch<'i> {
         }
         flush::commit(client).await?;
         Ok(())
+    }
+
+    /// Marks the outcomes this node may no longer write: their delivery's partition is
+    /// not among those the database says it owns (`held`, locked until the commit), or
+    /// is held there at another epoch than this node's heartbeat published (lost and
+    /// claimed again since: another node may have dispatched it in between).
+    fn fence(&mut self, batch: &[Command], held: &BTreeMap<u16, i64>) {
+        for command in batch {
+            let Command::RecordAttempt(call) = command else {
+                continue;
+            };
+            let id = call.args.delivery;
+            let Some(row) = self.deliveries.get(&id) else {
+                continue;
+            };
+            let partition = partition_of(row.record.subscription) as u16;
+            let mine = match (held.get(&partition), self.owned.get(&partition)) {
+                (Some(db), Some(local)) => db == local,
+                // Stale: the heartbeat stopped dispatching, but nobody took it over.
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if !mine {
+                self.fenced.insert(id);
+            }
+        }
+    }
+
+    /// Whether `fence` dropped this delivery's outcome.
+    pub(super) fn is_fenced(&self, delivery: u128) -> bool {
+        self.fenced.contains(&delivery)
     }
 
     /// The keys to claim (the first use of each in the batch, its fan-out counted
@@ -299,6 +350,8 @@ impl<'i> Batch<'i> {
                 let existed = self.revoke_key(client, call.args).await?;
                 call.settle(Ok(existed));
             }
+            // The writer answers these between batches (`Writer::reload`).
+            Command::Reload(_) => {}
         }
         Ok(())
     }

@@ -204,6 +204,26 @@ fn qualified(table: &str, columns: &str) -> String {
         .join(", ")
 }
 
+/// The partitions the database says `node` owns, each with its epoch, locked (shared)
+/// until the commit so that no other node can claim one while the batch decides: the
+/// fence of attempt outcomes (`Batch::fence`). Reads nothing when `wanted` is false.
+pub async fn held_partitions(
+    client: &Client,
+    node: &str,
+    wanted: bool,
+) -> Result<BTreeMap<u16, i64>, PostgresError> {
+    if !wanted {
+        return Ok(BTreeMap::new());
+    }
+    let statement = client
+        .prepare_cached("SELECT partition, epoch FROM partitions WHERE owner = $1 FOR SHARE")
+        .await?;
+    let rows = client.query(&statement, &[&node]).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get::<_, i16>(0)? as u16, row.try_get(1)?)))
+        .collect()
+}
+
 /// The health of the subscriptions of the deliveries `ids`.
 pub async fn load_health(
     client: &Client,

@@ -35,6 +35,8 @@ mod tests;
 #[cfg(test)]
 mod tests_cluster;
 #[cfg(test)]
+mod tests_fence;
+#[cfg(test)]
 mod tests_listen;
 #[cfg(test)]
 mod tests_node;

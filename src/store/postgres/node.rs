@@ -35,7 +35,7 @@ pub fn dispatches(ownership: &Ownership, subscription: u128) -> bool {
 }
 
 /// Follows `notices` and the owned set of node `me` until `shutdown`. `reload` reads
-/// the snapshot from the database.
+/// the snapshot from the database and publishes it (through the writer).
 #[allow(clippy::too_many_arguments)]
 pub async fn follow<R, F>(
     me: String,
@@ -47,7 +47,7 @@ pub async fn follow<R, F>(
     shutdown: CancellationToken,
 ) where
     R: Fn() -> F,
-    F: Future<Output = Result<SubscriptionIndex, StoreError>>,
+    F: Future<Output = Result<(), StoreError>>,
 {
     let mut owned = ownership.changes();
     let mut seen: Owned = owned.borrow_and_update().clone();
@@ -85,7 +85,7 @@ pub async fn follow<R, F>(
                     false
                 }
                 Some(Notice::Snapshot) => {
-                    republish(&reload, &snapshots).await;
+                    republish(&reload).await;
                     false
                 }
                 Some(Notice::Resync) => true,
@@ -93,7 +93,7 @@ pub async fn follow<R, F>(
             _ = resync.tick() => true,
         };
         if full {
-            republish(&reload, &snapshots).await;
+            republish(&reload).await;
             let index = snapshots.current();
             let all: BTreeSet<u16> = seen.keys().copied().collect();
             let subscriptions = subscriptions_in(&index, &all);
@@ -104,15 +104,14 @@ pub async fn follow<R, F>(
     }
 }
 
-async fn republish<R, F>(reload: &R, snapshots: &Snapshots)
+async fn republish<R, F>(reload: &R)
 where
     R: Fn() -> F,
-    F: Future<Output = Result<SubscriptionIndex, StoreError>>,
+    F: Future<Output = Result<(), StoreError>>,
 {
-    match reload().await {
-        Ok(index) => snapshots.publish(index),
-        // The next notice or resync tries again; meanwhile the last snapshot stands.
-        Err(error) => tracing::warn!(%error, "cannot reload subscriptions, keys and entities"),
+    // The next notice or resync tries again; meanwhile the last snapshot stands.
+    if let Err(error) = reload().await {
+        tracing::warn!(%error, "cannot reload subscriptions, keys and entities");
     }
 }
 

@@ -32,6 +32,10 @@ impl Batch<'_> {
         report: &AttemptReport,
     ) -> Result<(), StoreError> {
         let id = report.delivery;
+        if self.is_fenced(id) {
+            tracing::info!(delivery = %DeliveryId(id), "an attempt's outcome was dropped: its partition moved to another node while it ran, and that node delivers it");
+            return Ok(());
+        }
         let Some(row) = self.deliveries.get(&id) else {
             return Ok(()); // purged while in flight: nothing to record against
         };

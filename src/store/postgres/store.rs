@@ -83,19 +83,30 @@ impl PgStore {
             revisions,
             node: node.clone(),
             ownership: ownership.clone(),
+            catalog,
         };
-        let handle = tokio::spawn(writer.run());
+        // The node gives its partitions back only once the writer has committed the
+        // last outcomes (a partition given back fences them).
+        let leave = tokio_util::sync::CancellationToken::new();
+        let beating = tokio::spawn(beat.run(leave.clone()));
+        let handle = tokio::spawn(async move {
+            writer.run().await;
+            leave.cancel();
+            let _ = beating.await;
+        });
         let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(beat.run(stop.clone()));
         let (out, notices) = mpsc::channel(NOTICES);
         tokio::spawn(listen::run(config.clone(), out, None, stop.clone()));
         let reload = {
-            let pool = pool.clone();
+            let tx = tx.clone();
             move || {
-                let (pool, catalog) = (pool.clone(), catalog.clone());
+                let tx = tx.clone();
                 async move {
-                    let mut client = pool.get().await.map_err(PostgresError::from)?;
-                    Ok(load_index(&mut client, catalog).await?.0)
+                    let (reply, answer) = oneshot::channel();
+                    tx.send(Command::Reload(Call::new((), reply)))
+                        .await
+                        .map_err(|_| StoreError::WriterGone)?;
+                    answer.await.map_err(|_| StoreError::WriterGone)?
                 }
             }
         };

@@ -105,9 +105,13 @@ async fn a_node_dispatches_what_it_owns_and_follows_changes() {
         ownership.clone(),
         snapshots.clone(),
         Arc::new(Recorder(tell)),
-        move || {
-            counted.fetch_add(1, Ordering::SeqCst);
-            std::future::ready(Ok(snapshot()))
+        {
+            let snapshots = snapshots.clone();
+            move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                snapshots.publish(snapshot());
+                std::future::ready(Ok(()))
+            }
         },
         stop.clone(),
     ));

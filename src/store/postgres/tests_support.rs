@@ -86,7 +86,8 @@ pub(super) struct Node {
     pub shared: Shared,
     pub sink: Arc<Recorder>,
     pub observed: Arc<Observed>,
-    _writer: JoinHandle<()>,
+    /// Ends once every handle on the store is gone and the node has left.
+    pub writer: JoinHandle<()>,
 }
 
 pub(super) const HOUR: u64 = 3_600_000;
@@ -126,7 +127,7 @@ pub(super) async fn node_with(pg: &TempPostgres, database: &str, writer: WriterS
         shared,
         sink,
         observed,
-        _writer: handle,
+        writer: handle,
     }
 }
 

@@ -116,6 +116,11 @@ pub(super) enum Command {
     DeleteEntity(Call<String, EntityOutcome>),
     CreateKey(Call<(u128, ApiKeyRecord), ()>),
     RevokeKey(Call<u128, bool>),
+    /// Reads subscriptions, keys and entities again (another node changed them) and
+    /// publishes them. Through the writer, between two batches, so that a batch never
+    /// publishes a snapshot older than the reload, and the revisions its edits compare
+    /// against are the reloaded ones.
+    Reload(Call<(), ()>),
 }
 
 impl Command {
@@ -133,11 +138,12 @@ impl Command {
             Command::DeleteEntity(call) => call.send(failed),
             Command::CreateKey(call) => call.send(failed),
             Command::RevokeKey(call) => call.send(failed),
+            Command::Reload(call) => call.send(failed),
         }
     }
 
     /// An attempt's outcome: nobody waits for it, so it may linger for company.
-    fn is_outcome(&self) -> bool {
+    pub(super) fn is_outcome(&self) -> bool {
         matches!(self, Command::RecordAttempt(..))
     }
 }
@@ -156,6 +162,8 @@ pub(super) struct Writer {
     /// This node's name (the origin of its notifications) and its partitions.
     pub node: String,
     pub ownership: super::cluster::Ownership,
+    /// The event-type catalog the snapshot is built with (for `Reload`).
+    pub catalog: HashMap<String, String>,
 }
 
 impl Writer {
@@ -169,6 +177,16 @@ impl Writer {
             self.take_queued(&mut batch);
             if batch.iter().all(Command::is_outcome) {
                 self.linger(&mut batch).await;
+            }
+            if batch.iter().any(|c| matches!(c, Command::Reload(_))) {
+                let (reloads, rest): (Vec<_>, Vec<_>) = batch
+                    .drain(..)
+                    .partition(|c| matches!(c, Command::Reload(_)));
+                batch = rest;
+                self.reload(reloads).await;
+            }
+            if batch.is_empty() {
+                continue;
             }
             if self.shared.health.state() == StorageState::Faulted {
                 for command in batch.drain(..) {
@@ -185,6 +203,33 @@ impl Writer {
             match self.rx.try_recv() {
                 Ok(command) => batch.push(command),
                 Err(_) => break,
+            }
+        }
+    }
+
+    /// Answers `Reload` commands with one read of the snapshot, published, and its
+    /// revisions taken as the ones edits compare against.
+    async fn reload(&mut self, calls: Vec<Command>) {
+        let loaded = async {
+            let mut client = self.pool.get().await.map_err(PostgresError::from)?;
+            super::store::load_index(&mut client, self.catalog.clone()).await
+        }
+        .await;
+        let failed = match loaded {
+            Ok((index, revisions)) => {
+                self.shared.snapshots.publish(index);
+                self.revisions = revisions;
+                None
+            }
+            Err(error) => Some(Arc::new(error)),
+        };
+        for command in calls {
+            if let Command::Reload(mut call) = command {
+                match &failed {
+                    None => call.settle(Ok(())),
+                    Some(error) => call.settle(Err(StoreError::Shared(error.clone()))),
+                }
+                call.send(None);
             }
         }
     }
@@ -212,7 +257,8 @@ impl Writer {
         let mut tries = 0;
         let result = loop {
             let current = self.shared.snapshots.current();
-            let mut applied = Batch::new(&current, &self.revisions, self.settings, now_ms());
+            let owned = self.ownership.changes().borrow().clone();
+            let mut applied = Batch::new(&current, &self.revisions, owned, self.settings, now_ms());
             match applied.transact(&self.pool, &self.node, batch).await {
                 Ok(()) => break Ok(applied.finish()),
                 Err(StoreError::Postgres(error)) if error.is_victim() && tries < RETRIES => {
