@@ -96,12 +96,22 @@ pub struct ClosedLoop {
 
 impl ClosedLoop {
     pub async fn start(setup: &Setup, clock: Clock, clients: usize, event_type: &str) -> Self {
+        Self::start_on(&[setup], clock, clients, event_type).await
+    }
+
+    /// As `start`, the clients spread in turn over several nodes.
+    pub async fn start_on(
+        setups: &[&Setup],
+        clock: Clock,
+        clients: usize,
+        event_type: &str,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         // The next sequence number, shared so that each is used once.
         let next = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
-        for _ in 0..clients {
-            let mut sender = connect(setup).await;
+        for client in 0..clients {
+            let mut sender = connect(setups[client % setups.len()]).await;
             let stop = stop.clone();
             let next = next.clone();
             let event_type = event_type.to_string();

@@ -11,6 +11,7 @@
 //!   cargo run --release --example bench -- rate [events_per_s=2000] [seconds=20] [endpoints=1]
 //!   cargo run --release --example bench -- diskfull
 //!   cargo run --release --example bench -- compact [MB=1024]
+//!   cargo run --release --example bench -- cluster [nodes=1] [clients=32] [seconds=10] [subscribers=1]
 //!
 //! `ingest`: durable event ingest from N keep-alive clients (each waits for its 202
 //! before sending the next), with 0 or more matching subscribers on a loopback receiver;
@@ -31,6 +32,9 @@
 //! freed, grown below `storage.min_free`, freed again: answers by status, recovery
 //! without restart, no event lost or delivered more than twice.
 //! `compact`: time and peak memory of `hookd compact` on a file of about MB MiB.
+//! `cluster`: the PostgreSQL backend with the database on this machine (a throwaway
+//! server, as the tests start one) and 1 or more nodes sharing it: ingest, deliveries,
+//! end-to-end latency, CPU per event of hookd and of the database.
 //! Each prints its figures and hookd's peak resident memory (VmHWM), and VmRSS where
 //! it matters. HOOKD_BENCH_STORAGE adds lines to `[storage]` for `ingest`, `restart`,
 //! `fanout`, `rate` and the restarted hookd of `backlog`.
@@ -44,11 +48,13 @@ mod client;
 mod load;
 mod measure;
 mod modes;
+#[path = "../../tests/common/postgres.rs"]
+mod postgres;
 mod procfs;
 mod receiver;
 mod setup;
 
-const USAGE: &str = "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds] | backlog [N] [drain concurrency] | pause [N] | rate [events_per_s] [seconds] [endpoints] | diskfull | compact [MB]";
+const USAGE: &str = "usage: bench ingest [clients] [seconds] [subscribers] | fanout [subscriptions] [events] | restart [events] | retention [seconds] [retention seconds] | backlog [N] [drain concurrency] | pause [N] | rate [events_per_s] [seconds] [endpoints] | diskfull | compact [MB] | cluster [nodes] [clients] [seconds] [subscribers]";
 
 #[tokio::main]
 async fn main() {
@@ -68,6 +74,9 @@ async fn main() {
         Some("rate") => modes::rate::run(arg(1, 2000), arg(2, 20) as u64, arg(3, 1)).await,
         Some("diskfull") => modes::diskfull::run().await,
         Some("compact") => modes::compact::run(arg(1, 1024) as u64).await,
+        Some("cluster") => {
+            modes::cluster::run(arg(1, 1), arg(2, 32), arg(3, 10) as u64, arg(4, 1)).await
+        }
         _ => eprintln!("{USAGE}"),
     }
 }

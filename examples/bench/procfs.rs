@@ -19,14 +19,26 @@ pub fn status_kib(pid: u32, key: &str) -> u64 {
 /// User plus system CPU time of the process so far, in ticks (fields 14 and 15 of
 /// /proc/<pid>/stat, counted after the command name, which may contain spaces).
 pub fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some((_, after_name)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // after_name starts at field 3 (state): utime is field 14, stime field 15.
-    let field = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
-    field(14).unwrap_or(0) + field(15).unwrap_or(0)
+    // utime is field 14, stime field 15.
+    stat_field(pid, 14).unwrap_or(0) + stat_field(pid, 15).unwrap_or(0)
+}
+
+/// As `cpu_ticks`, plus the CPU time of the children it has reaped (cutime, cstime).
+pub fn cpu_ticks_with_children(pid: u32) -> u64 {
+    cpu_ticks(pid) + stat_field(pid, 16).unwrap_or(0) + stat_field(pid, 17).unwrap_or(0)
+}
+
+/// The parent's pid (field 4).
+pub fn parent(pid: u32) -> Option<u32> {
+    stat_field(pid, 4).map(|p| p as u32)
+}
+
+/// Field `i` (numbered from 1, as proc(5) does) of /proc/<pid>/stat, if numeric.
+fn stat_field(pid: u32, i: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    // after_name starts at field 3 (state).
+    after_name.split_whitespace().nth(i - 3)?.parse().ok()
 }
 
 /// Resets the process's VmHWM to its current VmRSS (`echo 5 > clear_refs`), so the next

@@ -101,6 +101,27 @@ impl Setup {
         setup
     }
 
+    /// Another node beside this one: a folder of its own with the same certificate,
+    /// master key and admin token (so one client and one receiver serve both), its own
+    /// port and its own `config`.
+    pub fn sibling(&self, config: &Config) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        for file in ["ca.pem", "cert.pem", "key.pem", "master.key", "admin.token"] {
+            std::fs::copy(self.root.join(file), root.join(file)).unwrap();
+        }
+        let setup = Setup {
+            _dir: dir,
+            store: root.join("data/hookd.redb"),
+            root,
+            addr: free_port(),
+            tls: self.tls.clone(),
+            server_tls: self.server_tls.clone(),
+        };
+        setup.write_config(config);
+        setup
+    }
+
     /// Writes `hookd.toml`; the next `spawn` reads it. Address and store stay the same.
     pub fn write_config(&self, config: &Config) {
         let Config { storage, delivery } = config;

@@ -1,6 +1,7 @@
 //! One file per benchmark mode; `main.rs` lists them with their arguments.
 
 pub mod backlog;
+pub mod cluster;
 pub mod compact;
 pub mod diskfull;
 pub mod fanout;
