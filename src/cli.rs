@@ -256,6 +256,10 @@ pub enum CliError {
     Refused { status: u16, detail: String },
     #[error("the copy does not match what was read: {0}")]
     CopyMismatch(String),
+    #[error(
+        "hookd {0} works on the redb file, and this config keeps its data in PostgreSQL (storage.backend = \"postgres\"): use the database's own tools (pg_dump and pg_restore, VACUUM)"
+    )]
+    RedbOnly(&'static str),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -275,6 +279,7 @@ impl CliError {
             Self::Run(error) if error.is_config() => EX_CONFIG,
             Self::Init(InitError::Config(_)) => EX_CONFIG,
             Self::Listen(ListenError::Secret(_)) | Self::Usage(_) => EX_USAGE,
+            Self::RedbOnly(_) => EX_CONFIG,
             Self::Store(StoreError::Locked(_)) => EX_TEMPFAIL,
             _ => EX_FAILURE,
         }

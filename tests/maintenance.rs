@@ -290,4 +290,12 @@ async fn store_copy_moves_a_stopped_appliance_into_postgres() {
         "{}",
         text(&again)
     );
+    // The redb file's own maintenance refuses a config on PostgreSQL, by name.
+    let compact = Command::new(env!("CARGO_BIN_EXE_hookd"))
+        .args(["compact", "--config"])
+        .arg(&to)
+        .output()
+        .unwrap();
+    assert_eq!(compact.status.code(), Some(78), "{}", text(&compact));
+    assert!(text(&compact).contains("pg_dump"), "{}", text(&compact));
 }

@@ -114,6 +114,7 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
 /// `hookd restore`: refuses while hookd runs; keeps the replaced file as `.bak`.
 pub fn restore(args: &RestoreArgs) -> Result<(), CliError> {
     let config = Config::load(&config_path(args.config.as_deref()))?;
+    redb_only(&config, "restore")?;
     let info = store::read_info(&args.from)?;
     let previous = store::place_backup(&args.from, &config.storage.path)?;
     print(format_args!(
@@ -133,9 +134,19 @@ pub fn restore(args: &RestoreArgs) -> Result<(), CliError> {
     print("the restored file needs the same master key; start hookd to deliver what was pending\n")
 }
 
+/// Refuses `command` (which works on the redb file) when the config keeps its data in
+/// PostgreSQL, rather than act on a file that is not the store.
+fn redb_only(config: &Config, command: &'static str) -> Result<(), CliError> {
+    match config.storage.backend {
+        crate::config::Backend::Redb => Ok(()),
+        crate::config::Backend::Postgres => Err(CliError::RedbOnly(command)),
+    }
+}
+
 /// `hookd compact`: refuses while hookd runs.
 pub fn compact(args: &super::ConfigArgs) -> Result<(), CliError> {
     let config = Config::load(&args.path())?;
+    redb_only(&config, "compact")?;
     let report = store::compact(&config.storage.path)?;
     print(format_args!(
         "compacted {}: {} -> {} bytes\n",
