@@ -60,7 +60,8 @@ pub async fn open(console: &Console, token: &str, request: Request) -> Page {
         Ok(None) => return used(),
         Err(error) => return super::error_page(None, &ApiError::from(error)),
     };
-    // The session ends when the link would have.
+    // The session ends when the link would have. Should opening it fail now, the link
+    // is spent all the same: a second session from one link is the worse outcome.
     let life = grant.expires.saturating_duration_since(Instant::now());
     let opened = console
         .sessions
