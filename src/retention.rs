@@ -84,12 +84,14 @@ pub async fn run(store: Store, retention: Duration, shutdown: CancellationToken)
             Ok(_) => return,
             Err(error) => tracing::error!(%error, "purge failed; the next pass tries again"),
         }
-        if logged.elapsed() >= LOG_EVERY && unlogged.events + unlogged.idempotency > 0 {
+        let purged = unlogged.events + unlogged.idempotency + unlogged.sessions;
+        if logged.elapsed() >= LOG_EVERY && purged > 0 {
             tracing::info!(
                 events = unlogged.events,
                 deliveries = unlogged.deliveries,
                 attempts = unlogged.attempts,
                 idempotency_keys = unlogged.idempotency,
+                expired_sessions_and_links = unlogged.sessions,
                 "purged records older than storage.retention"
             );
             unlogged = PurgeOutcome::default();
@@ -257,6 +259,7 @@ fn add(total: &mut PurgeOutcome, step: &PurgeOutcome) {
     total.attempts += step.attempts;
     total.idempotency += step.idempotency;
     total.kept += step.kept;
+    total.sessions += step.sessions;
 }
 
 #[cfg(test)]

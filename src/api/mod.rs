@@ -89,6 +89,7 @@ impl AppState {
             .transpose()?;
         let guard =
             crate::delivery::guard::AddressGuard::new(config.delivery.allow_networks.clone());
+        let portal = portal::Links::new(store.clone());
         Ok(Self {
             guard,
             store,
@@ -99,7 +100,7 @@ impl AppState {
             rng,
             health,
             backup_slot: backup::slot(),
-            portal: portal::Links::default(),
+            portal,
         })
     }
 }

@@ -1,14 +1,12 @@
 //! `POST /v1/portal/sessions`: a one-time link into the customer portal for one entity
-//! with a set of permissions. Links live in memory (bounded; a restart forgets them,
-//! which only costs the customer a new link) keyed by the SHA-256 of their token; the
-//! console's portal takes one out when it is opened, so a second use finds nothing.
+//! with a set of permissions. Links are kept by the store (`store::sessions`: bounded,
+//! keyed by the SHA-256 of their token, shared by every node of a cluster); the
+//! console's portal takes one out when it is opened, so a second use, on any node,
+//! finds nothing.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use ring::digest::{SHA256, digest};
 use ring::rand::SecureRandom;
 use serde_json::json;
 
@@ -16,6 +14,8 @@ use super::auth::Credential;
 use super::validate::Fields;
 use super::{ApiError, ApiResponse, AppState, Caller, Request, data};
 use crate::ids::EntityId;
+use crate::store::sessions::{LinkRecord, PortalScope, TokenHash};
+use crate::store::{Store, StoreError};
 
 /// What a link may grant (API.md): list, manage subscriptions, reveal and rotate
 /// secrets, retry (and replay and test).
@@ -37,53 +37,64 @@ pub struct Grant {
     pub expires: Instant,
 }
 
-#[derive(Default)]
+/// The portal links, in the store. No cache here: a link redeemed on another node must
+/// not be seen as waiting.
 pub struct Links {
-    map: Mutex<HashMap<[u8; 32], Grant>>,
+    store: Store,
 }
 
 impl Links {
-    fn insert(&self, token: &str, grant: Grant) {
-        let mut map = self.lock();
-        let now = Instant::now();
-        if map.len() >= MAX_LINKS {
-            map.retain(|_, g| g.expires > now);
-        }
-        if map.len() >= MAX_LINKS
-            && let Some(key) = map.iter().min_by_key(|(_, g)| g.expires).map(|(k, _)| *k)
-        {
-            map.remove(&key);
-        }
-        map.insert(hash(token), grant);
+    pub fn new(store: Store) -> Self {
+        Self { store }
     }
 
-    /// Takes the grant of a link out (a second call finds nothing); `None` when the
-    /// token names no link or it expired.
-    pub fn redeem(&self, token: &str) -> Option<Grant> {
-        self.lock()
-            .remove(&hash(token))
-            .filter(|g| g.expires > Instant::now())
+    async fn insert(
+        &self,
+        token: &str,
+        credential: Credential,
+        scope: PortalScope,
+        life: Duration,
+    ) -> Result<(), StoreError> {
+        let record = LinkRecord {
+            key_sha256: match credential {
+                Credential::Admin => None,
+                Credential::Key(hash) => Some(hash),
+            },
+            scope,
+            expires_in: life,
+        };
+        self.store
+            .create_link(TokenHash::of(token), record, MAX_LINKS)
+            .await
+    }
+
+    /// Takes the grant of a link out (a second call, on any node, finds nothing);
+    /// `None` when the token names no link or it expired.
+    pub async fn redeem(&self, token: &str) -> Result<Option<Grant>, StoreError> {
+        let Some(link) = self.store.redeem_link(TokenHash::of(token)).await? else {
+            return Ok(None);
+        };
+        // No link of this build names anything but an entity id.
+        let Some(entity) = EntityId::parse(&link.scope.entity) else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        Ok(Some(Grant {
+            credential: match link.key_sha256 {
+                None => Credential::Admin,
+                Some(hash) => Credential::Key(hash),
+            },
+            entity,
+            permissions: link.scope.permissions,
+            // Within the 7 days a link lives at most: no overflow.
+            expires: now.checked_add(link.expires_in).unwrap_or(now),
+        }))
     }
 
     /// Whether the link is still waiting to be opened (nothing is taken).
-    pub fn waiting(&self, token: &str) -> bool {
-        self.lock()
-            .get(&hash(token))
-            .is_some_and(|g| g.expires > Instant::now())
+    pub async fn waiting(&self, token: &str) -> Result<bool, StoreError> {
+        self.store.link_waiting(TokenHash::of(token)).await
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Grant>> {
-        // Each operation is one insert or remove: a poisoned map is still consistent.
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-fn hash(token: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
-    out
 }
 
 pub async fn create(
@@ -142,15 +153,14 @@ pub async fn create(
         .fill(&mut random)
         .map_err(|_| ApiError::internal(crate::secret::SealError::Random))?;
     let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    state.portal.insert(
-        &token,
-        Grant {
-            credential,
-            entity: entity.clone(),
-            permissions,
-            expires: Instant::now() + expires_in,
-        },
-    );
+    let scope = PortalScope {
+        entity: entity.as_str().to_owned(),
+        permissions,
+    };
+    state
+        .portal
+        .insert(&token, credential, scope, expires_in)
+        .await?;
     let expires_at = crate::store::now_ms() + expires_in.as_millis() as u64;
     let url = format!("{}/portal/open/{token}", public_base(state));
     tracing::info!(entity = %entity, "portal link created");
@@ -201,28 +211,6 @@ fn public_base(state: &AppState) -> String {
 mod tests {
     use super::*;
 
-    fn grant(expires: Instant) -> Grant {
-        Grant {
-            credential: Credential::Admin,
-            entity: EntityId::root(),
-            permissions: vec!["read".into()],
-            expires,
-        }
-    }
-
-    #[test]
-    fn a_link_opens_once_and_not_after_it_expires() {
-        let links = Links::default();
-        links.insert("a", grant(Instant::now() + Duration::from_secs(60)));
-        assert!(links.waiting("a"));
-        assert!(links.redeem("a").is_some());
-        assert!(links.redeem("a").is_none());
-        assert!(!links.waiting("a"));
-        links.insert("b", grant(Instant::now()));
-        assert!(!links.waiting("b"));
-        assert!(links.redeem("b").is_none());
-    }
-
     #[test]
     fn expiry_is_one_unit_up_to_seven_days() {
         assert_eq!(expires_in("1h"), Some(Duration::from_secs(3600)));
@@ -243,17 +231,5 @@ mod tests {
             pattern.starts_with('^') && pattern.ends_with('$'),
             "{pattern}"
         );
-    }
-
-    #[test]
-    fn links_are_bounded() {
-        let links = Links::default();
-        let now = Instant::now() + Duration::from_secs(60);
-        for i in 0..MAX_LINKS + 5 {
-            links.insert(&i.to_string(), grant(now + Duration::from_millis(i as u64)));
-        }
-        assert_eq!(links.lock().len(), MAX_LINKS);
-        assert!(!links.waiting("0"), "the one ending soonest went first");
-        assert!(links.waiting(&(MAX_LINKS + 4).to_string()));
     }
 }

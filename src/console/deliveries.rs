@@ -277,7 +277,7 @@ pub async fn retry(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         .await
     {
         Ok(called) => {
-            ctx.notify("Retry queued: one attempt now.");
+            ctx.notify("Retry queued: one attempt now.").await;
             let before = called.body["data"]["attempts"].as_u64().unwrap_or(0);
             Ok(Reply::Redirect(format!(
                 "{}/deliveries/{id}?after={before}",
@@ -285,7 +285,7 @@ pub async fn retry(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             )))
         }
         Err(error @ ApiError::Conflict(_)) => {
-            ctx.notify(format!("Retry refused: {error}"));
+            ctx.notify(format!("Retry refused: {error}")).await;
             Ok(Reply::Redirect(format!("{}/deliveries/{id}", ctx.base)))
         }
         Err(error) => Err(error),

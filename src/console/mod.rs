@@ -74,7 +74,11 @@ pub enum Reply {
 
 impl Console {
     pub fn new(api: Arc<AppState>) -> Self {
-        let sessions = Sessions::new(api.config.console.session_ttl, MAX_SESSIONS);
+        let sessions = Sessions::new(
+            api.store.clone(),
+            api.config.console.session_ttl,
+            MAX_SESSIONS,
+        );
         Self { api, sessions }
     }
 
@@ -105,7 +109,7 @@ impl Console {
             ("GET", "/console/assets/{id}") => return assets::serve(&id),
             ("GET", "/console/sign-in") => return sign_in::form(self, None),
             ("POST", "/console/sign-in") => return sign_in::submit(self, request).await,
-            ("GET", "/portal/open/{id}") => return portal::open_form(self, &id),
+            ("GET", "/portal/open/{id}") => return portal::open_form(self, &id).await,
             ("POST", "/portal/open/{id}") => return portal::open(self, &id, request).await,
             _ => {}
         }
@@ -122,17 +126,13 @@ impl Console {
             .and_then(|v| v.to_str().ok())
             .and_then(|h| session::cookie(h, name))
             .map(str::to_owned);
-        let signed_in = cookie.and_then(|cookie| {
-            let session = self.sessions.get(&cookie)?;
-            match self.caller(&session, in_portal) {
-                Some(caller) => Some((cookie, session, caller)),
-                // Its key was revoked (or the entity is gone): the session ends.
-                None => {
-                    self.sessions.close(&cookie);
-                    None
-                }
-            }
-        });
+        let signed_in = match cookie {
+            Some(cookie) => match self.signed_in(cookie, in_portal).await {
+                Ok(found) => found,
+                Err(error) => return error_page(None, &ApiError::from(error)),
+            },
+            None => None,
+        };
         let Some((cookie, session, caller)) = signed_in else {
             return match (in_portal, request.method() == Method::GET) {
                 (false, true) => redirect("/console/sign-in"),
@@ -187,7 +187,7 @@ impl Console {
         let page = route.path.strip_prefix(base).unwrap_or_default();
         let result = match (route.method, page) {
             ("GET", "") => overview::page(&ctx).await,
-            ("POST", "/sign-out") => return sign_in::sign_out(&ctx),
+            ("POST", "/sign-out") => return sign_in::sign_out(&ctx).await,
             ("GET", "/subscriptions") => subscriptions::list(&ctx).await,
             ("POST", "/subscriptions") => subscription_form::create(&ctx).await,
             ("GET", "/subscriptions/new") => subscription_form::new(&ctx).await,
@@ -222,6 +222,26 @@ impl Console {
             Ok(Reply::Redirect(to)) => redirect(&to),
             Err(error) => error_page(Some(&frame), &error),
         }
+    }
+
+    /// The session a cookie names and who it acts as. A session that no longer has a
+    /// caller here (its key revoked, its entity out of reach, or of the other surface)
+    /// ends, on every node.
+    async fn signed_in(
+        &self,
+        cookie: String,
+        in_portal: bool,
+    ) -> Result<Option<(String, Session, Caller)>, crate::store::StoreError> {
+        let Some(session) = self.sessions.get(&cookie).await? else {
+            return Ok(None);
+        };
+        Ok(match self.caller(&session, in_portal) {
+            Some(caller) => Some((cookie, session, caller)),
+            None => {
+                self.sessions.close(&cookie).await?;
+                None
+            }
+        })
     }
 
     /// Who a session acts as now: its credential's caller, narrowed to the portal grant
@@ -268,8 +288,11 @@ impl Ctx<'_> {
     }
 
     /// Leaves a message for the next page this session shows.
-    pub fn notify(&self, notice: impl Into<String>) {
-        self.console.sessions.notify(&self.cookie, notice.into());
+    pub async fn notify(&self, notice: impl Into<String>) {
+        self.console
+            .sessions
+            .notify(&self.cookie, notice.into())
+            .await;
     }
 
     pub fn csrf(&self) -> &str {

@@ -91,7 +91,7 @@ pub async fn create_entity(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         .await
     {
         Ok(_) => {
-            ctx.notify("Entity created.");
+            ctx.notify("Entity created.").await;
             Ok(Reply::Redirect("/console/entities".into()))
         }
         Err(ApiError::Invalid { field, detail }) => {
@@ -201,6 +201,7 @@ pub async fn create_key(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
 pub async fn revoke_key(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let target = format!("/v1/admin/api-keys/{}", encode(&ctx.id));
     ctx.api(Method::DELETE, &target, None).await?;
-    ctx.notify("Key revoked; its console and portal sessions ended with it.");
+    ctx.notify("Key revoked; its console and portal sessions ended with it.")
+        .await;
     Ok(Reply::Redirect("/console/keys".into()))
 }

@@ -19,9 +19,11 @@ use super::{Console, Page, html, layout, redirect};
 use crate::api::{ApiError, AppState, Caller, Grant, Request};
 
 /// The page behind a portal link: a button that opens the session.
-pub fn open_form(console: &Console, token: &str) -> Page {
-    if !console.api.portal.waiting(token) {
-        return used();
+pub async fn open_form(console: &Console, token: &str) -> Page {
+    match console.api.portal.waiting(token).await {
+        Ok(true) => {}
+        Ok(false) => return used(),
+        Err(error) => return super::error_page(None, &ApiError::from(error)),
     }
     let csrf = match console.sessions.token() {
         Ok(csrf) => csrf,
@@ -53,21 +55,23 @@ pub async fn open(console: &Console, token: &str, request: Request) -> Page {
     if let Err(refused) = pre_session_form(request, OPEN_COOKIE).await {
         return refused;
     }
-    let Some(grant) = console.api.portal.redeem(token) else {
-        return used();
+    let grant = match console.api.portal.redeem(token).await {
+        Ok(Some(grant)) => grant,
+        Ok(None) => return used(),
+        Err(error) => return super::error_page(None, &ApiError::from(error)),
     };
-    let seconds = grant
-        .expires
-        .saturating_duration_since(Instant::now())
-        .as_secs();
-    let (value, _) = match console.sessions.open_until(
-        grant.credential.clone(),
-        Some(grant.clone()),
-        grant.expires,
-    ) {
+    // The session ends when the link would have. Should opening it fail now, the link
+    // is spent all the same: a second session from one link is the worse outcome.
+    let life = grant.expires.saturating_duration_since(Instant::now());
+    let opened = console
+        .sessions
+        .open_for(grant.credential.clone(), Some(grant.clone()), life)
+        .await;
+    let (value, _) = match opened {
         Ok(opened) => opened,
-        Err(error) => return super::error_page(None, &ApiError::internal(error)),
+        Err(error) => return super::error_page(None, &error),
     };
+    let seconds = life.as_secs();
     tracing::info!(entity = %grant.entity, "portal link opened");
     let mut page = redirect("/portal");
     set_cookie(

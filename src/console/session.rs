@@ -1,20 +1,22 @@
-//! Console sessions: in memory, bounded in number, each bound to the credential that
-//! opened it (checked again on every request, so a revoked key ends its sessions) and
-//! holding its CSRF token. The cookie carries a random token; the map is keyed by its
-//! SHA-256, so the table itself holds nothing a cookie could be made from.
+//! Console sessions: kept by the store (`store::sessions`), so that any node of a
+//! cluster serves a session and signing out on one ends it on all; bounded in number,
+//! each bound to the credential that opened it (checked again on every request, so a
+//! revoked key ends its sessions) and holding its CSRF token. The cookie carries a
+//! random token; the store is given only its SHA-256, so it holds nothing a cookie
+//! could be made from. No cache here: a closed session must never be served.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::api::{Credential, Grant};
+use crate::api::{ApiError, Credential, Grant};
+use crate::ids::EntityId;
+use crate::store::sessions::{MAX_LIFE, PortalScope, SessionRecord, TokenHash};
+use crate::store::{Store, StoreError};
 
 /// Most sessions held at once. When full, signing in drops the session that would end
 /// soonest: an attacker signing in over and over (with a valid credential) can only
-/// push out sessions, never grow memory (about 200 bytes each).
+/// push out sessions, never grow the store (about 200 bytes each).
 pub const MAX_SESSIONS: usize = 10_000;
 
 /// The cookie that names a session.
@@ -32,13 +34,12 @@ pub struct Session {
     /// A customer-portal session: its entity and permissions (`None`: the console).
     pub portal: Option<Grant>,
     pub csrf: String,
-    pub expires: Instant,
     /// A message for the next page (one time): what the last form did.
     pub notice: Option<String>,
 }
 
 pub struct Sessions {
-    map: Mutex<HashMap<[u8; 32], Session>>,
+    store: Store,
     ttl: Duration,
     limit: usize,
     rng: SystemRandom,
@@ -49,9 +50,9 @@ pub struct Sessions {
 pub struct RandomError;
 
 impl Sessions {
-    pub fn new(ttl: Duration, limit: usize) -> Self {
+    pub fn new(store: Store, ttl: Duration, limit: usize) -> Self {
         Self {
-            map: Mutex::new(HashMap::new()),
+            store,
             ttl,
             limit,
             rng: SystemRandom::new(),
@@ -70,93 +71,104 @@ impl Sessions {
     }
 
     /// Opens a console session for `credential`: (cookie value, session).
-    pub fn open(&self, credential: Credential) -> Result<(String, Session), RandomError> {
-        self.open_until(credential, None, Instant::now() + self.ttl)
+    pub async fn open(&self, credential: Credential) -> Result<(String, Session), ApiError> {
+        self.open_for(credential, None, self.ttl).await
     }
 
-    /// Opens a session (a portal one with `portal`) that ends at `expires`.
-    pub fn open_until(
+    /// Opens a session (a portal one with `portal`) that ends after `life`.
+    pub async fn open_for(
         &self,
         credential: Credential,
         portal: Option<Grant>,
-        expires: Instant,
-    ) -> Result<(String, Session), RandomError> {
-        let cookie = self.token()?;
+        life: Duration,
+    ) -> Result<(String, Session), ApiError> {
+        let cookie = self.token().map_err(ApiError::internal)?;
+        let csrf = self.token().map_err(ApiError::internal)?;
+        let record = SessionRecord {
+            key_sha256: match &credential {
+                Credential::Admin => None,
+                Credential::Key(hash) => Some(*hash),
+            },
+            portal: portal.as_ref().map(|grant| PortalScope {
+                entity: grant.entity.as_str().to_owned(),
+                permissions: grant.permissions.clone(),
+            }),
+            csrf: csrf.clone(),
+            notice: None,
+            expires_in: life,
+        };
+        self.store
+            .open_session(TokenHash::of(&cookie), record, self.limit)
+            .await?;
         let session = Session {
             credential,
             portal,
-            csrf: self.token()?,
-            expires,
+            csrf,
             notice: None,
         };
-        let mut map = self.lock();
-        if map.len() >= self.limit {
-            let now = Instant::now();
-            map.retain(|_, s| s.expires > now);
-        }
-        if map.len() >= self.limit {
-            let soonest = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k);
-            if let Some(key) = soonest {
-                map.remove(&key);
-            }
-        }
-        map.insert(key_of(&cookie), session.clone());
         Ok((cookie, session))
     }
 
-    /// The live session a cookie names; an expired one is dropped. Takes its notice.
-    pub fn get(&self, cookie: &str) -> Option<Session> {
-        let key = key_of(cookie);
-        let mut map = self.lock();
-        let session = map.get_mut(&key)?;
-        if session.expires <= Instant::now() {
-            map.remove(&key);
-            return None;
+    /// The live session a cookie names, with its notice (taken: shown once).
+    pub async fn get(&self, cookie: &str) -> Result<Option<Session>, StoreError> {
+        let token = TokenHash::of(cookie);
+        let Some(mut record) = self.store.session(token).await? else {
+            return Ok(None);
+        };
+        // Most requests have no notice waiting, and then cost one read.
+        if record.notice.is_some() {
+            record.notice = self.store.take_notice(token).await?;
         }
-        let found = session.clone();
-        session.notice = None;
-        Some(found)
+        Ok(session_of(record))
     }
 
-    pub fn close(&self, cookie: &str) {
-        self.lock().remove(&key_of(cookie));
+    pub async fn close(&self, cookie: &str) -> Result<(), StoreError> {
+        self.store.close_session(TokenHash::of(cookie)).await
     }
 
-    /// Leaves a message for the session's next page.
-    pub fn notify(&self, cookie: &str, notice: String) {
-        if let Some(session) = self.lock().get_mut(&key_of(cookie)) {
-            session.notice = Some(notice);
+    /// Leaves a message for the session's next page. A store that fails here costs only
+    /// the message (what the form did has been done), so the failure is logged.
+    pub async fn notify(&self, cookie: &str, notice: String) {
+        if let Err(error) = self.store.set_notice(TokenHash::of(cookie), notice).await {
+            tracing::warn!(%error, "a console notice was not kept");
         }
-    }
-
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
-        // A panic while holding the lock leaves a map that is still consistent (each
-        // operation is one insert or remove), so a poisoned lock is used as is.
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-fn key_of(cookie: &str) -> [u8; 32] {
-    let mut key = [0u8; 32];
-    key.copy_from_slice(digest(&SHA256, cookie.as_bytes()).as_ref());
-    key
+/// A session as the console holds it; None if its portal entity is not an entity id
+/// (no session of this build stores one).
+fn session_of(record: SessionRecord) -> Option<Session> {
+    let credential = match record.key_sha256 {
+        None => Credential::Admin,
+        Some(hash) => Credential::Key(hash),
+    };
+    let portal = match record.portal {
+        None => None,
+        Some(scope) => Some(Grant {
+            credential: credential.clone(),
+            entity: EntityId::parse(&scope.entity)?,
+            permissions: scope.permissions,
+            expires: later(record.expires_in),
+        }),
+    };
+    Some(Session {
+        credential,
+        portal,
+        csrf: record.csrf,
+        notice: record.notice,
+    })
+}
+
+/// `life` from now, as the store bounds it (`MAX_LIFE`, far below where the addition
+/// could overflow).
+fn later(life: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(life.min(MAX_LIFE)).unwrap_or(now)
 }
 
 /// Compares a presented token with the expected one in constant time.
 pub fn same_token(presented: &str, expected: &str) -> bool {
-    let (a, b) = (key_of(presented), key_of(expected));
+    let (a, b) = (TokenHash::of(presented).0, TokenHash::of(expected).0);
     // Equal-length digests: the comparison's time does not depend on the tokens.
     a.iter()
         .zip(b.iter())
@@ -177,36 +189,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sessions_are_bounded_and_expire() {
-        let sessions = Sessions::new(Duration::from_secs(60), 3);
-        let cookies: Vec<String> = (0..5)
-            .map(|_| sessions.open(Credential::Admin).unwrap().0)
-            .collect();
-        assert_eq!(sessions.len(), 3);
-        // The newest three remain.
-        assert!(sessions.get(&cookies[4]).is_some());
-        assert!(sessions.get(&cookies[0]).is_none());
-
-        let short = Sessions::new(Duration::ZERO, 3);
-        let (cookie, _) = short.open(Credential::Admin).unwrap();
-        assert!(short.get(&cookie).is_none());
-        assert!(short.is_empty());
-    }
-
-    #[test]
-    fn notices_are_shown_once_and_tokens_compare() {
-        let sessions = Sessions::new(Duration::from_secs(60), 3);
-        let (cookie, session) = sessions.open(Credential::Admin).unwrap();
-        sessions.notify(&cookie, "done".into());
-        assert_eq!(
-            sessions.get(&cookie).unwrap().notice.as_deref(),
-            Some("done")
-        );
-        assert_eq!(sessions.get(&cookie).unwrap().notice, None);
-        assert!(same_token(&session.csrf, &session.csrf));
-        assert!(!same_token("", &session.csrf));
-        sessions.close(&cookie);
-        assert!(sessions.get(&cookie).is_none());
+    fn tokens_compare_by_value() {
+        assert!(same_token("abc", "abc"));
+        assert!(!same_token("", "abc"));
+        assert!(!same_token("abd", "abc"));
     }
 
     #[test]

@@ -61,9 +61,9 @@ pub async fn submit(console: &Console, request: Request) -> Page {
             Some("not a valid admin token or API key (a revoked key is refused)"),
         );
     };
-    let (cookie, _) = match console.sessions.open(credential) {
+    let (cookie, _) = match console.sessions.open(credential).await {
         Ok(opened) => opened,
-        Err(error) => return super::error_page(None, &ApiError::internal(error)),
+        Err(error) => return super::error_page(None, &error),
     };
     let ttl = console.sessions.ttl().as_secs();
     let mut page = redirect("/console");
@@ -109,8 +109,12 @@ pub async fn pre_session_form(request: Request, cookie_name: &str) -> Result<for
     Ok(submitted)
 }
 
-pub fn sign_out(ctx: &Ctx<'_>) -> Page {
-    ctx.console.sessions.close(&ctx.cookie);
+/// Ends the session on every node; if the store cannot say so, the page says it failed
+/// and the cookie stays (a session left open must not look closed).
+pub async fn sign_out(ctx: &Ctx<'_>) -> Page {
+    if let Err(error) = ctx.console.sessions.close(&ctx.cookie).await {
+        return super::error_page(None, &ApiError::from(error));
+    }
     let (name, path, to) = match ctx.base {
         "/portal" => (super::session::PORTAL_COOKIE, "/portal", "/portal"),
         _ => (COOKIE, "/console", "/console/sign-in"),

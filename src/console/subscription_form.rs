@@ -66,7 +66,7 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         .await
     {
         Ok(called) => {
-            ctx.notify("Subscription created.");
+            ctx.notify("Subscription created.").await;
             let id = encode(text(&called.body["data"], "id"));
             Ok(Reply::Redirect(format!("{}/subscriptions/{id}", ctx.base)))
         }
@@ -83,7 +83,7 @@ pub async fn update(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let target = format!("/v1/subscriptions/{}", encode(&ctx.id));
     match ctx.api(Method::PATCH, &target, Some(&body)).await {
         Ok(_) => {
-            ctx.notify("Subscription saved.");
+            ctx.notify("Subscription saved.").await;
             Ok(Reply::Redirect(format!(
                 "{}/subscriptions/{}",
                 ctx.base,

@@ -170,14 +170,16 @@ pub async fn status(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     ctx.notify(match status {
         "ACTIVE" => "Subscription resumed.",
         _ => "Subscription paused: new events do not fan out to it.",
-    });
+    })
+    .await;
     Ok(back(ctx))
 }
 
 pub async fn delete(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let target = format!("/v1/subscriptions/{}", encode(&ctx.id));
     ctx.api(Method::DELETE, &target, None).await?;
-    ctx.notify("Subscription deleted; its pending deliveries were cancelled.");
+    ctx.notify("Subscription deleted; its pending deliveries were cancelled.")
+        .await;
     Ok(Reply::Redirect(format!("{}/subscriptions", ctx.base)))
 }
 
@@ -186,7 +188,7 @@ pub async fn test(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let target = format!("/v1/subscriptions/{}/test", encode(&ctx.id));
     match ctx.api(Method::POST, &target, None).await {
         Ok(called) => {
-            ctx.notify("Test event sent.");
+            ctx.notify("Test event sent.").await;
             let delivery = text(&called.body["data"], "id");
             Ok(Reply::Redirect(format!(
                 "{}/deliveries/{}",
@@ -195,7 +197,7 @@ pub async fn test(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             )))
         }
         Err(error @ ApiError::Conflict(_)) => {
-            ctx.notify(error.to_string());
+            ctx.notify(error.to_string()).await;
             Ok(back(ctx))
         }
         Err(error) => Err(error),
@@ -212,10 +214,11 @@ pub async fn replay(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     match ctx.api(Method::POST, &target, Some(&body)).await {
         Ok(called) => {
             let queued = called.body["data"]["queued"].as_u64().unwrap_or(0);
-            ctx.notify(format!("Replay queued {queued} deliveries."));
+            ctx.notify(format!("Replay queued {queued} deliveries."))
+                .await;
         }
         Err(error @ (ApiError::Invalid { .. } | ApiError::Conflict(_))) => {
-            ctx.notify(format!("Replay refused: {error}"));
+            ctx.notify(format!("Replay refused: {error}")).await;
         }
         Err(error) => return Err(error),
     }

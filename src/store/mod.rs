@@ -12,6 +12,9 @@
 //! - due-work notification: after each commit the backend tells the `DueSink` (the
 //!   dispatcher) what became due and which subscriptions' queues to drop;
 //! - maintenance: `purge` (retention), `sweep` (what pausing and deleting leave), `backup`.
+//!
+//! Console sessions and portal links are the store's too (`sessions.rs`), so that any
+//! node serves a session and a link opens once.
 
 mod codec;
 mod error;
@@ -246,6 +249,9 @@ macro_rules! on_backend {
         }
     };
 }
+
+// After `on_backend!`, which it uses (a macro is visible only below its definition).
+pub mod sessions;
 
 #[derive(Clone)]
 pub struct Store {

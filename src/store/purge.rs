@@ -47,6 +47,9 @@ pub struct PurgeOutcome {
     pub idempotency: u64,
     /// Expired attempt-counter rows (`stats.rs`).
     pub stats: u64,
+    /// Expired console sessions and portal links (PostgreSQL's tables; redb keeps them
+    /// in memory, `redb/sessions.rs`).
+    pub sessions: u64,
     /// Old events kept because a delivery of theirs is unfinished or recently changed.
     pub kept: u64,
     /// Where the next command continues; `is_done()` when the pass is complete.

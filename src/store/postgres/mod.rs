@@ -6,7 +6,8 @@
 //! `outcomes.rs`, `changes.rs` and `sweep.rs`, writing in `flush.rs` through
 //! `columns.rs`), retention (`purge.rs`) and the reads (`reads.rs`). Between nodes:
 //! partition leases (`cluster.rs`), LISTEN/NOTIFY (`listen.rs`) and what a node does
-//! with both (`node.rs`); `copy.rs` fills an empty database from a redb file.
+//! with both (`node.rs`); console sessions and portal links (`sessions.rs`); `copy.rs`
+//! fills an empty database from a redb file.
 //!
 //! Not joined up yet: `PgStore` does not start the heartbeat, the listener or
 //! `node::follow`, its writer neither notifies nor fences its outcome writes by epoch,
@@ -28,6 +29,7 @@ mod purge;
 mod reads;
 mod rows;
 mod schema;
+mod sessions;
 mod store;
 mod sweep;
 #[cfg(test)]
@@ -46,6 +48,8 @@ mod tests_outcomes;
 mod tests_purge;
 #[cfg(test)]
 mod tests_schema;
+#[cfg(test)]
+mod tests_sessions;
 #[cfg(test)]
 mod tests_store;
 #[cfg(test)]

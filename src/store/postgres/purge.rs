@@ -1,10 +1,11 @@
 //! Retention in PostgreSQL: the same bounded steps and rules as redb's
 //! (`redb/purge.rs`): an event goes, with its deliveries and attempts, only when every
-//! delivery of it has ended and none changed since the cutoff; old idempotency records
-//! and expired attempt counters go too. A step is one transaction of its own beside
-//! the writer's (PostgreSQL runs them side by side), and runs on one node at a time: it
-//! first takes a transaction-level advisory lock, and a node that cannot have it ends
-//! its pass, leaving retention to the node that holds it.
+//! delivery of it has ended and none changed since the cutoff; old idempotency records,
+//! expired attempt counters and expired console sessions and portal links
+//! (`sessions.rs`) go too, in the steps of a full pass. A step is one transaction of its
+//! own beside the writer's (PostgreSQL runs them side by side), and runs on one node at
+//! a time: it first takes a transaction-level advisory lock, and a node that cannot
+//! have it ends its pass, leaving retention to the node that holds it.
 
 use super::PostgresError;
 use super::rows::ms;
@@ -103,6 +104,7 @@ impl PgStore {
                     .await
                     .map_err(PostgresError::from)?;
             }
+            outcome.sessions += super::sessions::purge_expired(&tx, limit).await?;
         }
         tx.commit().await.map_err(PostgresError::from)?;
         if outcome.events > 0 {

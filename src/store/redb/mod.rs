@@ -9,6 +9,7 @@ mod maintenance;
 mod migrate;
 mod ops;
 mod purge;
+mod sessions;
 mod stats;
 mod tables;
 #[cfg(test)]
@@ -94,6 +95,8 @@ impl DbSlot {
 pub(super) struct RedbStore {
     db: DbSlot,
     tx: mpsc::Sender<Command>,
+    /// Console sessions and portal links (`sessions.rs`).
+    memory: Arc<sessions::Memory>,
 }
 
 /// Counts the due queue without keeping the writer running (for `/metrics`).
@@ -162,7 +165,8 @@ impl RedbStore {
             .map_err(|e| {
                 StoreError::Open(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
             })?;
-        Ok((RedbStore { db, tx }, handle))
+        let memory = Arc::default();
+        Ok((RedbStore { db, tx, memory }, handle))
     }
 
     /// Sends a command to the writer and waits for its answer (after the commit).
