@@ -9,9 +9,9 @@
 //! with both (`node.rs`); console sessions and portal links (`sessions.rs`); `copy.rs`
 //! fills an empty database from a redb file.
 //!
-//! Not joined up yet: `PgStore` does not start the heartbeat, the listener or
-//! `node::follow`, its writer neither notifies nor fences its outcome writes by epoch,
-//! and `Store` has no `Postgres` backend, so `Store::from_config` refuses it.
+//! `PgStore::open` takes the node's first heartbeat, then starts the writer, the
+//! heartbeat, the listener and `node::follow`; the writer notifies the other nodes
+//! inside each commit and fences attempt outcomes by the partition's epoch.
 
 mod batch;
 mod changes;

@@ -16,7 +16,7 @@ use super::cluster::{Heartbeat, Ownership};
 use super::ingest::Incoming;
 use super::rows::{col, from_ms};
 use super::types::Uuid;
-use super::writer::{Call, Command, PutArgs, ReplayArgs, Reply, Writer};
+use super::writer::{Call, Command, Lane, PutArgs, ReplayArgs, Reply, Writer};
 use super::{PostgresError, listen, migrate, node, pool};
 use crate::store::codec::decode;
 use crate::store::error::StoreError;
@@ -74,15 +74,17 @@ impl PgStore {
         beat.beat().await?;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let writer = Writer {
-            pool: pool.clone(),
+            lane: Lane {
+                pool: pool.clone(),
+                shared: shared.clone(),
+                sink: sink.clone(),
+                observer: observer.clone(),
+                settings,
+                node: node.clone(),
+                ownership: ownership.clone(),
+            },
             rx,
-            shared: shared.clone(),
-            sink: sink.clone(),
-            observer: observer.clone(),
-            settings,
             revisions,
-            node: node.clone(),
-            ownership: ownership.clone(),
             catalog,
         };
         // The node gives its partitions back only once the writer has committed the

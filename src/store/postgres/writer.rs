@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::PostgresError;
@@ -44,6 +44,10 @@ const MAX_BATCH: usize = 1024;
 /// Longest an attempt's outcome waits for other commands to share its commit (as the
 /// redb writer: nobody waits for an outcome, and a lost one costs one more attempt).
 const OUTCOME_LINGER: Duration = Duration::from_millis(25);
+/// Batches of ingests alone that may commit at once: while one waits for its commit's
+/// flush, the next is written, so a commit carries what arrived meanwhile instead of
+/// half the producers waiting a whole commit for their turn.
+const LANES: usize = 2;
 /// Times a batch the database aborted as a deadlock or serialization victim is
 /// applied again before its commands are answered with the error.
 const RETRIES: usize = 3;
@@ -148,20 +152,27 @@ impl Command {
     }
 }
 
-pub(super) struct Writer {
+/// What a batch needs to commit and then to publish what it committed: the writer's,
+/// shared with the ingest batches it runs beside the next one.
+#[derive(Clone)]
+pub(super) struct Lane {
     pub pool: Pool,
-    pub rx: mpsc::Receiver<Command>,
     pub shared: Shared,
     pub sink: Arc<dyn DueSink>,
     pub observer: Arc<dyn StoreObserver>,
     pub settings: WriterSettings,
+    /// This node's name (the origin of its notifications) and its partitions.
+    pub node: String,
+    pub ownership: super::cluster::Ownership,
+}
+
+pub(super) struct Writer {
+    pub lane: Lane,
+    pub rx: mpsc::Receiver<Command>,
     /// Each subscription's `revision` as this node last read or wrote it: the
     /// compare-and-set of an edit made with `expected_updated_ms` (another node's
     /// change since raises it).
     pub revisions: HashMap<u128, i64>,
-    /// This node's name (the origin of its notifications) and its partitions.
-    pub node: String,
-    pub ownership: super::cluster::Ownership,
     /// The event-type catalog the snapshot is built with (for `Reload`).
     pub catalog: HashMap<String, String>,
 }
@@ -171,6 +182,7 @@ impl Writer {
         // Ends the prober when the writer ends.
         let stop = CancellationToken::new();
         let _stop = stop.clone().drop_guard();
+        let lanes = Arc::new(Semaphore::new(LANES));
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = self.rx.recv().await {
             batch.push(first);
@@ -188,14 +200,42 @@ impl Writer {
             if batch.is_empty() {
                 continue;
             }
-            if self.shared.health.state() == StorageState::Faulted {
+            if self.lane.shared.health.state() == StorageState::Faulted {
                 for command in batch.drain(..) {
                     command.send(Some(&|| StoreError::Unavailable));
                 }
                 continue;
             }
-            self.apply(&mut batch, &stop).await;
+            if batch.iter().all(|c| matches!(c, Command::Ingest(_))) {
+                // New rows only: it runs beside the next batch. Two of them meet only
+                // on an Idempotency-Key, where the database makes the second wait for
+                // the first's commit.
+                let Ok(lane) = lanes.clone().acquire_owned().await else {
+                    break;
+                };
+                let (writer, stop) = (self.lane.clone(), stop.clone());
+                let mut ingests = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+                tokio::spawn(async move {
+                    writer.apply(&mut ingests, &HashMap::new(), &stop).await;
+                    drop(lane);
+                });
+                continue;
+            }
+            // Anything else reads or changes rows another batch may change: alone.
+            let Ok(alone) = lanes.acquire_many(LANES as u32).await else {
+                break;
+            };
+            let revisions = self.lane.apply(&mut batch, &self.revisions, &stop).await;
+            for (id, revision) in revisions {
+                match revision {
+                    Some(revision) => self.revisions.insert(id, revision),
+                    None => self.revisions.remove(&id),
+                };
+            }
+            drop(alone);
         }
+        // Everything queued is committed before the writer ends.
+        let _ = lanes.acquire_many(LANES as u32).await;
     }
 
     fn take_queued(&mut self, batch: &mut Vec<Command>) {
@@ -211,13 +251,13 @@ impl Writer {
     /// revisions taken as the ones edits compare against.
     async fn reload(&mut self, calls: Vec<Command>) {
         let loaded = async {
-            let mut client = self.pool.get().await.map_err(PostgresError::from)?;
+            let mut client = self.lane.pool.get().await.map_err(PostgresError::from)?;
             super::store::load_index(&mut client, self.catalog.clone()).await
         }
         .await;
         let failed = match loaded {
             Ok((index, revisions)) => {
-                self.shared.snapshots.publish(index);
+                self.lane.shared.snapshots.publish(index);
                 self.revisions = revisions;
                 None
             }
@@ -250,15 +290,24 @@ impl Writer {
             }
         }
     }
+}
 
-    async fn apply(&mut self, batch: &mut Vec<Command>, stop: &CancellationToken) {
+impl Lane {
+    /// Applies `batch` (edits compared against `known` revisions), answers its commands
+    /// and publishes what it committed; returns the revisions it wrote.
+    async fn apply(
+        &self,
+        batch: &mut Vec<Command>,
+        known: &HashMap<u128, i64>,
+        stop: &CancellationToken,
+    ) -> Vec<(u128, Option<i64>)> {
         let started = Instant::now();
         let size = batch.len();
         let mut tries = 0;
         let result = loop {
             let current = self.shared.snapshots.current();
             let owned = self.ownership.changes().borrow().clone();
-            let mut applied = Batch::new(&current, &self.revisions, owned, self.settings, now_ms());
+            let mut applied = Batch::new(&current, known, owned, self.settings, now_ms());
             match applied.transact(&self.pool, &self.node, batch).await {
                 Ok(()) => break Ok(applied.finish()),
                 Err(StoreError::Postgres(error)) if error.is_victim() && tries < RETRIES => {
@@ -271,12 +320,6 @@ impl Writer {
             Ok(mut done) => {
                 if let Some(index) = done.index {
                     self.shared.snapshots.publish(index);
-                }
-                for (id, revision) in done.revisions {
-                    match revision {
-                        Some(revision) => self.revisions.insert(id, revision),
-                        None => self.revisions.remove(&id),
-                    };
                 }
                 let took = started.elapsed();
                 self.shared.commits.record(size, took);
@@ -300,12 +343,14 @@ impl Writer {
                 for command in batch.drain(..) {
                     command.send(None);
                 }
+                done.revisions
             }
             Err(error) if error.is_io() => {
                 self.fault(&error, size, stop);
                 for command in batch.drain(..) {
                     command.send(Some(&|| StoreError::Unavailable));
                 }
+                Vec::new()
             }
             Err(error) => {
                 tracing::error!(%error, batch = size, "store commit failed; the batch was rolled back");
@@ -313,6 +358,7 @@ impl Writer {
                 for command in batch.drain(..) {
                     command.send(Some(&|| StoreError::Shared(error.clone())));
                 }
+                Vec::new()
             }
         }
     }
