@@ -219,6 +219,29 @@ impl Cluster {
         }
     }
 
+    /// Waits until no delivery in the database is pending or retrying, and asserts that
+    /// every one ended SUCCEEDED: the outcomes are written, not only sent.
+    pub async fn wait_settled(&self) {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let open = self.sql("SELECT count(*) FROM deliveries WHERE state < 2");
+            if open == "0" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{open} deliveries still open in the database after {SETTLE:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let states = self.sql("SELECT state, count(*) FROM deliveries GROUP BY state");
+        assert!(
+            !states.is_empty() && states.lines().all(|l| l.starts_with("2|")),
+            "every delivery SUCCEEDED (state|count): {states}"
+        );
+    }
+
     /// Waits until `/readyz` on node `i` answers `status` (200 or 503).
     pub async fn wait_readyz(&self, i: usize, status: u16, within: Duration) {
         let node = &self.nodes[i];
