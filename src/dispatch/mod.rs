@@ -5,9 +5,12 @@
 //! which schedules the retry the policy (`schedule.rs`) chose. It holds nothing the
 //! store does not: a crash mid-attempt leaves the due entry, and the attempt runs again.
 //! An event's body is in memory once however many of its deliveries run (`bodies.rs`).
+//! A rate-limited subscription's sends are paced again just before they go out
+//! (`pace.rs`), whatever the reads between pick and send took.
 
 mod bodies;
 mod failures;
+mod pace;
 pub mod queues;
 pub mod schedule;
 
@@ -52,6 +55,8 @@ pub struct Dispatcher {
     rng: SystemRandom,
     metrics: Arc<Metrics>,
     failures: failures::FailureLog,
+    /// Rate-limited subscriptions' send slots (the queues pace the picks).
+    pace: pace::Pace,
 }
 
 pub struct Settings {
@@ -81,6 +86,7 @@ impl Dispatcher {
             concurrency: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             rng: SystemRandom::new(),
             failures: failures::FailureLog::default(),
+            pace: pace::Pace::default(),
             metrics: settings.metrics,
         })
     }
@@ -280,6 +286,9 @@ impl Dispatcher {
             now,
         ) {
             Ok(outgoing) => {
+                if let Some(per_second) = subscription.rate_limit.filter(|r| *r > 0) {
+                    self.pace.wait(entry.subscription, per_second).await;
+                }
                 let started = std::time::Instant::now();
                 let result =
                     delivery::attempt(&self.client, &self.tokens, &outgoing, self.timeout).await;

@@ -1,16 +1,43 @@
 //! The real hookd binary as a child process (`hookd serve`), for tests that kill it,
 //! signal it or read its resident memory from `/proc`.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use super::{Api, Options, TestCa, WAIT, write_state};
+
+/// Log lines of a child kept for a failure report: the last `LOG_LINES`.
+const LOG_LINES: usize = 400;
 
 /// A hookd child process and the API it serves.
 pub struct Daemon {
     pub child: Process,
     pub api: Api,
+    /// The last lines the process wrote to stderr.
+    pub log: Log,
+}
+
+/// The tail of a child's stderr, read on its own thread as long as the child writes.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<VecDeque<String>>>);
+
+impl Log {
+    fn push(&self, line: String) {
+        let mut lines = self.0.lock().unwrap();
+        if lines.len() == LOG_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// The lines kept so far, one a line.
+    pub fn text(&self) -> String {
+        let lines = self.0.lock().unwrap();
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
 }
 
 /// The child process, killed when dropped: a test that fails half-way must not leave
@@ -63,6 +90,8 @@ pub fn spawn(root: &Path, ca: &TestCa) -> Daemon {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = Log::default();
+    let kept = log.clone();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -73,14 +102,17 @@ pub fn spawn(root: &Path, ca: &TestCa) -> Daemon {
                     sent = true;
                 }
             }
+            kept.push(line);
         }
     });
-    let port = rx
-        .recv_timeout(WAIT)
-        .expect("hookd starts and logs its address");
+    let child = Process(child);
+    let Ok(port) = rx.recv_timeout(WAIT) else {
+        panic!("hookd did not log its address in time:\n{}", log.text());
+    };
     Daemon {
-        child: Process(child),
+        child,
         api: Api::new(port, ca),
+        log,
     }
 }
 
