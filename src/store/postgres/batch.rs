@@ -13,8 +13,8 @@
 //!    kind (`flush.rs`), pipelined;
 //! 4. `COMMIT`.
 //!
-//! Attempt outcomes are fenced: a batch that records any locks (shared) the partitions
-//! the database says this node owns, and drops the outcome of a delivery whose partition
+//! Attempt outcomes are fenced: a batch that records any locks (shared) those of its
+//! deliveries' partitions the database says this node owns, and drops the outcome of a delivery whose partition
 //! another node owns now, or that this node holds at another epoch than the one it
 //! dispatched under (`fence`). The new owner dispatches that delivery again; the
 //! dropped outcome was an attempt made while the lease was being lost.
@@ -179,14 +179,20 @@ impl<'i> Batch<'i> {
         let talks = !claims.is_empty()
             || !reads.is_empty()
             || batch.iter().any(|c| !matches!(c, Command::Ingest(_)));
-        let outcomes = batch.iter().any(Command::is_outcome);
+        let outcomes: Vec<u128> = batch
+            .iter()
+            .filter_map(|c| match c {
+                Command::RecordAttempt(call) => Some(call.args.delivery),
+                _ => None,
+            })
+            .collect();
         let (_, claimed, loaded, health, holds) = tokio::try_join!(
             biased;
             flush::begin(client, talks),
             flush::claim(client, &claims, self.now),
             flush::load_deliveries(client, &reads),
             flush::load_health(client, &reads),
-            flush::held_partitions(client, origin, outcomes),
+            flush::held_partitions(client, origin, &outcomes),
         )?;
         let claimed: HashSet<[u8; 32]> = claimed.into_iter().collect();
         let mut held = Vec::new();
@@ -202,7 +208,7 @@ impl<'i> Batch<'i> {
         }
         self.deliveries = loaded;
         self.health = health.into_iter().map(|(s, h)| (s, (h, false))).collect();
-        if outcomes {
+        if !outcomes.is_empty() {
             self.fence(batch, &holds);
         }
 

@@ -204,21 +204,26 @@ fn qualified(table: &str, columns: &str) -> String {
         .join(", ")
 }
 
-/// The partitions the database says `node` owns, each with its epoch, locked (shared)
-/// until the commit so that no other node can claim one while the batch decides: the
-/// fence of attempt outcomes (`Batch::fence`). Reads nothing when `wanted` is false.
+/// Of the partitions of the deliveries `ids`, those the database says `node` owns, each
+/// with its epoch, locked (shared) until the commit so that no other node can claim one
+/// while the batch decides: the fence of attempt outcomes (`Batch::fence`).
 pub async fn held_partitions(
     client: &Client,
     node: &str,
-    wanted: bool,
+    ids: &[u128],
 ) -> Result<BTreeMap<u16, i64>, PostgresError> {
-    if !wanted {
+    if ids.is_empty() {
         return Ok(BTreeMap::new());
     }
     let statement = client
-        .prepare_cached("SELECT partition, epoch FROM partitions WHERE owner = $1 FOR SHARE")
+        .prepare_cached(
+            "SELECT partition, epoch FROM partitions WHERE owner = $1 AND partition IN
+             (SELECT partition FROM deliveries WHERE id = ANY($2::uuid[]))
+             ORDER BY partition FOR SHARE",
+        )
         .await?;
-    let rows = client.query(&statement, &[&node]).await?;
+    let ids: Vec<Uuid> = ids.iter().copied().map(Uuid).collect();
+    let rows = client.query(&statement, &[&node, &ids]).await?;
     rows.iter()
         .map(|row| Ok((row.try_get::<_, i16>(0)? as u16, row.try_get(1)?)))
         .collect()

@@ -44,9 +44,10 @@ const MAX_BATCH: usize = 1024;
 /// Longest an attempt's outcome waits for other commands to share its commit (as the
 /// redb writer: nobody waits for an outcome, and a lost one costs one more attempt).
 const OUTCOME_LINGER: Duration = Duration::from_millis(25);
-/// Batches of ingests alone that may commit at once: while one waits for its commit's
-/// flush, the next is written, so a commit carries what arrived meanwhile instead of
-/// half the producers waiting a whole commit for their turn.
+/// Batches of ingests that may commit at once, beside a batch of outcomes: while one
+/// waits for its commit's flush the next is written, so a commit carries what arrived
+/// meanwhile instead of producers waiting a whole commit for their turn, and ingest
+/// does not wait for the outcomes of deliveries.
 const LANES: usize = 2;
 /// Times a batch the database aborted as a deadlock or serialization victim is
 /// applied again before its commands are answered with the error.
@@ -206,24 +207,40 @@ impl Writer {
                 }
                 continue;
             }
-            if batch.iter().all(|c| matches!(c, Command::Ingest(_))) {
-                // New rows only: it runs beside the next batch. Two of them meet only
-                // on an Idempotency-Key, where the database makes the second wait for
-                // the first's commit.
+            if batch.iter().any(|c| matches!(c, Command::Ingest(_))) {
+                // Ingests make new rows only: they commit in a lane beside the rest and
+                // beside the next batch. Two lanes meet only on an Idempotency-Key,
+                // where the database makes the second wait for the first's commit.
+                let (ingests, rest): (Vec<_>, Vec<_>) = batch
+                    .drain(..)
+                    .partition(|c| matches!(c, Command::Ingest(_)));
+                batch = rest;
                 let Ok(lane) = lanes.clone().acquire_owned().await else {
                     break;
                 };
                 let (writer, stop) = (self.lane.clone(), stop.clone());
-                let mut ingests = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
                 tokio::spawn(async move {
+                    let mut ingests = ingests;
                     writer.apply(&mut ingests, &HashMap::new(), &stop).await;
                     drop(lane);
                 });
-                continue;
+                if batch.is_empty() {
+                    batch.reserve(MAX_BATCH);
+                    continue;
+                }
             }
-            // Anything else reads or changes rows another batch may change: alone.
-            let Ok(alone) = lanes.acquire_many(LANES as u32).await else {
-                break;
+            // Outcomes change deliveries that committed before they were dispatched, and
+            // their subscriptions' health, which only this writer changes: they run
+            // beside the ingest lanes. Anything else (subscriptions, keys, entities,
+            // sweeps, retries, replays) decides against the snapshot and rows that the
+            // lanes' fan-out read: alone.
+            let alone = if batch.iter().all(Command::is_outcome) {
+                None
+            } else {
+                match lanes.acquire_many(LANES as u32).await {
+                    Ok(all) => Some(all),
+                    Err(_) => break,
+                }
             };
             let revisions = self.lane.apply(&mut batch, &self.revisions, &stop).await;
             for (id, revision) in revisions {
