@@ -420,6 +420,17 @@ async fn a_backup_is_readable_by_its_owner_only() {
         let (ok, _, err) = cli.run(&["backup", "--out", out_arg]).await;
         assert!(!ok && err.contains("pg_dump"), "{err}");
         assert!(!out.exists());
+        // The offline commands refuse too, instead of working on a file no node reads.
+        for args in [vec!["restore", "--from", out_arg], vec!["compact"]] {
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hookd"));
+            command.args(&args).arg("--config").arg(&cli.config);
+            let output = run(command).await;
+            let err = text(&output.stderr);
+            assert!(
+                !output.status.success() && err.contains("PostgreSQL"),
+                "{args:?}: {err}"
+            );
+        }
         return;
     }
     let said = cli.ok(&["backup", "--out", out_arg]).await;

@@ -114,6 +114,7 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
 /// `hookd restore`: refuses while hookd runs; keeps the replaced file as `.bak`.
 pub fn restore(args: &RestoreArgs) -> Result<(), CliError> {
     let config = Config::load(&config_path(args.config.as_deref()))?;
+    redb_file(&config, "restore")?;
     let info = store::read_info(&args.from)?;
     let previous = store::place_backup(&args.from, &config.storage.path)?;
     print(format_args!(
@@ -136,13 +137,27 @@ pub fn restore(args: &RestoreArgs) -> Result<(), CliError> {
 /// `hookd compact`: refuses while hookd runs.
 pub fn compact(args: &super::ConfigArgs) -> Result<(), CliError> {
     let config = Config::load(&args.path())?;
-    let report = store::compact(&config.storage.path)?;
+    let report = store::compact(redb_file(&config, "compact")?)?;
     print(format_args!(
         "compacted {}: {} -> {} bytes\n",
         config.storage.path.display(),
         report.before_bytes,
         report.after_bytes
     ))
+}
+
+/// The redb file an offline command works on. Refused when the config keeps hookd's
+/// data in PostgreSQL: `storage.path` is then no one's data, and restoring into it
+/// would report success for a file the nodes never read.
+fn redb_file<'a>(config: &'a Config, command: &str) -> Result<&'a Path, CliError> {
+    match config.storage.backend {
+        crate::config::Backend::Redb => Ok(&config.storage.path),
+        crate::config::Backend::Postgres => Err(CliError::Usage(format!(
+            "`hookd {command}` works on a redb file, and this config keeps hookd's data in \
+             PostgreSQL (storage.backend): use the database's own tools (pg_dump, \
+             pg_restore, VACUUM)"
+        ))),
+    }
 }
 
 /// `hookd store copy --from CONFIG --to CONFIG`.
