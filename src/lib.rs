@@ -298,11 +298,12 @@ async fn serve(
     health.watch_storage(store.health().clone());
     health.set_ready();
     let address = listener.local_addr().ok();
+    let due = store.subscriptions_view().due_count().await.unwrap_or(0);
     tracing::info!(
         address = ?address,
         metrics = ?metrics_address,
         tls = acceptor.is_some(),
-        due = store.subscriptions_view().due_count().unwrap_or(0),
+        due,
         subscriptions = store.subscriptions().len(),
         startup_ms = started.elapsed().as_millis() as u64,
         "hookd is serving"

@@ -211,18 +211,29 @@ impl Metrics {
         self.attempt_duration.observe(took.as_secs_f64());
     }
 
-    /// Reads the state gauges from their owners and encodes everything.
-    pub fn render(&self, sources: Option<&Sources>) -> Result<String, std::fmt::Error> {
+    /// Counts the due queue (a query on PostgreSQL), then renders.
+    pub async fn scrape(&self, sources: Option<&Sources>) -> Result<String, std::fmt::Error> {
+        let due = match sources {
+            Some(sources) => sources.subscriptions.due_count().await,
+            None => None,
+        };
+        self.render(sources, due)
+    }
+
+    /// Reads the state gauges from their owners and encodes everything; `due` is the
+    /// due queue's length when the store could count it.
+    pub fn render(
+        &self,
+        sources: Option<&Sources>,
+        due: Option<u64>,
+    ) -> Result<String, std::fmt::Error> {
         if let Some(sources) = sources {
             let now = now_ms();
             let queue = sources.queues.stats(now);
             // The due queue holds the deliveries in flight too, until their outcome.
-            let waiting = sources
-                .subscriptions
-                .due_count()
-                .map_or(queue.waiting, |n| {
-                    (n as usize).saturating_sub(queue.in_flight)
-                });
+            let waiting = due.map_or(queue.waiting, |n| {
+                (n as usize).saturating_sub(queue.in_flight)
+            });
             self.waiting.set(waiting as i64);
             self.in_flight.set(queue.in_flight as i64);
             let age_ms = queue.oldest_due_ms.map_or(0, |due| now.saturating_sub(due));
@@ -313,7 +324,7 @@ mod tests {
             succeeded: 1,
             ..CommitReport::default()
         });
-        let text = metrics.render(None).unwrap();
+        let text = metrics.render(None, None).unwrap();
         for line in [
             "hookd_events_ingested_total 2",
             "hookd_attempts_total{outcome=\"http_error\"} 1",

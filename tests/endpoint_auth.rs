@@ -282,9 +282,9 @@ async fn new_credentials_drop_the_cached_token() {
         (422, Some("endpointAuth.credentials.password"))
     );
 
-    // The client secret is not in the database file in clear.
+    // The client secret is not stored in clear (the redb file, or every row in PostgreSQL).
     let (dir, _) = hookd.stop().await;
-    let raw = std::fs::read(dir.path().join("data/hookd.redb")).unwrap();
+    let raw = common::stored_bytes(dir.path());
     for needle in ["new-secret", "s3cr3t/+%"] {
         assert!(
             !raw.windows(needle.len()).any(|w| w == needle.as_bytes()),

@@ -124,6 +124,9 @@ async fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_while_events_flow_restores_into_a_fresh_hookd_that_delivers_the_backlog() {
+    if !common::redb_only("backup and restore copy the redb file; PostgreSQL has its own backups") {
+        return;
+    }
     let ca = Arc::new(TestCa::new());
     let hookd = Hookd::start_in(tempfile::tempdir().unwrap(), ca.clone(), Options::default()).await;
     let config = hookd.dir.path().join("hookd.toml");
@@ -230,6 +233,10 @@ async fn backup_while_events_flow_restores_into_a_fresh_hookd_that_delivers_the_
 /// database that already holds data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_copy_moves_a_stopped_appliance_into_postgres() {
+    if !common::redb_only("store copy reads a redb file; the test is the same under both switches")
+    {
+        return;
+    }
     let Some(pg) = common::postgres::TempPostgres::start() else {
         return;
     };

@@ -178,6 +178,9 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
         match error {
             crate::store::StoreError::LowDisk => Self::InsufficientStorage,
+            // The route exists, but this node's storage has no file to copy: say where
+            // backups come from instead of a bare 500.
+            error @ crate::store::StoreError::BackupElsewhere => Self::Conflict(error.to_string()),
             error if error.is_io() => Self::StorageUnavailable,
             error => Self::internal(error),
         }

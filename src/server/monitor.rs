@@ -48,8 +48,11 @@ pub async fn serve(listener: TcpListener, monitor: Monitor, stop: CancellationTo
         let stop = stop.clone();
         connections.spawn(async move {
             let service = service_fn(move |request: hyper::Request<Incoming>| {
-                let response = answer(&monitor, request.method(), request.uri().path());
-                async move { Ok::<_, Infallible>(response) }
+                let monitor = monitor.clone();
+                async move {
+                    let response = answer(&monitor, request.method(), request.uri().path());
+                    Ok::<_, Infallible>(response.await)
+                }
             });
             super::serve_http1(stream, service, HEADER_TIMEOUT, &stop, Some(HEADER_TIMEOUT)).await;
             drop(permit);
@@ -59,7 +62,7 @@ pub async fn serve(listener: TcpListener, monitor: Monitor, stop: CancellationTo
     connections.wait().await;
 }
 
-fn answer(monitor: &Monitor, method: &Method, path: &str) -> Response<Full<Bytes>> {
+async fn answer(monitor: &Monitor, method: &Method, path: &str) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -73,7 +76,7 @@ fn answer(monitor: &Monitor, method: &Method, path: &str) -> Response<Full<Bytes
     if path != "/metrics" {
         return text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
     }
-    match monitor.metrics.render(monitor.sources.get()) {
+    match monitor.metrics.scrape(monitor.sources.get()).await {
         Ok(body) => text(StatusCode::OK, OPENMETRICS, body),
         Err(error) => {
             tracing::error!(%error, "cannot encode the metrics");

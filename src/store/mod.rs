@@ -264,8 +264,14 @@ pub struct Store {
 #[derive(Clone)]
 pub struct SubscriptionsView {
     snapshots: Snapshots,
-    /// None with PostgreSQL, whose count is a query, not a number kept at hand.
-    due: Option<self::redb::DueCounter>,
+    due: DueCounter,
+}
+
+/// redb keeps the count at hand; PostgreSQL's is a query.
+#[derive(Clone)]
+enum DueCounter {
+    Redb(self::redb::DueCounter),
+    Postgres(postgres::DueCounter),
 }
 
 impl SubscriptionsView {
@@ -274,8 +280,11 @@ impl SubscriptionsView {
     }
 
     /// Unfinished deliveries in the due queue, or None while the store is unavailable.
-    pub fn due_count(&self) -> Option<u64> {
-        self.due.as_ref()?.count()
+    pub async fn due_count(&self) -> Option<u64> {
+        match &self.due {
+            DueCounter::Redb(redb) => redb.count(),
+            DueCounter::Postgres(pg) => pg.count().await,
+        }
     }
 }
 
@@ -358,8 +367,8 @@ impl Store {
         SubscriptionsView {
             snapshots: self.shared.snapshots.clone(),
             due: match &self.backend {
-                Backend::Redb(redb) => Some(redb.due_counter()),
-                Backend::Postgres(_) => None,
+                Backend::Redb(redb) => DueCounter::Redb(redb.due_counter()),
+                Backend::Postgres(pg) => DueCounter::Postgres(pg.due_counter()),
             },
         }
     }

@@ -1,9 +1,11 @@
-//! Test harness: a real hookd (`hookd::run` on 127.0.0.1:0 with a temp redb file) and
-//! real HTTPS receivers on loopback, all with certificates from a CA generated per test.
-//! Talks to hookd over HTTPS with the same rustls stack a user would.
+//! Test harness: a real hookd (`hookd::run` on 127.0.0.1:0 with a temp redb file, or
+//! with `HOOKD_TEST_BACKEND=postgres` a database of its own on a throwaway PostgreSQL:
+//! `backend.rs`) and real HTTPS receivers on loopback, all with certificates from a CA
+//! generated per test. Talks to hookd over HTTPS with the same rustls stack a user would.
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+pub mod backend;
 pub mod browser;
 pub mod console;
 pub mod daemon;
@@ -19,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use api::Api;
+pub use backend::{redb_only, stored_bytes};
 pub use receiver::{Received, Receiver, verify};
 
 use hookd::config::Config;
@@ -211,7 +214,8 @@ pub fn metric(scrape: &str, series: &str) -> Option<f64> {
 }
 
 /// Writes the certificate, keys and token a test hookd uses into `root` (once) and
-/// returns its config text (relative paths, for a file in `root`).
+/// returns its config text (relative paths, for a file in `root`). On PostgreSQL the
+/// folder's database is made the first time (`backend::storage_keys`).
 pub fn write_state(root: &Path, ca: &TestCa, options: &Options, listen: &str) -> String {
     if !root.join("master.key").exists() {
         let (cert, key) = ca.leaf();
@@ -221,6 +225,7 @@ pub fn write_state(root: &Path, ca: &TestCa, options: &Options, listen: &str) ->
         std::fs::write(root.join("master.key"), [42u8; 32]).unwrap();
         std::fs::write(root.join("admin.token"), format!("{ADMIN_TOKEN}\n")).unwrap();
     }
+    let (backend, postgres) = backend::storage_keys(root, &options.storage);
     format!(
         r#"
 [server]
@@ -230,8 +235,8 @@ tls_key = "key.pem"
 {server}
 
 [storage]
-{storage}
-
+{backend}{storage}
+{postgres}
 [secrets]
 master_key_file = "master.key"
 admin_token_file = "admin.token"

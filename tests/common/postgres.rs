@@ -17,8 +17,9 @@
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The superuser initdb creates; trusted on loopback and on the socket.
@@ -54,6 +55,8 @@ pub struct TempPostgres {
     /// The tests run as root: server commands run as `NOBODY`.
     as_nobody: bool,
     running: bool,
+    /// The watchdog (`stop_at_exit`) and the only writer of the pipe it reads.
+    watchdog: Option<(ChildStdin, Child)>,
 }
 
 impl TempPostgres {
@@ -94,6 +97,7 @@ impl TempPostgres {
             port: 0,
             as_nobody,
             running: false,
+            watchdog: None,
         };
         pg.init(tls);
         pg.start_on_free_port();
@@ -185,6 +189,37 @@ impl TempPostgres {
         self.running = true;
     }
 
+    /// Makes sure the server stops and its folder goes when this process ends, however
+    /// it ends (a panic, `exit`, SIGKILL), for a server kept in a static, whose `Drop`
+    /// never runs. A watchdog process in a process group of its own (so a Ctrl-C to the
+    /// tests does not end it first) waits for the end of a pipe whose only writer is
+    /// this process (the pipe is close-on-exec, so no child inherits it); the kernel
+    /// closes it when the process ends, and the watchdog then stops the server
+    /// (immediate: nothing in it is kept) and deletes the folder.
+    pub fn stop_at_exit(&mut self) {
+        if self.watchdog.is_some() {
+            return;
+        }
+        let stop = self.pg_ctl_command(&["stop", "-m", "immediate"]);
+        let mut watchdog = Command::new("sh");
+        watchdog
+            .arg("-c")
+            .arg(r#"cat >/dev/null; "$@" >/dev/null 2>&1; rm -rf -- "$0""#)
+            .arg(self.dir.path())
+            .arg(stop.get_program())
+            .args(stop.get_args())
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let mut child = clean_env(&mut watchdog)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start the PostgreSQL watchdog: {error}"));
+        let pipe = child.stdin.take().expect("the watchdog's stdin is piped");
+        self.watchdog = Some((pipe, child));
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("run/server.log")).unwrap_or_default()
@@ -258,6 +293,10 @@ impl TempPostgres {
     }
 
     fn pg_ctl(&self, action: &[&str]) -> Output {
+        run(&mut self.pg_ctl_command(action))
+    }
+
+    fn pg_ctl_command(&self, action: &[&str]) -> Command {
         let log = self.dir.path().join("run/server.log");
         let mut command = self.server_command("pg_ctl");
         command
@@ -268,7 +307,7 @@ impl TempPostgres {
             .args(["-o", &format!("-p {}", self.port)])
             .args(["-w", "-t", WAIT_SECONDS, "-s"])
             .args(action);
-        run(&mut command)
+        command
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -316,6 +355,12 @@ impl Drop for TempPostgres {
         if self.running {
             // Immediate: no checkpoint; the data folder is deleted next anyway.
             let _ = self.pg_ctl(&["stop", "-m", "immediate"]);
+        }
+        // Dropped before the process ends: the watchdog finds the server stopped,
+        // deletes the folder and exits.
+        if let Some((pipe, mut watchdog)) = self.watchdog.take() {
+            drop(pipe);
+            let _ = watchdog.wait();
         }
     }
 }

@@ -22,8 +22,22 @@ const TICKS: f64 = 100.0;
 
 pub async fn run(nodes: usize, clients: usize, seconds: u64, subscribers: usize) {
     let nodes = nodes.max(1);
-    let pg = TempPostgres::start().expect("PostgreSQL server binaries (apt install postgresql)");
+    let mut pg =
+        TempPostgres::start().expect("PostgreSQL server binaries (apt install postgresql)");
+    // HOOKD_BENCH_STATEMENTS=1: the database's costliest statements, at the end.
+    let statements = std::env::var_os("HOOKD_BENCH_STATEMENTS").is_some();
+    if statements {
+        pg.psql(
+            "postgres",
+            "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'",
+        );
+        pg.stop();
+        pg.start_again();
+    }
     let database = pg.create_database();
+    if statements {
+        pg.psql(&database, "CREATE EXTENSION pg_stat_statements");
+    }
     let password = pg.dir().join("hookd.password");
     std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
     let config = |n: usize| Config {
@@ -134,6 +148,18 @@ pub async fn run(nodes: usize, clients: usize, seconds: u64, subscribers: usize)
     );
     for daemon in daemons {
         daemon.kill();
+    }
+    if statements {
+        println!("cluster: the database's costliest statements (calls | ms | rows | query):");
+        println!(
+            "{}",
+            pg.psql(
+                &database,
+                "SELECT calls, round(total_exec_time), rows, \
+                 left(regexp_replace(query, '\\s+', ' ', 'g'), 160) \
+                 FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15"
+            )
+        );
     }
 }
 

@@ -64,6 +64,7 @@ mod writer;
 pub use connect::pool;
 pub use copy::from_redb as copy_from_redb;
 pub use error::PostgresError;
+pub(crate) use reads::DueCounter;
 #[allow(unused_imports)]
 pub use schema::{Migrated, PARTITIONS, latest, migrate, partition_of};
 #[allow(unused_imports)]

@@ -33,6 +33,33 @@ const EVENT_STEP: usize = 512;
 /// Most deliveries one step reads (a few hundred bytes each).
 const DELIVERY_STEP: usize = 4096;
 
+/// How long `/metrics` waits for the due count before it shows what it holds itself.
+const COUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Counts the due queue without keeping the writer running (for `/metrics`): the whole
+/// cluster's, as on one node, since every node serves the same queue.
+#[derive(Clone)]
+pub(crate) struct DueCounter(deadpool_postgres::Pool);
+
+impl DueCounter {
+    /// Unfinished deliveries in the due queue, or None while the database does not answer.
+    pub async fn count(&self) -> Option<u64> {
+        let count = async {
+            let client = self.0.get().await.ok()?;
+            let sql = "SELECT count(*) FROM deliveries WHERE next_attempt_ms IS NOT NULL";
+            let row = client.query_one(sql, &[]).await.ok()?;
+            row.try_get::<_, i64>(0).ok().map(|n| n as u64)
+        };
+        tokio::time::timeout(COUNT_WAIT, count).await.ok().flatten()
+    }
+}
+
+impl PgStore {
+    pub fn due_counter(&self) -> DueCounter {
+        DueCounter(self.pool.clone())
+    }
+}
+
 impl PgStore {
     /// Runs one statement (prepared once per connection) on a pooled connection.
     async fn rows(
