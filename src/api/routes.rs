@@ -8,6 +8,8 @@
 //! without an arm falls through to "route not found"; tests check both, and that the
 //! document's `paths` are exactly `ROUTES`.
 
+use std::sync::LazyLock;
+
 use http::Method;
 
 use super::ApiError;
@@ -215,11 +217,20 @@ pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
 /// Finds the route for a request: `Ok(route)` when `ROUTES` lists the method at this
 /// path, 405 naming the methods it does list, or 404 when no template matches.
 pub fn lookup(method: &Method, segments: &[&str]) -> Result<&'static Route, ApiError> {
+    // Every request walks the table: the templates are split once, and compared
+    // without allocating.
+    static SPLIT: LazyLock<Vec<Vec<&'static str>>> = LazyLock::new(|| {
+        ROUTES
+            .iter()
+            .map(|r| template_segments(r.path).collect())
+            .collect()
+    });
     let best = ROUTES
         .iter()
-        .map(|r| r.path)
-        .filter(|template| matches(template, segments))
-        .max_by_key(|template| specificity(template));
+        .zip(SPLIT.iter())
+        .filter(|(_, template)| matches(template, segments))
+        .max_by(|(_, a), (_, b)| specificity(a).cmp(specificity(b)))
+        .map(|(route, _)| route.path);
     let Some(best) = best else {
         return Err(ApiError::NotFound("route"));
     };
@@ -235,17 +246,18 @@ fn template_segments(template: &str) -> impl Iterator<Item = &str> {
     template.split('/').skip(1)
 }
 
-fn matches(template: &str, segments: &[&str]) -> bool {
-    template_segments(template).count() == segments.len()
-        && template_segments(template)
+fn matches(template: &[&str], segments: &[&str]) -> bool {
+    template.len() == segments.len()
+        && template
+            .iter()
             .zip(segments)
-            .all(|(t, s)| is_param(t) || t == *s)
+            .all(|(t, s)| is_param(t) || t == s)
 }
 
 /// Literal segments, left to right, outrank parameters: compared as a sequence, the
 /// template with a literal where the other has `{id}` sorts higher.
-fn specificity(template: &str) -> Vec<bool> {
-    template_segments(template).map(|t| !is_param(t)).collect()
+fn specificity<'a>(template: &'a [&'a str]) -> impl Iterator<Item = bool> + 'a {
+    template.iter().map(|t| !is_param(t))
 }
 
 fn is_param(segment: &str) -> bool {
