@@ -257,6 +257,33 @@ async fn batch_items_that_repeat_an_idempotency_key_say_so() {
     assert_eq!(second["data"][0]["duplicate"], true, "{second}");
     assert_eq!(second["data"][0]["id"], first["data"][0]["id"]);
     assert!(second["data"][1].get("duplicate").is_none(), "{second}");
+
+    // Within one batch: the same key and body again is the same event, stored once.
+    let batch = json!({"events": [item("d"), item("e"), item("d")]});
+    let (status, third) = hookd.call("POST", "/v1/events/batch", Some(batch)).await;
+    assert_eq!(status, 202, "{third}");
+    assert!(third["data"][0].get("duplicate").is_none(), "{third}");
+    assert_eq!(third["data"][2]["duplicate"], true, "{third}");
+    assert_eq!(third["data"][2]["id"], third["data"][0]["id"], "{third}");
+    let (_, listed) = hookd.call("GET", "/v1/events?limit=100", None).await;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(5), "{listed}");
+
+    // The same key with another body fails the whole batch, naming both items.
+    let other = json!({"eventType": "job.done", "data": {"n": 1}, "idempotencyKey": "f"});
+    let batch = json!({"events": [item("f"), item("g"), other]});
+    let (status, problem) = hookd.call("POST", "/v1/events/batch", Some(batch)).await;
+    assert_eq!(status, 409, "{problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("events[2].idempotencyKey") && detail.contains("events[0]"),
+        "{problem}"
+    );
+    let (_, listed) = hookd.call("GET", "/v1/events?limit=100", None).await;
+    assert_eq!(
+        listed["data"].as_array().map(Vec::len),
+        Some(5),
+        "nothing stored"
+    );
 }
 
 /// Sends a raw body (for duplicate keys, which `json!` cannot express).

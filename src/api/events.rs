@@ -2,7 +2,7 @@
 //! and read one back with its deliveries. The body every subscriber receives is
 //! rendered here, once, and stored; deliveries send those exact bytes.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use http::StatusCode;
 use ring::digest::{SHA256, digest};
@@ -93,7 +93,11 @@ pub async fn create_batch(
         return Err(ApiError::invalid("events", "must hold 1 to 1000 events"));
     }
     let limit = state.config.server.max_body_bytes;
-    let mut keys = HashSet::new();
+    // Each key's first item in this batch: its slot, its index and its body hash.
+    let mut keys: HashMap<String, (usize, usize, [u8; 32])> = HashMap::new();
+    // Where each item's result comes from: its own slot in `prepared`, or (for a
+    // repeat of an earlier item's key and body) that item's slot.
+    let mut slots = Vec::with_capacity(batch.events.len());
     let mut prepared = Vec::with_capacity(batch.events.len());
     for (i, raw) in batch.events.iter().enumerate() {
         let at = format!("events[{i}]");
@@ -118,13 +122,25 @@ pub async fn create_batch(
             }
         };
         if let Some(key) = &key {
-            if !keys.insert(key.clone()) {
-                return Err(ApiError::invalid(
-                    format!("{at}.idempotencyKey"),
-                    "is used twice in this batch",
-                ));
+            let hash = sha256(raw.get().as_bytes());
+            match keys.get(key) {
+                // The same key and body again: the same event, answered as a repeat.
+                Some(&(slot, _, first)) if first == hash => {
+                    slots.push((slot, true));
+                    continue;
+                }
+                Some(&(_, index, _)) => {
+                    return Err(ApiError::Conflict(format!(
+                        "{at}.idempotencyKey repeats the key of events[{index}] with a \
+                         different body; nothing was stored"
+                    )));
+                }
+                None => {
+                    keys.insert(key.clone(), (prepared.len(), i, hash));
+                }
             }
         }
+        slots.push((prepared.len(), false));
         prepared.push(
             prepare(
                 state,
@@ -138,11 +154,13 @@ pub async fn create_batch(
         );
     }
     let results = store(state, prepared).await?;
-    let shown: Vec<Value> = results
+    let shown: Vec<Value> = slots
         .into_iter()
-        .map(|(status, mut result)| {
+        .map(|(slot, repeat)| {
+            let (status, result) = &results[slot];
+            let mut result = result.clone();
             // A repeated key answers the original event (200 alone would say so).
-            if status == StatusCode::OK {
+            if repeat || *status == StatusCode::OK {
                 result["duplicate"] = Value::Bool(true);
             }
             result
