@@ -40,9 +40,21 @@ pub fn fair_share(partitions: usize, nodes: usize, rank: usize) -> usize {
     partitions / nodes + usize::from(rank < partitions % nodes)
 }
 
+/// Whether a node may take over the expired partitions of other nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// Yes: their owners stopped renewing while this node could.
+    Allowed,
+    /// Not yet: this node has just regained the database after losing it for longer
+    /// than a lease. The others' leases may have run out in the same outage, while
+    /// they still hold outcomes to write; taking their partitions now would send
+    /// those deliveries again. They get one lease to come back first.
+    Deferred,
+}
+
 /// The plan of node `me` given every partition's lease and the live nodes' names (`me`
 /// included; any order).
-pub fn plan(me: &str, leases: &[Lease], live: &[String]) -> Plan {
+pub fn plan(me: &str, leases: &[Lease], live: &[String], takeover: Takeover) -> Plan {
     let mut names: Vec<&str> = live.iter().map(String::as_str).collect();
     if !names.contains(&me) {
         names.push(me);
@@ -70,9 +82,13 @@ pub fn plan(me: &str, leases: &[Lease], live: &[String]) -> Plan {
                 .as_deref()
                 .is_some_and(|owner| names.binary_search(&owner).is_ok())
     };
+    let claimable = |l: &Lease| match takeover {
+        Takeover::Allowed => true,
+        Takeover::Deferred => l.owner.as_deref().is_none_or(|owner| owner == me),
+    };
     let mut free: Vec<u16> = leases
         .iter()
-        .filter(|l| !held_by_live(l))
+        .filter(|l| !held_by_live(l) && claimable(l))
         .map(|l| l.partition)
         .collect();
     free.sort_unstable();
@@ -118,7 +134,7 @@ mod tests {
 
     #[test]
     fn a_lone_node_claims_everything() {
-        let plan = plan("a", &leases(&[None; 8]), &names(&["a"]));
+        let plan = plan("a", &leases(&[None; 8]), &names(&["a"]), Takeover::Allowed);
         assert_eq!(plan.claim, (0..8).collect::<Vec<u16>>());
         assert!(plan.release.is_empty());
     }
@@ -128,18 +144,21 @@ mod tests {
         let table = leases(&[Some("a"); 8]);
         let live = names(&["a", "b"]);
         // b takes nothing a live node holds.
-        assert_eq!(plan("b", &table, &live), Plan::default());
+        assert_eq!(plan("b", &table, &live, Takeover::Allowed), Plan::default());
         // a gives back the highest half.
-        assert_eq!(plan("a", &table, &live).release, vec![4, 5, 6, 7]);
+        assert_eq!(
+            plan("a", &table, &live, Takeover::Allowed).release,
+            vec![4, 5, 6, 7]
+        );
         // Once given back, b claims them.
         let mut table = table;
         for lease in &mut table[4..] {
             lease.owner = None;
         }
-        let mut claimed = plan("b", &table, &live).claim;
+        let mut claimed = plan("b", &table, &live, Takeover::Allowed).claim;
         claimed.sort_unstable();
         assert_eq!(claimed, vec![4, 5, 6, 7]);
-        assert_eq!(plan("a", &table, &live), Plan::default());
+        assert_eq!(plan("a", &table, &live, Takeover::Allowed), Plan::default());
     }
 
     #[test]
@@ -157,8 +176,8 @@ mod tests {
             lease.expired = true;
         }
         let live = names(&["a", "b"]);
-        let a = plan("a", &table, &live);
-        let b = plan("b", &table, &live);
+        let a = plan("a", &table, &live, Takeover::Allowed);
+        let b = plan("b", &table, &live, Takeover::Allowed);
         // Each fills its share of three, starting at its own place in the free list.
         assert_eq!(a.claim, vec![4]);
         assert_eq!(b.claim, vec![5]);
@@ -170,13 +189,31 @@ mod tests {
     fn an_expired_lease_of_my_own_is_claimed_again() {
         let mut table = leases(&[Some("a"), Some("a")]);
         table[1].expired = true;
-        let plan = plan("a", &table, &names(&["a"]));
+        let plan = plan("a", &table, &names(&["a"]), Takeover::Allowed);
         assert_eq!(plan.claim, vec![1]);
     }
 
     #[test]
+    fn a_node_back_from_an_outage_takes_only_its_own_and_free_partitions_at_first() {
+        // The database was away for longer than the lease: every lease ran out, and
+        // a is the first back. b still holds outcomes to write for its partitions.
+        let mut table = leases(&[Some("a"), Some("a"), Some("b"), Some("b"), None]);
+        for lease in &mut table[..4] {
+            lease.expired = true;
+        }
+        let live = names(&["a"]);
+        let mut deferred = plan("a", &table, &live, Takeover::Deferred).claim;
+        deferred.sort_unstable();
+        assert_eq!(deferred, vec![0, 1, 4]);
+        // A lease later, b has not come back: its partitions are a's to take.
+        let mut allowed = plan("a", &table, &live, Takeover::Allowed).claim;
+        allowed.sort_unstable();
+        assert_eq!(allowed, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
     fn a_node_missing_from_the_live_list_still_plans_for_itself() {
-        let plan = plan("a", &leases(&[None, None]), &[]);
+        let plan = plan("a", &leases(&[None, None]), &[], Takeover::Allowed);
         assert_eq!(plan.claim, vec![0, 1]);
     }
 }

@@ -11,7 +11,10 @@
 //! A node that cannot renew stops dispatching before its leases run out: once its last
 //! successful renewal is older than two thirds of the lease (measured from before that
 //! renewal was sent), it publishes an empty set, and takes its partitions up again at
-//! the next successful beat if nobody claimed them meanwhile.
+//! the next successful beat if nobody claimed them meanwhile. Back from such a gap, it
+//! takes up only its own and free partitions for one more lease (`Takeover::Deferred`):
+//! after an outage of the database every lease has run out, and the first node back
+//! must not take the others' partitions while they still hold outcomes to write.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::PostgresError;
-use crate::store::lease::{self, Lease};
+use crate::store::lease::{self, Lease, Takeover};
 
 /// A node that has not beaten for this many leases is removed from `nodes` (its
 /// partitions' `owner` becomes NULL through the foreign key).
@@ -58,6 +61,9 @@ pub(crate) struct Heartbeat {
     owned: watch::Sender<Owned>,
     /// When the last successful renewal was sent.
     renewed: Option<Instant>,
+    /// When this node last renewed after a gap long enough to stop dispatching: for
+    /// one lease after that it takes over no other node's partitions.
+    rejoined: Option<Instant>,
 }
 
 impl Heartbeat {
@@ -69,6 +75,7 @@ impl Heartbeat {
             lease,
             owned,
             renewed: None,
+            rejoined: None,
         };
         (beat, Ownership(seen))
     }
@@ -128,7 +135,19 @@ impl Heartbeat {
                 &[&self.node, &lease_ms],
             )
             .await?;
+        if self
+            .renewed
+            .is_some_and(|last| sent.duration_since(last) > self.lease * 2 / 3)
+        {
+            // It stopped dispatching meanwhile (`expire_locally`), and so may the others.
+            tracing::info!("leases renewed again; other nodes get a lease to do the same");
+            self.rejoined = Some(sent);
+        }
         self.renewed = Some(sent);
+        let takeover = match self.rejoined {
+            Some(at) if at.elapsed() < self.lease => Takeover::Deferred,
+            _ => Takeover::Allowed,
+        };
         let mut owned: BTreeMap<u16, i64> = renewed
             .iter()
             .map(|row| (row.get::<_, i16>(0) as u16, row.get(1)))
@@ -157,7 +176,7 @@ impl Heartbeat {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        let plan = lease::plan(&self.node, &leases, &live);
+        let plan = lease::plan(&self.node, &leases, &live, takeover);
 
         if !plan.release.is_empty() {
             // Stop dispatching them first; then they are free for the others.
