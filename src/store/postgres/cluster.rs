@@ -3,9 +3,11 @@
 //!
 //! A heartbeat every third of `storage.postgres.lease` records the node as alive,
 //! renews its leases, then claims free or expired partitions up to its fair share and
-//! gives back what is over it. Every claim raises the partition's epoch: the owned set
-//! this publishes carries the epoch each partition was claimed at, and outcome writes
-//! check it, so a node that lost a partition cannot overwrite its new owner's work.
+//! gives back what is over it, over two beats: it stops dispatching them at one and
+//! gives them back at the next, so that its attempts in flight can record their
+//! outcomes meanwhile. Every claim raises the partition's epoch: the owned set this
+//! publishes carries the epoch each partition was claimed at, and outcome writes check
+//! it, so a node that lost a partition cannot overwrite its new owner's work.
 //! Times of leases are the database's `now()` only, so the nodes' clocks need not agree.
 //!
 //! A node that cannot renew stops dispatching before its leases run out: once its last
@@ -16,7 +18,7 @@
 //! after an outage of the database every lease has run out, and the first node back
 //! must not take the others' partitions while they still hold outcomes to write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +66,8 @@ pub(crate) struct Heartbeat {
     /// When this node last renewed after a gap long enough to stop dispatching: for
     /// one lease after that it takes over no other node's partitions.
     rejoined: Option<Instant>,
+    /// Partitions to give back, no longer dispatched since the last beat.
+    releasing: BTreeSet<u16>,
 }
 
 impl Heartbeat {
@@ -76,6 +80,7 @@ impl Heartbeat {
             owned,
             renewed: None,
             rejoined: None,
+            releasing: BTreeSet::new(),
         };
         (beat, Ownership(seen))
     }
@@ -178,20 +183,33 @@ impl Heartbeat {
             .collect();
         let plan = lease::plan(&self.node, &leases, &live, takeover);
 
-        if !plan.release.is_empty() {
-            // Stop dispatching them first; then they are free for the others.
-            for partition in &plan.release {
-                owned.remove(partition);
-            }
-            self.publish(owned.clone());
-            let release: Vec<i16> = plan.release.iter().map(|&p| p as i16).collect();
+        // Giving back takes two beats. At the first, the node stops dispatching them
+        // but keeps them in the database, so that the attempts it has in flight can
+        // still record their outcomes; at the next, it gives back what it stopped
+        // dispatching then. Given back at once, those attempts' outcomes would be
+        // fenced, and the deliveries sent again by the new owner.
+        let ready: Vec<i16> = plan
+            .release
+            .iter()
+            .filter(|p| self.releasing.contains(p))
+            .map(|&p| p as i16)
+            .collect();
+        self.releasing = plan.release.iter().copied().collect();
+        for partition in &self.releasing {
+            owned.remove(partition);
+        }
+        self.publish(owned.clone());
+        if !ready.is_empty() {
             client
                 .execute(
                     "UPDATE partitions SET owner = NULL, lease_until = NULL, epoch = epoch + 1
                      WHERE owner = $1 AND partition = ANY($2)",
-                    &[&self.node, &release],
+                    &[&self.node, &ready],
                 )
                 .await?;
+            for partition in &ready {
+                self.releasing.remove(&(*partition as u16));
+            }
         }
         if !plan.claim.is_empty() {
             let claim: Vec<i16> = plan.claim.iter().map(|&p| p as i16).collect();

@@ -120,3 +120,41 @@ async fn a_node_that_cannot_renew_stops_dispatching_before_its_lease_ends() {
     pg.start_again();
     until(&a, "a dispatches again", |o| o.len() == 256).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_given_back_stays_held_for_one_beat_after_its_dispatch_stops() {
+    let Some(pg) = TempPostgres::start() else {
+        return;
+    };
+    let (pool, name) = database(&pg).await;
+    let (mut a, a_owned) = Heartbeat::new(pool.clone(), "node-a".to_owned(), LEASE);
+    a.beat().await.unwrap();
+    assert_eq!(a_owned.changes().borrow().len(), 256);
+    let held = |who: &str| {
+        pg.psql(
+            &name,
+            &format!("SELECT count(*) || ':' || sum(epoch) FROM partitions WHERE owner = '{who}'"),
+        )
+    };
+    let before = held("node-a");
+
+    // Another node is live: a's fair share is half. It stops dispatching the other
+    // half at once, but keeps them, at the same epochs, so that outcomes of attempts
+    // in flight still count.
+    pg.psql(&name, "INSERT INTO nodes (name) VALUES ('node-b')");
+    a.beat().await.unwrap();
+    assert_eq!(a_owned.changes().borrow().len(), 128);
+    assert_eq!(held("node-a"), before);
+
+    // At the next beat it gives them back, fencing them.
+    a.beat().await.unwrap();
+    assert_eq!(a_owned.changes().borrow().len(), 128);
+    assert!(held("node-a").starts_with("128:"), "{}", held("node-a"));
+    assert_eq!(
+        pg.psql(
+            &name,
+            "SELECT count(*) FROM partitions WHERE owner IS NULL AND epoch = 2"
+        ),
+        "128"
+    );
+}
