@@ -165,9 +165,13 @@ async fn a_node_killed_under_load_loses_nothing_and_its_partitions_move_within_t
     );
     for (id, times) in &duplicates {
         assert_eq!(*times, 2, "{id} was delivered {times} times");
+        // The nodes' logs say whether a survivor lost its leases meanwhile (a starved
+        // heartbeat), the one other way a delivery may be sent twice.
         assert!(
             from_victim.contains(id.as_str()) && unfinished.contains(id),
-            "{id} was delivered twice but was not in flight on the killed node"
+            "{id} was delivered twice but was not in flight on the killed node: {:?}\n{}",
+            receipts.duplicate_sources(),
+            cluster.logs()
         );
     }
     assert!(duplicates.len() <= in_flight);

@@ -82,11 +82,12 @@ async fn a_batch_is_validated_whole_and_committed_together() {
         {"eventType": "a", "data": {}, "idempotencyKey": "x"},
         {"eventType": "a", "data": {}, "idempotencyKey": "x"},
     ]});
-    let (status, problem) = hookd.call("POST", "/v1/events/batch", Some(twice)).await;
-    assert_eq!(
-        (status, problem["field"].as_str()),
-        (422, Some("events[1].idempotencyKey"))
-    );
+    // The same key and body twice in one batch is one event, the second a duplicate.
+    let (status, body) = hookd.call("POST", "/v1/events/batch", Some(twice)).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["data"][1]["duplicate"], true, "{body}");
+    assert_eq!(body["data"][1]["id"], body["data"][0]["id"], "{body}");
+    assert_eq!(event_count(&hookd, "").await, 4);
     let (status, _) = hookd
         .call("POST", "/v1/events/batch", Some(json!({"events": []})))
         .await;
