@@ -149,23 +149,26 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Copy everything from the redb file one config names into the empty PostgreSQL
-    /// database another names.
+    /// database another names, or back.
     ///
     /// Entities, API keys, subscriptions with their sealed secrets (both configs must
     /// name the same master key), events, deliveries with their state and due times,
-    /// attempts, attempt counters and idempotency records, in one transaction: a copy
-    /// that fails leaves the database empty. Prints what it read and what the database
-    /// holds afterwards, and fails unless they match. hookd must be stopped (the file is
-    /// opened exclusively).
+    /// attempts, attempt counters and idempotency records. Into PostgreSQL, in one
+    /// transaction: a copy that fails leaves the database empty. Back into redb, from
+    /// one consistent snapshot into a new file that replaces the target (absent, or
+    /// holding no data) only once complete. Prints what it read and what the target
+    /// holds afterwards, and fails unless they match. hookd must be stopped: the redb
+    /// file is opened exclusively, and a copy from PostgreSQL refuses while any node
+    /// beats.
     Copy(CopyArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
-    /// The config whose [storage] names the redb file to copy from.
+    /// The config whose [storage] names the store to copy from (redb or PostgreSQL).
     #[arg(long, value_name = "PATH")]
     pub from: PathBuf,
-    /// The config whose [storage] names the PostgreSQL database to copy into.
+    /// The config whose [storage] names the store to copy into (the other backend).
     #[arg(long, value_name = "PATH")]
     pub to: PathBuf,
 }
@@ -280,7 +283,7 @@ impl CliError {
             Self::Init(InitError::Config(_)) => EX_CONFIG,
             Self::Listen(ListenError::Secret(_)) | Self::Usage(_) => EX_USAGE,
             Self::RedbOnly(_) => EX_CONFIG,
-            Self::Store(StoreError::Locked(_)) => EX_TEMPFAIL,
+            Self::Store(StoreError::Locked(_) | StoreError::NodesRunning(_)) => EX_TEMPFAIL,
             _ => EX_FAILURE,
         }
     }

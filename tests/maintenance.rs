@@ -230,9 +230,10 @@ async fn backup_while_events_flow_restores_into_a_fresh_hookd_that_delivers_the_
 
 /// `hookd store copy` moves a stopped appliance's file into an empty PostgreSQL
 /// database (a throwaway server on loopback) and reports matching counts; it refuses a
-/// database that already holds data.
+/// database that already holds data. Copied back into a new file, the appliance
+/// delivers what was pending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn store_copy_moves_a_stopped_appliance_into_postgres() {
+async fn store_copy_moves_a_stopped_appliance_into_postgres_and_back() {
     if !common::redb_only("store copy reads a redb file; the test is the same under both switches")
     {
         return;
@@ -243,7 +244,8 @@ async fn store_copy_moves_a_stopped_appliance_into_postgres() {
     let ca = Arc::new(TestCa::new());
     let hookd = Hookd::start_in(tempfile::tempdir().unwrap(), ca.clone(), Options::default()).await;
     // The endpoint is down: the deliveries stay due, and are copied as due.
-    let endpoint = format!("https://localhost:{}/hook", free_port().await);
+    let port = free_port().await;
+    let endpoint = format!("https://localhost:{port}/hook");
     hookd.subscribe(&endpoint, &["*"]).await;
     for i in 0..5 {
         hookd.post_event("job.created", json!({"i": i})).await;
@@ -305,4 +307,42 @@ async fn store_copy_moves_a_stopped_appliance_into_postgres() {
         .unwrap();
     assert_eq!(compact.status.code(), Some(78), "{}", text(&compact));
     assert!(text(&compact).contains("pg_dump"), "{}", text(&compact));
+
+    // And back to one VM, on a fresh machine with the same master key: the copy
+    // delivers what was pending when the appliance stopped, now that the endpoint is up.
+    let fresh = tempfile::tempdir().unwrap();
+    let back = fresh.path().join("hookd.toml");
+    std::fs::write(
+        &back,
+        write_state(fresh.path(), &ca, &Options::default(), "127.0.0.1:0"),
+    )
+    .unwrap();
+    let copied_back = Command::new(env!("CARGO_BIN_EXE_hookd"))
+        .args(["store", "copy", "--from"])
+        .arg(&to)
+        .arg("--to")
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(copied_back.status.success(), "{}", text(&copied_back));
+    let report = text(&copied_back);
+    let deliveries = report
+        .lines()
+        .find(|l| l.starts_with("deliveries"))
+        .unwrap();
+    assert_eq!(
+        deliveries.split_whitespace().collect::<Vec<_>>(),
+        ["deliveries", "5", "5"],
+        "{report}"
+    );
+    let mut receiver = Receiver::start_on(&ca, &format!("127.0.0.1:{port}")).await;
+    let _hookd = Hookd::start_in(fresh, ca.clone(), Options::default()).await;
+    let mut received = HashSet::new();
+    while received.len() < 5 {
+        let got = tokio::time::timeout(WAIT, receiver.requests.recv())
+            .await
+            .expect("the copied-back hookd delivers what was pending")
+            .unwrap();
+        received.insert(got.header("webhook-id").to_string());
+    }
 }

@@ -183,7 +183,7 @@ pub fn store_copy(args: &super::CopyArgs) -> Result<(), CliError> {
         ),
         ("idempotency keys", read.idempotency, written.idempotency),
     ];
-    let mut text = format!("{:<18} {:>12} {:>12}\n", "", "read", "in database");
+    let mut text = format!("{:<18} {:>12} {:>12}\n", "", "read", "in target");
     for (name, read, written) in rows {
         text.push_str(&format!("{name:<18} {read:>12} {written:>12}\n"));
     }

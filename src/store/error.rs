@@ -43,8 +43,12 @@ pub enum StoreError {
         "the target database already holds hookd data ({0}); `hookd store copy` fills only an empty one"
     )]
     TargetNotEmpty(String),
-    #[error("store copy goes from storage.backend = \"redb\" (--from) to \"postgres\" (--to)")]
+    #[error(
+        "store copy goes between storage.backend = \"redb\" and \"postgres\": one config must name each"
+    )]
     CopyDirection,
+    #[error("hookd nodes are running on the source database ({0}); stop every node before copying")]
+    NodesRunning(String),
     #[error(
         "this hookd keeps its data in PostgreSQL: back it up with pg_dump or the database's own backups"
     )]

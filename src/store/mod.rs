@@ -502,18 +502,29 @@ pub struct CopyReport {
 /// `hookd store copy`: moves an appliance's data (entities, keys, subscriptions with
 /// their sealed secrets, events, deliveries, attempts, counters, idempotency records)
 /// from its redb file, opened exclusively (hookd must be stopped), into the empty
-/// PostgreSQL database `to` names, in one transaction.
+/// PostgreSQL database `to` names, in one transaction; or back, from a database no
+/// node is running on into a new redb file that replaces an empty one only once
+/// complete.
 pub async fn copy(
     from: &crate::config::Storage,
     to: &crate::config::Storage,
 ) -> Result<CopyReport, StoreError> {
     use crate::config::Backend;
-    if from.backend != Backend::Redb || to.backend != Backend::Postgres {
-        return Err(StoreError::CopyDirection);
-    }
-    let path = from.path.clone();
-    let source = tokio::task::spawn_blocking(move || self::redb::RedbSource::open(&path)).await??;
-    let copied = postgres::copy_from_redb(&source, &to.postgres).await?;
+    let copied = match (from.backend, to.backend) {
+        (Backend::Redb, Backend::Postgres) => {
+            let path = from.path.clone();
+            let source =
+                tokio::task::spawn_blocking(move || self::redb::RedbSource::open(&path)).await??;
+            postgres::copy_from_redb(&source, &to.postgres).await?
+        }
+        (Backend::Postgres, Backend::Redb) => {
+            let path = to.path.clone();
+            let target = tokio::task::spawn_blocking(move || self::redb::RedbTarget::create(&path))
+                .await??;
+            postgres::copy_to_redb(&from.postgres, target).await?
+        }
+        _ => return Err(StoreError::CopyDirection),
+    };
     Ok(CopyReport {
         read: copied.read,
         written: copied.written,
@@ -521,7 +532,7 @@ pub async fn copy(
 }
 
 /// The folder a database file is in (`.` for a bare file name).
-fn folder_of(path: &Path) -> std::path::PathBuf {
+pub(crate) fn folder_of(path: &Path) -> std::path::PathBuf {
     match path.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(dir) => dir.to_owned(),
         None => std::path::PathBuf::from("."),

@@ -30,7 +30,7 @@ pub async fn from_redb(source: &RedbSource, target: &Postgres) -> Result<Copied,
     let mut client = pool.get().await.map_err(PostgresError::from)?;
     migrate(&mut client).await?;
     let found = counts(&client).await?;
-    if found != root_only() {
+    if found != Counts::root_only() {
         return Err(StoreError::TargetNotEmpty(format!("{found:?}")));
     }
     let tx = client.transaction().await.map_err(PostgresError::from)?;
@@ -47,15 +47,10 @@ pub async fn from_redb(source: &RedbSource, target: &Postgres) -> Result<Copied,
     Ok(Copied { read, written })
 }
 
-/// A database with nothing but the root entity the schema makes.
-fn root_only() -> Counts {
-    Counts {
-        entities: 1,
-        ..Counts::default()
-    }
-}
-
-async fn counts(client: &tokio_postgres::Client) -> Result<Counts, PostgresError> {
+/// How many rows each kind of record has in the database.
+pub(super) async fn counts(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<Counts, PostgresError> {
     let row = client
         .query_one(
             "SELECT (SELECT count(*) FROM entities), (SELECT count(*) FROM subscriptions),

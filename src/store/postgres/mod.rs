@@ -19,6 +19,7 @@ mod cluster;
 mod columns;
 mod connect;
 mod copy;
+mod copy_out;
 mod error;
 mod flush;
 mod ingest;
@@ -63,6 +64,7 @@ mod writer;
 #[allow(unused_imports)]
 pub use connect::pool;
 pub use copy::from_redb as copy_from_redb;
+pub use copy_out::to_redb as copy_to_redb;
 pub use error::PostgresError;
 pub(crate) use reads::DueCounter;
 #[allow(unused_imports)]

@@ -43,6 +43,31 @@ pub struct Counts {
     pub attempt_stats: u64,
 }
 
+impl Counts {
+    /// A store with nothing but the root entity a new one is made with.
+    pub fn root_only() -> Counts {
+        Counts {
+            entities: 1,
+            ..Counts::default()
+        }
+    }
+}
+
+/// How many rows each kind of record has in `db`.
+pub(super) fn counts(db: &Database) -> Result<Counts, StoreError> {
+    let txn = db.begin_read()?;
+    Ok(Counts {
+        entities: txn.open_table(ENTITIES)?.len()?,
+        subscriptions: txn.open_table(SUBSCRIPTIONS)?.len()?,
+        api_keys: txn.open_table(API_KEYS)?.len()?,
+        events: txn.open_table(EVENTS)?.len()?,
+        deliveries: txn.open_table(DELIVERIES)?.len()?,
+        attempts: txn.open_table(ATTEMPTS)?.len()?,
+        idempotency: txn.open_table(IDEMPOTENCY)?.len()?,
+        attempt_stats: txn.open_table(ATTEMPT_STATS)?.len()?,
+    })
+}
+
 pub struct RedbSource {
     db: Database,
 }
@@ -57,17 +82,7 @@ impl RedbSource {
     }
 
     pub fn counts(&self) -> Result<Counts, StoreError> {
-        let txn = self.db.begin_read()?;
-        Ok(Counts {
-            entities: txn.open_table(ENTITIES)?.len()?,
-            subscriptions: txn.open_table(SUBSCRIPTIONS)?.len()?,
-            api_keys: txn.open_table(API_KEYS)?.len()?,
-            events: txn.open_table(EVENTS)?.len()?,
-            deliveries: txn.open_table(DELIVERIES)?.len()?,
-            attempts: txn.open_table(ATTEMPTS)?.len()?,
-            idempotency: txn.open_table(IDEMPOTENCY)?.len()?,
-            attempt_stats: txn.open_table(ATTEMPT_STATS)?.len()?,
-        })
+        counts(&self.db)
     }
 
     /// Every entity, parents before their children.

@@ -21,7 +21,7 @@ use crate::store::error::StoreError;
 /// out, so a backup of any size holds about this much in memory.
 const COPY_CHUNK: usize = 10_000;
 /// The copy's page cache: it is written once, sequentially; caching buys nothing.
-const COPY_CACHE: usize = 4 * 1024 * 1024;
+pub(super) const COPY_CACHE: usize = 4 * 1024 * 1024;
 
 /// What a backup file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub struct CompactReport {
     pub after_bytes: u64,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_owned(),
         source,

@@ -4,6 +4,7 @@
 
 mod body;
 mod export;
+mod import;
 mod listing;
 mod maintenance;
 mod migrate;
@@ -32,6 +33,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableT
 use tokio::sync::{mpsc, oneshot};
 
 pub use export::{CHUNK, Counts, RedbSource};
+pub use import::RedbTarget;
 pub use maintenance::{BackupInfo, CompactReport, compact, place_backup, read_info};
 pub use ops::MAX_REPLAY;
 
