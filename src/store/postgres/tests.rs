@@ -69,6 +69,8 @@ async fn the_password_comes_from_its_file_and_stays_out_of_errors() {
     assert_eq!(name, "hookd test-node");
     let timeout: String = scalar(&client, "SHOW statement_timeout").await;
     assert_eq!(timeout, "30s");
+    let plans: String = scalar(&client, "SHOW plan_cache_mode").await;
+    assert_eq!(plans, "force_custom_plan");
 
     let wrong_password = "not-the-password-4471";
     let wrong_file = pg.dir().join("wrong.password");
