@@ -284,6 +284,24 @@ async fn batch_items_that_repeat_an_idempotency_key_say_so() {
         Some(5),
         "nothing stored"
     );
+    // Every item is validated before a conflict is answered: an invalid one is 422.
+    let invalid = json!({"eventType": "job.done", "idempotencyKey": "h"});
+    let batch = json!({"events": [item("f"), other.clone(), invalid]});
+    let (status, problem) = hookd.call("POST", "/v1/events/batch", Some(batch)).await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (422, Some("events[2].data")),
+        "{problem}"
+    );
+
+    // A key of an earlier request reused with another body is named by its place in
+    // the batch, repeats before it included.
+    let reused = json!({"events": [item("y"), item("y"), {"eventType": "job.done",
+        "data": {"n": 2}, "idempotencyKey": "a"}]});
+    let (status, problem) = hookd.call("POST", "/v1/events/batch", Some(reused)).await;
+    assert_eq!(status, 409, "{problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("events[2].idempotencyKey"), "{problem}");
 }
 
 /// Sends a raw body (for duplicate keys, which `json!` cannot express).

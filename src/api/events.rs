@@ -38,6 +38,22 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 const MAX_BATCH_EVENTS: usize = 1000;
 
 /// A validated event, ready to store.
+/// A key's first use in a batch.
+struct FirstUse {
+    /// Its event's place in what is stored.
+    slot: usize,
+    /// Its place in the batch.
+    index: usize,
+    body: [u8; 32],
+}
+
+/// Where a batch item's result comes from: its own event, or (`repeat`) an earlier
+/// item's with the same key and body.
+struct Slot {
+    slot: usize,
+    repeat: bool,
+}
+
 struct Prepared {
     new: NewEvent,
     event_type: String,
@@ -72,7 +88,7 @@ pub async fn create(
         ));
     }
     let prepared = prepare(state, caller, "", input, key.as_deref(), &body).await?;
-    let mut results = store(state, vec![prepared]).await?;
+    let mut results = store(state, vec![prepared], None).await?;
     let (status, result) = results.pop().ok_or(ApiError::NotFound("event"))?;
     Ok(data(status, result))
 }
@@ -93,12 +109,13 @@ pub async fn create_batch(
         return Err(ApiError::invalid("events", "must hold 1 to 1000 events"));
     }
     let limit = state.config.server.max_body_bytes;
-    // Each key's first item in this batch: its slot, its index and its body hash.
-    let mut keys: HashMap<String, (usize, usize, [u8; 32])> = HashMap::new();
-    // Where each item's result comes from: its own slot in `prepared`, or (for a
-    // repeat of an earlier item's key and body) that item's slot.
+    let mut keys: HashMap<String, FirstUse> = HashMap::new();
     let mut slots = Vec::with_capacity(batch.events.len());
     let mut prepared = Vec::with_capacity(batch.events.len());
+    // The batch index of each item in `prepared`.
+    let mut indexes = Vec::with_capacity(batch.events.len());
+    // A key repeated with another body: answered once every item is validated.
+    let mut conflict = None;
     for (i, raw) in batch.events.iter().enumerate() {
         let at = format!("events[{i}]");
         if raw.get().len() > limit {
@@ -121,42 +138,63 @@ pub async fn create_batch(
                 ));
             }
         };
-        if let Some(key) = &key {
-            let hash = sha256(raw.get().as_bytes());
-            match keys.get(key) {
+        let event = prepare(
+            state,
+            caller,
+            &at,
+            input,
+            key.as_deref(),
+            raw.get().as_bytes(),
+        )
+        .await?;
+        if let Some(key) = key {
+            let body = sha256(raw.get().as_bytes());
+            match keys.get(&key) {
                 // The same key and body again: the same event, answered as a repeat.
-                Some(&(slot, _, first)) if first == hash => {
-                    slots.push((slot, true));
+                Some(first) if first.body == body => {
+                    slots.push(Slot {
+                        slot: first.slot,
+                        repeat: true,
+                    });
                     continue;
                 }
-                Some(&(_, index, _)) => {
-                    return Err(ApiError::Conflict(format!(
-                        "{at}.idempotencyKey repeats the key of events[{index}] with a \
-                         different body; nothing was stored"
-                    )));
+                Some(first) => {
+                    conflict.get_or_insert_with(|| {
+                        ApiError::Conflict(format!(
+                            "{at}.idempotencyKey repeats the key of events[{}] with a \
+                             different body; nothing was stored",
+                            first.index
+                        ))
+                    });
+                    continue;
                 }
                 None => {
-                    keys.insert(key.clone(), (prepared.len(), i, hash));
+                    let slot = prepared.len();
+                    keys.insert(
+                        key,
+                        FirstUse {
+                            slot,
+                            index: i,
+                            body,
+                        },
+                    );
                 }
             }
         }
-        slots.push((prepared.len(), false));
-        prepared.push(
-            prepare(
-                state,
-                caller,
-                &at,
-                input,
-                key.as_deref(),
-                raw.get().as_bytes(),
-            )
-            .await?,
-        );
+        slots.push(Slot {
+            slot: prepared.len(),
+            repeat: false,
+        });
+        indexes.push(i);
+        prepared.push(event);
     }
-    let results = store(state, prepared).await?;
+    if let Some(conflict) = conflict {
+        return Err(conflict);
+    }
+    let results = store(state, prepared, Some(&indexes)).await?;
     let shown: Vec<Value> = slots
         .into_iter()
-        .map(|(slot, repeat)| {
+        .map(|Slot { slot, repeat }| {
             let (status, result) = &results[slot];
             let mut result = result.clone();
             // A repeated key answers the original event (200 alone would say so).
@@ -253,10 +291,12 @@ async fn prepare(
 
 /// Stores prepared events in one commit; each result is 202 (new) or 200 (the
 /// original answer to a repeated Idempotency-Key). Any key reused with another body
-/// fails the whole request with 409 and stores nothing.
+/// fails the whole request with 409 and stores nothing, naming the batch item
+/// (`indexes`: each event's place in the batch) or, for a single event, the header.
 async fn store(
     state: &AppState,
     prepared: Vec<Prepared>,
+    indexes: Option<&[usize]>,
 ) -> Result<Vec<(StatusCode, Value)>, ApiError> {
     let mut shown = Vec::with_capacity(prepared.len());
     let mut events = Vec::with_capacity(prepared.len());
@@ -266,10 +306,9 @@ async fn store(
     }
     let outcomes = state.store.ingest(events).await?;
     if let Some(i) = outcomes.iter().position(|o| *o == IngestOutcome::Conflict) {
-        let which = if shown.len() == 1 {
-            "this Idempotency-Key".to_owned()
-        } else {
-            format!("events[{i}].idempotencyKey")
+        let which = match indexes {
+            None => "this Idempotency-Key".to_owned(),
+            Some(indexes) => format!("events[{}].idempotencyKey", indexes[i]),
         };
         return Err(ApiError::Conflict(format!(
             "{which} was used in the last 24 h with a different body; nothing was stored"
