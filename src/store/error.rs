@@ -40,7 +40,7 @@ pub enum StoreError {
     #[error("storage.backend = \"{0}\" is not available in this build yet; use \"redb\"")]
     BackendNotBuilt(&'static str),
     #[error(
-        "the target database already holds hookd data ({0}); `hookd store copy` fills only an empty one"
+        "the target already holds hookd data ({0}); `hookd store copy` fills only an empty one"
     )]
     TargetNotEmpty(String),
     #[error(

@@ -518,10 +518,7 @@ pub async fn copy(
             postgres::copy_from_redb(&source, &to.postgres).await?
         }
         (Backend::Postgres, Backend::Redb) => {
-            let path = to.path.clone();
-            let target = tokio::task::spawn_blocking(move || self::redb::RedbTarget::create(&path))
-                .await??;
-            postgres::copy_to_redb(&from.postgres, target).await?
+            postgres::copy_to_redb(&from.postgres, &to.path).await?
         }
         _ => return Err(StoreError::CopyDirection),
     };

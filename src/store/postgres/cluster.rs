@@ -13,10 +13,11 @@
 //! A node that cannot renew stops dispatching before its leases run out: once its last
 //! successful renewal is older than two thirds of the lease (measured from before that
 //! renewal was sent), it publishes an empty set, and takes its partitions up again at
-//! the next successful beat if nobody claimed them meanwhile. Back from such a gap, it
-//! takes up only its own and free partitions for one more lease (`Takeover::Deferred`):
-//! after an outage of the database every lease has run out, and the first node back
-//! must not take the others' partitions while they still hold outcomes to write.
+//! the next successful beat if nobody claimed them meanwhile. Back from a gap longer
+//! than the lease, it takes up only its own and free partitions for one more lease
+//! (`Takeover::Deferred`): after an outage of the database every lease has run out,
+//! and the first node back must not take the others' partitions while they still hold
+//! outcomes to write.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -63,8 +64,8 @@ pub(crate) struct Heartbeat {
     owned: watch::Sender<Owned>,
     /// When the last successful renewal was sent.
     renewed: Option<Instant>,
-    /// When this node last renewed after a gap long enough to stop dispatching: for
-    /// one lease after that it takes over no other node's partitions.
+    /// When this node last renewed after a gap longer than the lease (its own leases
+    /// ran out): for one lease after that it takes over no other node's partitions.
     rejoined: Option<Instant>,
     /// Partitions to give back, no longer dispatched since the last beat.
     releasing: BTreeSet<u16>,
@@ -142,9 +143,9 @@ impl Heartbeat {
             .await?;
         if self
             .renewed
-            .is_some_and(|last| sent.duration_since(last) > self.lease * 2 / 3)
+            .is_some_and(|last| sent.duration_since(last) > self.lease)
         {
-            // It stopped dispatching meanwhile (`expire_locally`), and so may the others.
+            // Its own leases ran out meanwhile: the database was likely away for all.
             tracing::info!("leases renewed again; other nodes get a lease to do the same");
             self.rejoined = Some(sent);
         }

@@ -6,6 +6,8 @@
 //! rebuilt from columns. Every node must be stopped: a node that has beaten within
 //! its lease is named, and the copy refused.
 
+use std::path::Path;
+
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
@@ -17,27 +19,27 @@ use crate::store::StoreError;
 use crate::store::records::{EntityRecord, EventRecord, IdempotencyRecord};
 use crate::store::redb::{CHUNK, RedbTarget};
 
-/// Copies everything the database `source` names into `target`, then puts it in place.
-pub async fn to_redb(source: &Postgres, target: RedbTarget) -> Result<Copied, StoreError> {
+/// Copies everything the database `source` names into a new redb file, which then
+/// takes the place of `path` (absent, or holding no data).
+pub async fn to_redb(source: &Postgres, path: &Path) -> Result<Copied, StoreError> {
     let pool = pool(source)?;
     let mut client = pool.get().await.map_err(PostgresError::from)?;
-    // As `hookd serve` would, so that the rows read are this build's.
-    migrate(&mut client).await?;
-    let lease_ms = source.lease.as_millis() as i64;
-    let running: Vec<String> = client
-        .query(
-            "SELECT name FROM nodes
-             WHERE heartbeat > now() - $1::bigint * interval '1 millisecond' ORDER BY name",
-            &[&lease_ms],
-        )
+    // Before anything else, the schema included: a running node may be of another build.
+    let started: std::time::SystemTime = client
+        .query_one("SELECT now()", &[])
         .await
         .map_err(PostgresError::from)?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    if !running.is_empty() {
-        return Err(StoreError::NodesRunning(running.join(", ")));
-    }
+        .get(0);
+    let lease_ms = source.lease.as_millis() as i64;
+    refuse_running(
+        &client,
+        "heartbeat > now() - $1::bigint * interval '1 millisecond'",
+        &lease_ms,
+    )
+    .await?;
+    migrate(&mut client).await?;
+    let owned = path.to_owned();
+    let target = tokio::task::spawn_blocking(move || RedbTarget::create(&owned)).await??;
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -55,8 +57,41 @@ pub async fn to_redb(source: &Postgres, target: RedbTarget) -> Result<Copied, St
     stats(&tx, &target).await?;
     idempotency(&tx, &target).await?;
     tx.commit().await.map_err(PostgresError::from)?;
-    let written = tokio::task::spawn_blocking(move || target.finish()).await??;
+    // A node started during the copy may have accepted events the snapshot missed.
+    refuse_running(&client, "heartbeat >= $1", &started).await?;
+    let written = tokio::task::spawn_blocking(move || target.finish(read)).await??;
     Ok(Copied { read, written })
+}
+
+/// Refuses the copy if any node's heartbeat meets `condition` (on `$1`, `since`).
+async fn refuse_running(
+    client: &deadpool_postgres::Client,
+    condition: &str,
+    since: &(dyn ToSql + Sync),
+) -> Result<(), StoreError> {
+    let schema: bool = client
+        .query_one("SELECT to_regclass('nodes') IS NOT NULL", &[])
+        .await
+        .map_err(PostgresError::from)?
+        .get(0);
+    if !schema {
+        return Ok(());
+    }
+    let running: Vec<String> = client
+        .query(
+            &format!("SELECT name FROM nodes WHERE {condition} ORDER BY name"),
+            &[since],
+        )
+        .await
+        .map_err(PostgresError::from)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if running.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::NodesRunning(running.join(", ")))
+    }
 }
 
 /// One chunk of `sql` (which takes the last key read as its parameters and orders by
@@ -217,10 +252,7 @@ async fn attempts(tx: &Transaction<'_>, target: &RedbTarget) -> Result<(), Store
         let out = rows
             .iter()
             .map(|row| {
-                let key = (
-                    rows::col::<Uuid>(row, 0)?.0,
-                    u32::try_from(rows::col::<i32>(row, 1)?).unwrap_or(0),
-                );
+                let key = (rows::col::<Uuid>(row, 0)?.0, unsigned(row, 1)?);
                 Ok((key, rows::col(row, 2)?, rows::col(row, 3)?))
             })
             .collect::<Result<Vec<_>, PostgresError>>()?;
@@ -249,11 +281,10 @@ async fn stats(tx: &Transaction<'_>, target: &RedbTarget) -> Result<(), StoreErr
         );
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            let key = (
-                u8::try_from(rows::col::<i16>(row, 0)?).unwrap_or(0),
-                u32::try_from(rows::col::<i32>(row, 1)?).unwrap_or(0),
-                rows::col::<Uuid>(row, 2)?.0,
-            );
+            let scale = rows::col::<i16>(row, 0)?;
+            let scale = u8::try_from(scale)
+                .map_err(|_| PostgresError::Column(format!("attempt_stats scale {scale}")))?;
+            let key = (scale, unsigned(row, 1)?, rows::col::<Uuid>(row, 2)?.0);
             let latency: Vec<i32> = rows::col(row, 5)?;
             let counters = rows::counters(rows::col(row, 3)?, rows::col(row, 4)?, &latency)?;
             out.push((key, counters));
@@ -282,12 +313,18 @@ async fn idempotency(tx: &Transaction<'_>, target: &RedbTarget) -> Result<(), St
                 body_sha256: sha256(rows::col(row, 4)?)?,
                 created_ms: from_ms(rows::col(row, 1)?),
                 event: rows::col::<Uuid>(row, 2)?.0,
-                deliveries: u32::try_from(rows::col::<i32>(row, 3)?).unwrap_or(0),
+                deliveries: unsigned(row, 3)?,
             };
             out.push((sha256(rows::col(row, 0)?)?, record));
         }
         target.idempotency(&out)?;
     }
+}
+
+/// An `integer` column that holds a count or a number from 0.
+fn unsigned(row: &tokio_postgres::Row, at: usize) -> Result<u32, PostgresError> {
+    let value: i32 = rows::col(row, at)?;
+    u32::try_from(value).map_err(|_| PostgresError::Column(format!("a negative number {value}")))
 }
 
 fn sha256(bytes: &[u8]) -> Result<[u8; 32], PostgresError> {

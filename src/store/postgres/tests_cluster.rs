@@ -141,12 +141,18 @@ async fn a_partition_given_back_stays_held_for_one_beat_after_its_dispatch_stops
     // Another node is live: a's fair share is half. It stops dispatching the other
     // half at once, but keeps them, at the same epochs, so that outcomes of attempts
     // in flight still count.
-    pg.psql(&name, "INSERT INTO nodes (name) VALUES ('node-b')");
+    // (Its heartbeat is renewed before each beat: a slow machine must not let it
+    // drop out of the live nodes between two beats.)
+    let b_beats = || {
+        pg.psql(&name, "INSERT INTO nodes (name) VALUES ('node-b') ON CONFLICT (name) DO UPDATE SET heartbeat = now()")
+    };
+    b_beats();
     a.beat().await.unwrap();
     assert_eq!(a_owned.changes().borrow().len(), 128);
     assert_eq!(held("node-a"), before);
 
     // At the next beat it gives them back, fencing them.
+    b_beats();
     a.beat().await.unwrap();
     assert_eq!(a_owned.changes().borrow().len(), 128);
     assert!(held("node-a").starts_with("128:"), "{}", held("node-a"));

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, Durability};
 
 use super::export::{AttemptRow, Counts, HealthRow, StatsRow, counts};
-use super::maintenance::{COPY_CACHE, io, open_offline};
+use super::maintenance::{COPY_CACHE, adopt, io, open_offline};
 use super::migrate;
 use super::tables::Tables;
 use crate::store::codec::encode;
@@ -19,24 +19,32 @@ use crate::store::error::StoreError;
 use crate::store::records::{DeliveryRecord, EntityRecord, EventRecord, IdempotencyRecord};
 
 pub struct RedbTarget {
-    db: Database,
-    /// Where the copy is written, until `finish` renames it to `path`.
+    /// The copy (None once `finish` has closed it).
+    db: Option<Database>,
+    /// Where the copy is written, until `finish` renames it to `path`; removed if the
+    /// copy ends any other way.
     partial: PathBuf,
     path: PathBuf,
+    /// The file the copy replaces, held open until then: no hookd can start on it
+    /// meanwhile.
+    lock: Option<Database>,
 }
 
 impl RedbTarget {
     /// Starts a copy into `path`, which must hold no hookd data: absent, or a file
     /// with nothing but the root entity (as `hookd init` or a first start leaves it).
     pub fn create(path: &Path) -> Result<Self, StoreError> {
-        if path.exists() {
+        let lock = if path.exists() {
             let existing = open_offline(path)?;
             migrate::run(&existing, crate::store::now_ms())?;
             let found = counts(&existing)?;
             if found != Counts::root_only() {
                 return Err(StoreError::TargetNotEmpty(format!("{found:?}")));
             }
-        }
+            Some(existing)
+        } else {
+            None
+        };
         let folder = crate::store::folder_of(path);
         std::fs::create_dir_all(&folder).map_err(io(&folder))?;
         let mut name = path.as_os_str().to_os_string();
@@ -52,12 +60,18 @@ impl RedbTarget {
         let db = Database::builder()
             .set_cache_size(COPY_CACHE)
             .create(&partial)?;
-        migrate::run(&db, crate::store::now_ms())?;
-        Ok(Self {
-            db,
+        let target = Self {
+            db: Some(db),
             partial,
             path: path.to_owned(),
-        })
+            lock,
+        };
+        migrate::run(target.db()?, crate::store::now_ms())?;
+        Ok(target)
+    }
+
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db.as_ref().ok_or(StoreError::WriterGone)
     }
 
     /// Writes one chunk of rows in one transaction, without fsync (`finish` makes them
@@ -66,7 +80,7 @@ impl RedbTarget {
         &self,
         rows: impl FnOnce(&mut Tables<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         txn.set_durability(Durability::None)?;
         {
             let mut tables = Tables::open(&txn)?;
@@ -179,19 +193,41 @@ impl RedbTarget {
         })
     }
 
-    /// What the copy holds; then it becomes the file at `path`.
-    pub fn finish(self) -> Result<Counts, StoreError> {
-        let mut txn = self.db.begin_write()?;
+    /// Makes the copy durable and counts what it holds; if that is `read`, the copy
+    /// takes the place of the file at `path` (with its owner and mode, or the folder's
+    /// owner), otherwise it is removed and the target left as it was.
+    pub fn finish(mut self, read: Counts) -> Result<Counts, StoreError> {
+        let db = self.db.take().ok_or(StoreError::WriterGone)?;
+        let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.commit()?;
-        let written = counts(&self.db)?;
-        drop(self.db);
+        let written = counts(&db)?;
+        drop(db);
+        if written != read {
+            return Ok(written);
+        }
+        let folder = crate::store::folder_of(&self.path);
+        match std::fs::metadata(&self.path) {
+            Ok(old) => adopt(&self.partial, &old, true)?,
+            Err(_) => {
+                let owner = std::fs::metadata(&folder).map_err(io(&folder))?;
+                adopt(&self.partial, &owner, false)?;
+            }
+        }
         std::fs::rename(&self.partial, &self.path).map_err(io(&self.path))?;
         // The rename is durable once the folder is.
-        let folder = crate::store::folder_of(&self.path);
         std::fs::File::open(&folder)
             .and_then(|dir| dir.sync_all())
             .map_err(io(&folder))?;
+        drop(self.lock.take());
         Ok(written)
+    }
+}
+
+impl Drop for RedbTarget {
+    fn drop(&mut self) {
+        // Renamed already when the copy is complete; a partial copy is not kept.
+        drop(self.db.take());
+        let _ = std::fs::remove_file(&self.partial);
     }
 }

@@ -214,12 +214,7 @@ pub fn place_backup(backup: &Path, db_path: &Path) -> Result<Option<PathBuf>, St
         .map_err(io(&staged))?;
     let mut previous = None;
     if let Ok(old) = std::fs::metadata(db_path) {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::set_permissions(&staged, old.permissions()).map_err(io(&staged))?;
-        // Only root may give a file away; anyone else restores as themselves.
-        if let Err(error) = std::os::unix::fs::chown(&staged, Some(old.uid()), Some(old.gid())) {
-            tracing::debug!(%error, "cannot give the restored file the old owner");
-        }
+        adopt(&staged, &old, true)?;
         let bak = sibling(db_path, "bak");
         std::fs::rename(db_path, &bak).map_err(io(&bak))?;
         previous = Some(bak);
@@ -230,6 +225,20 @@ pub fn place_backup(backup: &Path, db_path: &Path) -> Result<Option<PathBuf>, St
         .map_err(io(&dir))?;
     drop(lock);
     Ok(previous)
+}
+
+/// Gives `file` the owner of `like` (a file it replaces, or the folder it goes in),
+/// and with `mode` its permissions too, so that a command run as root leaves a file
+/// the service user can open. Only root may give a file away; anyone else keeps it.
+pub(super) fn adopt(file: &Path, like: &std::fs::Metadata, mode: bool) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    if mode {
+        std::fs::set_permissions(file, like.permissions()).map_err(io(file))?;
+    }
+    if let Err(error) = std::os::unix::fs::chown(file, Some(like.uid()), Some(like.gid())) {
+        tracing::debug!(%error, "cannot give the new file the old owner");
+    }
+    Ok(())
 }
 
 /// `<file name>.<suffix>` beside `path`.

@@ -152,6 +152,7 @@ async fn an_appliance_is_copied_into_an_empty_database() {
         "{running}"
     );
     assert!(!back_path.exists());
+    assert!(!dir.path().join("back.redb.copying").exists());
     sql("DELETE FROM nodes");
     let report = copy(&to, &back).await.unwrap();
     assert_eq!((report.read, report.written), (expected, expected));
