@@ -286,7 +286,7 @@ async fn a_schema_1_due_queue_is_rekeyed_by_subscription_and_parked_deliveries_u
 }
 
 /// Records a failed attempt whose retry is due at `retry_at`.
-async fn fail(store: &Store, delivery: u128, retry_at: u64) {
+pub(super) async fn fail(store: &Store, delivery: u128, retry_at: u64) {
     let attempt = records::AttemptRecord {
         attempted_ms: now_ms(),
         url: "https://example.com/".into(),
