@@ -37,7 +37,6 @@ struct BatchInput {
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 const MAX_BATCH_EVENTS: usize = 1000;
 
-/// A validated event, ready to store.
 /// A key's first use in a batch.
 struct FirstUse {
     /// Its event's place in what is stored.
@@ -54,6 +53,7 @@ struct Slot {
     repeat: bool,
 }
 
+/// A validated event, ready to store.
 struct Prepared {
     new: NewEvent,
     event_type: String,
@@ -147,8 +147,9 @@ pub async fn create_batch(
             raw.get().as_bytes(),
         )
         .await?;
-        if let Some(key) = key {
-            let body = sha256(raw.get().as_bytes());
+        if let (Some(key), Some(idempotency)) = (key, &event.new.idempotency) {
+            // The body's hash `prepare` took for the key's record.
+            let body = idempotency.body_sha256;
             match keys.get(&key) {
                 // The same key and body again: the same event, answered as a repeat.
                 Some(first) if first.body == body => {
